@@ -1,0 +1,196 @@
+//! Export bundles: one self-contained file an auditor verifies with the log's public key
+//! alone. Layout: a header (log identity, public key, the range `from..=to`), then the
+//! range's frames as they are in the log (events and the checkpoints between them) with
+//! secret-bearing bodies left out, ending with the signed checkpoint of the last event.
+//! Because only commitments are chained, leaving bodies out changes no hash or signature.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::codec::{self, BUNDLE_HEADER_LEN, BodyClass, BundleHeader};
+use crate::error::LogError;
+use crate::keys::PublicKey;
+use crate::reader::{Item, LogReader};
+use crate::verify::{Chain, Failure, VerifyError, VerifyOptions, VerifyReport};
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub from: u64,
+    /// Last event included. Checkpoints are signed per group commit, so a requested end
+    /// inside a batch is extended to the batch's end, where its checkpoint is.
+    pub to: u64,
+    pub requested_to: u64,
+    pub events: u64,
+    pub redacted: u64,
+    pub checkpoints: u64,
+}
+
+/// Writes the bundle for events `from..=to` (default: the whole committed log) to `out`.
+pub fn export(
+    reader: &LogReader,
+    public_key: &PublicKey,
+    from: u64,
+    to: Option<u64>,
+    out: &mut impl Write,
+) -> Result<ExportSummary, LogError> {
+    let size = reader.size();
+    if size == 0 {
+        return Err(LogError::Invalid(
+            "the log holds no events to export".into(),
+        ));
+    }
+    let requested_to = to.unwrap_or(size - 1);
+    if from > requested_to || requested_to >= size {
+        return Err(LogError::Invalid(format!(
+            "range {from}..={requested_to} is not within the log's committed events 0..={}",
+            size - 1
+        )));
+    }
+    // First pass: find the checkpoint that covers `requested_to`, which fixes the real end.
+    let end_cp = reader.checkpoint_covering(requested_to)?;
+    let to = end_cp.body.size - 1;
+    let mut body = Vec::new();
+    let mut s = ExportSummary {
+        from,
+        to,
+        requested_to,
+        events: 0,
+        redacted: 0,
+        checkpoints: 0,
+    };
+    let mut last_cp_size = from;
+    for item in reader.iter_from(from)? {
+        match item? {
+            Item::Event(r) => {
+                if r.seq() > to {
+                    break;
+                }
+                let keep = r.class() == BodyClass::Public;
+                let sb = match (&r.body, keep) {
+                    (Some(b), true) => Some((&b.salt[..], &b.bytes[..])),
+                    _ => None,
+                };
+                codec::put_event_frame(&mut body, &r.envelope_bytes, sb);
+                s.events += 1;
+                if !keep {
+                    s.redacted += 1;
+                }
+            }
+            Item::Checkpoint(cp) => {
+                // Skip the copies that open each segment (same size as the one before).
+                if cp.body.size <= last_cp_size {
+                    continue;
+                }
+                codec::put_checkpoint_frame(&mut body, &cp.body.encode(), &cp.signature);
+                last_cp_size = cp.body.size;
+                s.checkpoints += 1;
+                if cp.body.size > to {
+                    break;
+                }
+            }
+        }
+    }
+    if last_cp_size != to + 1 {
+        return Err(LogError::Invalid(format!(
+            "no checkpoint found at the end of event {to}"
+        )));
+    }
+    let header = codec::encode_bundle_header(&BundleHeader {
+        log_id: reader.log_id(),
+        public_key: *public_key.as_bytes(),
+        from,
+        to,
+    });
+    out.write_all(&header)
+        .and_then(|_| out.write_all(&body))
+        .and_then(|_| out.flush())
+        .map_err(|e| LogError::io("writing the bundle", e))?;
+    Ok(s)
+}
+
+/// Writes a bundle to `path` (a temporary file renamed into place, so a failed export leaves
+/// no partial bundle).
+pub fn export_to_file(
+    reader: &LogReader,
+    public_key: &PublicKey,
+    from: u64,
+    to: Option<u64>,
+    path: &Path,
+) -> Result<ExportSummary, LogError> {
+    let tmp = path.with_extension("partial");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&tmp)
+            .map_err(|e| LogError::io(format!("creating {}", tmp.display()), e))?,
+    );
+    let r = export(reader, public_key, from, to, &mut f).and_then(|s| {
+        f.into_inner()
+            .map_err(|e| LogError::io("writing the bundle", e.into_error()))?
+            .sync_all()
+            .map_err(|e| LogError::io("syncing the bundle", e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| LogError::io(format!("renaming to {}", path.display()), e))?;
+        Ok(s)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Verifies a bundle with nothing but the log's public key.
+pub fn verify_bundle(
+    bytes: &[u8],
+    key: &PublicKey,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let err = |seq, loc: Option<String>, f| VerifyError {
+        seq,
+        location: loc,
+        failure: f,
+    };
+    let h = codec::decode_bundle_header(bytes).map_err(|e| {
+        err(
+            None,
+            Some("bundle@0".into()),
+            Failure::Structure(format!("bundle header: {e}")),
+        )
+    })?;
+    if h.public_key != *key.as_bytes() {
+        return Err(err(None, Some("bundle@0".into()), Failure::WrongKey));
+    }
+    if h.to < h.from {
+        return Err(err(
+            None,
+            Some("bundle@0".into()),
+            Failure::Structure("empty range".into()),
+        ));
+    }
+    let mut chain = Chain::new(key, opts, h.log_id, h.from, true)?;
+    if let Some((off, e)) =
+        chain.frames(&bytes[BUNDLE_HEADER_LEN..], BUNDLE_HEADER_LEN, "bundle")?
+    {
+        return Err(err(
+            Some(chain.next_seq),
+            Some(format!("bundle@{off}")),
+            Failure::Frame(e),
+        ));
+    }
+    if chain.next_seq != h.to + 1 {
+        return Err(err(
+            Some(chain.next_seq),
+            None,
+            Failure::Structure(format!(
+                "the header says the bundle ends at event {}, it holds events up to {}",
+                h.to,
+                chain.next_seq as i128 - 1
+            )),
+        ));
+    }
+    chain.finish(0)
+}
+
+/// Reads the header of a bundle (to show what it claims before verifying).
+pub fn bundle_header(bytes: &[u8]) -> Result<BundleHeader, crate::error::FrameError> {
+    codec::decode_bundle_header(bytes)
+}

@@ -1,0 +1,218 @@
+//! Finding a log's committed end: the last valid checkpoint of the last segment, located
+//! without scanning the whole log (the index says where the last event is; only the bytes
+//! after it are read). Shared by the writer's recovery and by read-only openers.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::SignedCheckpoint;
+use crate::codec::SEGMENT_HEADER_LEN;
+use crate::error::LogError;
+use crate::hash;
+use crate::index;
+use crate::keys::PublicKey;
+use crate::segment::{self, INDEX_FILE, SegmentInfo};
+
+/// Where a log's committed history ends, as found on disk.
+#[derive(Debug)]
+pub struct Layout {
+    pub dir: PathBuf,
+    pub log_id: [u8; 32],
+    /// Segments holding committed data (an incomplete trailing segment is excluded).
+    pub segments: Vec<SegmentInfo>,
+    /// The last checkpoint (not yet signature-checked unless a key was given).
+    pub checkpoint: SignedCheckpoint,
+    /// Offset just past the last checkpoint in the last segment.
+    pub committed_end: u64,
+    /// Length of the last segment file (bytes past `committed_end` are uncommitted).
+    pub file_end: u64,
+    /// Whole events found after the last checkpoint.
+    pub uncommitted_events: u64,
+    /// A trailing segment that holds no committed data (a roll interrupted before its first
+    /// checkpoint was synced).
+    pub incomplete_segment: Option<PathBuf>,
+    /// Frame offsets of events `0..checkpoint.size`.
+    pub index: Vec<u64>,
+    /// Whether the index file had to be corrected or rebuilt.
+    pub index_changed: bool,
+    /// Offset and reason of the first damaged frame after the last checkpoint, if any.
+    pub torn: Option<(u64, String)>,
+}
+
+impl Layout {
+    pub fn size(&self) -> u64 {
+        self.checkpoint.body.size
+    }
+    pub fn last_segment(&self) -> &SegmentInfo {
+        // `load` returns an error rather than a layout with no segments.
+        self.segments
+            .last()
+            .expect("a layout has at least one segment")
+    }
+
+    /// Reads a committed event's envelope hash through the index.
+    pub fn event_hash(&self, seq: u64) -> Result<[u8; 32], LogError> {
+        if seq >= self.size() {
+            return Err(LogError::OutOfRange(seq));
+        }
+        let seg = &self.segments
+            [index::segment_for(&self.segments, seq).ok_or(LogError::OutOfRange(seq))?];
+        let f = File::open(&seg.path)
+            .map_err(|e| LogError::io(format!("opening {}", seg.path.display()), e))?;
+        let (env_bytes, _) = crate::reader::read_event_at(&f, self.index[seq as usize], &seg.path)?;
+        Ok(hash::event_hash(&env_bytes))
+    }
+}
+
+/// Loads the layout of the log in `dir`. With `key`, the last checkpoint's signature is
+/// checked. Never modifies anything except the in-memory index.
+pub fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
+    let mut segments = segment::list_segments(dir)?;
+    if segments.is_empty() {
+        return Err(LogError::NotFound(dir.to_path_buf()));
+    }
+    let (log_id, first) = segment::read_header(&segments[0].path)?;
+    if first != 0 || segments[0].first_seq != 0 {
+        return Err(LogError::Invalid(format!(
+            "first segment {} does not start at event 0",
+            segments[0].path.display()
+        )));
+    }
+    let mut index_entries = index::load(&dir.join(INDEX_FILE), &log_id).unwrap_or_default();
+    let loaded_len = index_entries.len();
+    let mut index_cleared = false;
+    let mut incomplete_segment = None;
+    loop {
+        let last = segments
+            .last()
+            .expect("segments is non-empty in this loop")
+            .clone();
+        let header = segment::read_header(&last.path);
+        let header_ok = match &header {
+            Ok((lid, fs)) => {
+                if *lid != log_id || *fs != last.first_seq {
+                    return Err(LogError::Invalid(format!(
+                        "segment {} belongs to another log or is misnamed",
+                        last.path.display()
+                    )));
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        // Start from the last indexed event when it lies in this segment and checks out.
+        let mut start = SEGMENT_HEADER_LEN as u64;
+        if header_ok && let Some(&off) = index_entries.last() {
+            let seq = index_entries.len() as u64 - 1;
+            if seq >= last.first_seq
+                && let Ok(f) = File::open(&last.path)
+                && index::event_seq_at(&f, off) == Some(seq)
+            {
+                start = off;
+            }
+        }
+        let scan = if header_ok {
+            let buf = segment::read_from(&last.path, start)?;
+            let mut s = segment::scan(&buf, start);
+            if s.last_checkpoint.is_none() && start != SEGMENT_HEADER_LEN as u64 {
+                // The index pointed past the last checkpoint (it can run ahead of a log that
+                // lost its unsynced tail): scan the segment from its start instead.
+                index_entries.clear();
+                index_cleared = true;
+                start = SEGMENT_HEADER_LEN as u64;
+                let buf = segment::read_from(&last.path, start)?;
+                s = segment::scan(&buf, start);
+            }
+            Some(s)
+        } else {
+            None
+        };
+        let Some(scan) = scan.filter(|s| s.last_checkpoint.is_some()) else {
+            // No committed data in the last segment. A roll writes the header and a copy of
+            // the last checkpoint and syncs both before any event goes there, so such a
+            // segment is an interrupted roll, unless it is the only one or holds events.
+            let has_events = header_ok
+                && segment::scan(
+                    &segment::read_from(&last.path, SEGMENT_HEADER_LEN as u64)?,
+                    0,
+                )
+                .events_after_checkpoint
+                    > 0;
+            if segments.len() > 1 && !has_events && incomplete_segment.is_none() {
+                incomplete_segment = Some(last.path.clone());
+                segments.pop();
+                continue;
+            }
+            return Err(LogError::Invalid(format!(
+                "segment {} holds no valid checkpoint",
+                last.path.display()
+            )));
+        };
+        let (cp, cp_end) = scan
+            .last_checkpoint
+            .expect("filtered on last_checkpoint above");
+        if let (Some((bad_off, why)), Some(_)) = (&scan.bad, scan.checkpoint_beyond_bad) {
+            let seq = scan
+                .events
+                .last()
+                .map(|(s, _)| s + 1 + scan.events_after_checkpoint)
+                .unwrap_or(cp.body.size + scan.events_after_checkpoint);
+            return Err(LogError::Corrupted {
+                segment: last.path.clone(),
+                offset: *bad_off,
+                seq: Some(seq),
+                reason: why.to_string(),
+            });
+        }
+        if cp.body.log_id != log_id {
+            return Err(LogError::Invalid(format!(
+                "the last checkpoint in {} names another log",
+                last.path.display()
+            )));
+        }
+        if let Some(k) = key {
+            cp.verify(k).map_err(|_| LogError::WrongKey)?;
+        }
+        match scan.last_event_before_checkpoint {
+            Some((seq, h)) if seq + 1 != cp.body.size || !hash::ct_eq(&h, &cp.body.head) => {
+                return Err(LogError::Corrupted {
+                    segment: last.path.clone(),
+                    offset: cp_end,
+                    seq: Some(seq),
+                    reason: "the last checkpoint does not match the event before it".into(),
+                });
+            }
+            None if cp.body.size == 0 && !hash::ct_eq(&cp.body.head, &hash::genesis(&log_id)) => {
+                return Err(LogError::Invalid(
+                    "the genesis checkpoint has the wrong head".into(),
+                ));
+            }
+            _ => {}
+        }
+        // Seed the index with what the scan saw, then fill any gap before it.
+        if !index_entries.is_empty() || start == SEGMENT_HEADER_LEN as u64 {
+            for &(seq, off) in &scan.events {
+                if seq == index_entries.len() as u64 {
+                    index_entries.push(off);
+                }
+            }
+        }
+        let index_changed = index::reconcile(&mut index_entries, &segments, cp.body.size)?
+            || index_cleared
+            || index_entries.len() != loaded_len;
+        let torn = scan.bad.as_ref().map(|(o, e)| (*o, e.to_string()));
+        return Ok(Layout {
+            dir: dir.to_path_buf(),
+            log_id,
+            segments,
+            checkpoint: cp,
+            committed_end: cp_end,
+            file_end: scan.end,
+            uncommitted_events: scan.events_after_checkpoint,
+            incomplete_segment,
+            index: index_entries,
+            index_changed,
+            torn,
+        });
+    }
+}

@@ -1,0 +1,358 @@
+//! Reading a log: random access by sequence number through the index, and sequential
+//! iteration from any sequence number. Readers see the log up to its last checkpoint, so
+//! they work on a log the daemon is writing (an in-flight batch is simply not visible yet).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::checkpoint::SignedCheckpoint;
+use crate::codec::{self, BodyClass, Envelope, FRAME_CHECKPOINT, FRAME_EVENT};
+use crate::error::{FrameError, LogError};
+use crate::hash;
+use crate::index;
+use crate::keys::PublicKey;
+use crate::layout::{self, Layout};
+
+/// An event body as stored. May hold (sealed) secret material: no `Debug` of its bytes, and
+/// zeroized when dropped.
+pub struct Body {
+    pub salt: Vec<u8>,
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.bytes.len())
+    }
+}
+
+/// One event read from the log.
+#[derive(Debug)]
+pub struct Record {
+    pub envelope: Envelope,
+    /// The stored envelope bytes (what the chain hashes).
+    pub envelope_bytes: Vec<u8>,
+    /// `event_hash(envelope_bytes)`.
+    pub hash: [u8; 32],
+    /// `None` only in exports, for secret-bearing bodies.
+    pub body: Option<Body>,
+}
+
+impl Record {
+    pub fn seq(&self) -> u64 {
+        self.envelope.seq
+    }
+    pub fn class(&self) -> BodyClass {
+        self.envelope.body_class()
+    }
+    /// Whether the stored body matches the envelope's commitment (`None` if left out).
+    pub fn body_matches(&self) -> Option<bool> {
+        self.body.as_ref().map(|b| {
+            hash::ct_eq(
+                &hash::commit_body(&b.salt, &b.bytes),
+                &self.envelope.commitment,
+            )
+        })
+    }
+
+    pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, FrameError> {
+        let p = codec::decode_event_payload(payload)?;
+        Ok(Record {
+            envelope: p.envelope,
+            envelope_bytes: p.envelope_bytes.to_vec(),
+            hash: hash::event_hash(p.envelope_bytes),
+            body: p.salt_and_body.map(|(s, b)| Body {
+                salt: s.to_vec(),
+                bytes: Zeroizing::new(b.to_vec()),
+            }),
+        })
+    }
+}
+
+/// A frame met while iterating.
+#[derive(Debug)]
+pub enum Item {
+    Event(Record),
+    Checkpoint(SignedCheckpoint),
+}
+
+/// Reads the whole frame at `offset` (length checked before allocating).
+fn read_frame_at(f: &File, offset: u64, path: &Path) -> Result<Vec<u8>, LogError> {
+    let ctx = |e| LogError::io(format!("reading {} at offset {offset}", path.display()), e);
+    let mut hdr = [0u8; codec::FRAME_HEADER_LEN];
+    f.read_exact_at(&mut hdr, offset).map_err(ctx)?;
+    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    if len == 0 || len > codec::MAX_FRAME_LEN {
+        return Err(corrupt(
+            path,
+            offset,
+            None,
+            FrameError::TooLarge(len as u64).to_string(),
+        ));
+    }
+    let mut buf = vec![0u8; codec::FRAME_HEADER_LEN + len as usize];
+    f.read_exact_at(&mut buf, offset).map_err(ctx)?;
+    Ok(buf)
+}
+
+fn corrupt(path: &Path, offset: u64, seq: Option<u64>, reason: String) -> LogError {
+    LogError::Corrupted {
+        segment: path.to_path_buf(),
+        offset,
+        seq,
+        reason,
+    }
+}
+
+/// Reads the event frame at `offset`: `(envelope_bytes, record)`.
+pub(crate) fn read_event_at(
+    f: &File,
+    offset: u64,
+    path: &Path,
+) -> Result<(Vec<u8>, Record), LogError> {
+    let buf = read_frame_at(f, offset, path)?;
+    let fr = codec::read_frame(&buf).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
+    if fr.frame_type != FRAME_EVENT {
+        return Err(corrupt(
+            path,
+            offset,
+            None,
+            "expected an event frame".into(),
+        ));
+    }
+    let rec =
+        Record::from_payload(fr.payload).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
+    Ok((rec.envelope_bytes.clone(), rec))
+}
+
+/// A read-only view of a log, up to its last checkpoint when opened (or refreshed).
+#[derive(Debug)]
+pub struct LogReader {
+    layout: Layout,
+}
+
+impl LogReader {
+    /// Opens the log in `dir` without scanning it when its index is current. With `key`, the
+    /// last checkpoint's signature is checked.
+    pub fn open(dir: &Path, key: Option<&PublicKey>) -> Result<Self, LogError> {
+        Ok(Self {
+            layout: layout::load(dir, key)?,
+        })
+    }
+
+    /// Picks up events committed since opening. Returns whether the log grew.
+    pub fn refresh(&mut self) -> Result<bool, LogError> {
+        let before = self.size();
+        self.layout = layout::load(&self.layout.dir.clone(), None)?;
+        Ok(self.size() > before)
+    }
+
+    /// Number of committed events (`0..size`).
+    pub fn size(&self) -> u64 {
+        self.layout.size()
+    }
+    pub fn log_id(&self) -> [u8; 32] {
+        self.layout.log_id
+    }
+    pub fn dir(&self) -> &Path {
+        &self.layout.dir
+    }
+    /// The last checkpoint (signature checked only if a key was given to `open`).
+    pub fn checkpoint(&self) -> &SignedCheckpoint {
+        &self.layout.checkpoint
+    }
+    pub fn segments(&self) -> Vec<PathBuf> {
+        self.layout
+            .segments
+            .iter()
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    fn locate(&self, seq: u64) -> Result<(usize, u64), LogError> {
+        if seq >= self.size() {
+            return Err(LogError::OutOfRange(seq));
+        }
+        let seg =
+            index::segment_for(&self.layout.segments, seq).ok_or(LogError::OutOfRange(seq))?;
+        Ok((seg, self.layout.index[seq as usize]))
+    }
+
+    /// Random access to one committed event.
+    pub fn get(&self, seq: u64) -> Result<Record, LogError> {
+        let (seg, off) = self.locate(seq)?;
+        let path = &self.layout.segments[seg].path;
+        let f =
+            File::open(path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+        let (_, rec) = read_event_at(&f, off, path)?;
+        if rec.seq() != seq {
+            return Err(corrupt(
+                path,
+                off,
+                Some(seq),
+                format!("found event {} where {seq} belongs", rec.seq()),
+            ));
+        }
+        Ok(rec)
+    }
+
+    /// The first checkpoint at or after event `seq`: the one that signs it.
+    pub fn checkpoint_covering(&self, seq: u64) -> Result<SignedCheckpoint, LogError> {
+        for item in self.iter_from(seq)? {
+            if let Item::Checkpoint(cp) = item? {
+                return Ok(cp);
+            }
+        }
+        Err(LogError::Invalid(format!(
+            "no checkpoint covers event {seq}"
+        )))
+    }
+
+    /// Frames (events and checkpoints) from event `seq` to the committed end.
+    pub fn iter_from(&self, seq: u64) -> Result<Iter<'_>, LogError> {
+        let (seg, off) = if seq >= self.size() {
+            let last = self.layout.segments.len() - 1;
+            (last, self.layout.committed_end)
+        } else {
+            self.locate(seq)?
+        };
+        Ok(Iter {
+            reader: self,
+            seg,
+            file: None,
+            pos: off,
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// Committed events from `seq` on.
+    pub fn events_from(
+        &self,
+        seq: u64,
+    ) -> Result<impl Iterator<Item = Result<Record, LogError>> + '_, LogError> {
+        Ok(self.iter_from(seq)?.filter_map(|i| match i {
+            Ok(Item::Event(r)) => Some(Ok(r)),
+            Ok(Item::Checkpoint(_)) => None,
+            Err(e) => Some(Err(e)),
+        }))
+    }
+}
+
+/// Sequential reader over segments; bounded memory (one frame at a time).
+#[derive(Debug)]
+pub struct Iter<'a> {
+    reader: &'a LogReader,
+    seg: usize,
+    file: Option<BufReader<File>>,
+    pos: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Iter<'_> {
+    fn next_item(&mut self) -> Result<Option<Item>, LogError> {
+        let segs = &self.reader.layout.segments;
+        loop {
+            let last = self.seg + 1 == segs.len();
+            let path = &segs[self.seg].path;
+            let end = if last {
+                Some(self.reader.layout.committed_end)
+            } else {
+                None
+            };
+            if end.is_some_and(|e| self.pos >= e) {
+                return Ok(None);
+            }
+            if self.file.is_none() {
+                let mut f = File::open(path)
+                    .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+                f.seek(SeekFrom::Start(self.pos))
+                    .map_err(|e| LogError::io(format!("seeking {}", path.display()), e))?;
+                self.file = Some(BufReader::with_capacity(256 * 1024, f));
+            }
+            let file = self.file.as_mut().expect("opened just above");
+            let mut hdr = [0u8; codec::FRAME_HEADER_LEN];
+            match read_full(file, &mut hdr) {
+                Ok(0) if !last => {
+                    self.seg += 1;
+                    self.file = None;
+                    self.pos = codec::SEGMENT_HEADER_LEN as u64;
+                    continue;
+                }
+                Ok(n) if n == hdr.len() => {}
+                Ok(_) => return Err(corrupt(path, self.pos, None, "truncated frame".into())),
+                Err(e) => return Err(LogError::io(format!("reading {}", path.display()), e)),
+            }
+            let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+            if len == 0 || len > codec::MAX_FRAME_LEN {
+                return Err(corrupt(
+                    path,
+                    self.pos,
+                    None,
+                    FrameError::TooLarge(len as u64).to_string(),
+                ));
+            }
+            self.buf.clear();
+            self.buf.extend_from_slice(&hdr);
+            self.buf.resize(codec::FRAME_HEADER_LEN + len as usize, 0);
+            file.read_exact(&mut self.buf[codec::FRAME_HEADER_LEN..])
+                .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+            let at = self.pos;
+            let fr =
+                codec::read_frame(&self.buf).map_err(|e| corrupt(path, at, None, e.to_string()))?;
+            self.pos += fr.total_len as u64;
+            return match fr.frame_type {
+                FRAME_EVENT => Record::from_payload(fr.payload)
+                    .map(|r| Some(Item::Event(r)))
+                    .map_err(|e| corrupt(path, at, None, e.to_string())),
+                FRAME_CHECKPOINT => codec::decode_checkpoint_payload(fr.payload)
+                    .map(|(body, signature)| {
+                        Some(Item::Checkpoint(SignedCheckpoint { body, signature }))
+                    })
+                    .map_err(|e| corrupt(path, at, None, e.to_string())),
+                t => Err(corrupt(
+                    path,
+                    at,
+                    None,
+                    FrameError::UnknownFrameType(t).to_string(),
+                )),
+            };
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Result<Item, LogError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_item() {
+            Ok(Some(i)) => Some(Ok(i)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

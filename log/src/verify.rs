@@ -1,0 +1,608 @@
+//! Verification of a log directory or of an exported bundle.
+//!
+//! Checked: every frame (length, CRC32C, encoding), every sequence number, every chain link,
+//! every body present against its commitment, every checkpoint's size and head against the
+//! chain, the signature of the last checkpoint (which covers everything before it through the
+//! chain; every checkpoint's signature with `all_signatures`), and that the last checkpoint
+//! covers the whole log. A trusted checkpoint kept by an auditor proves the log extends it.
+//! Verification never trusts the index and never re-encodes: it hashes the stored bytes.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::checkpoint::{SignedCheckpoint, VerifiedCheckpoint};
+use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, FRAME_EVENT, SEGMENT_HEADER_LEN};
+use crate::error::{FrameError, LogError};
+use crate::hash;
+use crate::keys::PublicKey;
+use crate::segment;
+use crate::writer::is_live;
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Check the signature of every checkpoint, not only the last.
+    pub all_signatures: bool,
+    /// A checkpoint kept earlier: the log must extend it.
+    pub trusted: Option<SignedCheckpoint>,
+}
+
+/// What a successful verification established.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub log_id: [u8; 32],
+    /// First event verified (non-zero only for bundles).
+    pub from: u64,
+    /// Events `from..events` were verified.
+    pub events: u64,
+    pub head: [u8; 32],
+    /// The last checkpoint, whose signature was checked.
+    pub checkpoint: VerifiedCheckpoint,
+    pub checkpoints: u64,
+    pub signatures_checked: u64,
+    /// Bodies left out (bundles).
+    pub redacted_bodies: u64,
+    /// Bytes after the last checkpoint of a log that a writer holds open: an append in flight,
+    /// not covered yet and not verified.
+    pub pending_bytes: u64,
+    /// The trusted checkpoint that the log was shown to extend.
+    pub extends_trusted: Option<u64>,
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    Io(String),
+    Frame(FrameError),
+    Structure(String),
+    WrongLog,
+    Sequence { expected: u64, found: u64 },
+    ChainBroken,
+    BodyMismatch,
+    TimeWentBackwards,
+    SecretBodyPresent,
+    CheckpointMismatch(String),
+    BadSignature { covered_by_valid: u64 },
+    NotCovered,
+    WrongKey,
+    TrustedCheckpoint(String),
+    Rollback { log_size: u64, trusted_size: u64 },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "I/O error: {e}"),
+            Failure::Frame(e) => write!(f, "damaged record: {e}"),
+            Failure::Structure(s) => write!(f, "{s}"),
+            Failure::WrongLog => write!(f, "belongs to another log (log identity differs)"),
+            Failure::Sequence { expected, found } => {
+                write!(
+                    f,
+                    "sequence number {found} where {expected} was expected (event deleted, duplicated or reordered)"
+                )
+            }
+            Failure::ChainBroken => write!(
+                f,
+                "chain broken: its previous-hash does not match the event before it"
+            ),
+            Failure::BodyMismatch => write!(f, "body does not match its commitment"),
+            Failure::TimeWentBackwards => write!(f, "timestamp earlier than the event before it"),
+            Failure::SecretBodyPresent => {
+                write!(f, "a secret-bearing body is present in an export")
+            }
+            Failure::CheckpointMismatch(s) => write!(f, "checkpoint does not match the chain: {s}"),
+            Failure::BadSignature { covered_by_valid } => write!(
+                f,
+                "invalid checkpoint signature: history rewritten after signing; events before {covered_by_valid} are covered by a valid signature, this one is not"
+            ),
+            Failure::NotCovered => write!(
+                f,
+                "not covered by any checkpoint (appended without the log key, or left by a crash not yet recovered)"
+            ),
+            Failure::WrongKey => write!(f, "signed by a different key than the one given"),
+            Failure::TrustedCheckpoint(s) => write!(f, "trusted checkpoint: {s}"),
+            Failure::Rollback {
+                log_size,
+                trusted_size,
+            } => write!(
+                f,
+                "rollback: the log holds {log_size} events but the trusted checkpoint covers {trusted_size}"
+            ),
+        }
+    }
+}
+
+/// A verification failure: the first bad event (when one can be named), where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    pub seq: Option<u64>,
+    /// `file@offset` of the bad record, when known.
+    pub location: Option<String>,
+    pub failure: Failure,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seq {
+            Some(s) => write!(f, "event {s}")?,
+            None => write!(f, "log")?,
+        }
+        if let Some(l) = &self.location {
+            write!(f, " ({l})")?;
+        }
+        write!(f, ": {}", self.failure)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+fn fail(seq: Option<u64>, location: Option<String>, failure: Failure) -> VerifyError {
+    VerifyError {
+        seq,
+        location,
+        failure,
+    }
+}
+
+/// Where a record lies: rendered only when a failure is reported.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Loc<'a> {
+    pub name: &'a str,
+    pub offset: usize,
+}
+
+impl Loc<'_> {
+    fn render(self) -> Option<String> {
+        Some(format!("{}@{}", self.name, self.offset))
+    }
+}
+
+/// What can be computed for one frame independently of every other frame (CRC, decoding,
+/// both hashes): done in parallel before the sequential chain walk.
+enum Pre {
+    Event {
+        envelope: codec::Envelope,
+        hash: [u8; 32],
+        /// `None` if the body was left out, else whether it matches its commitment.
+        body_ok: Option<bool>,
+    },
+    Checkpoint(SignedCheckpoint),
+    Bad(FrameError),
+}
+
+fn precompute(frame: &[u8]) -> Pre {
+    let f = match codec::read_frame(frame) {
+        Ok(f) => f,
+        Err(e) => return Pre::Bad(e),
+    };
+    match f.frame_type {
+        FRAME_EVENT => match codec::decode_event_payload(f.payload) {
+            Ok(p) => Pre::Event {
+                envelope: p.envelope,
+                hash: hash::event_hash(p.envelope_bytes),
+                body_ok: p.salt_and_body.map(|(salt, body)| {
+                    hash::ct_eq(&hash::commit_body(salt, body), &p.envelope.commitment)
+                }),
+            },
+            Err(e) => Pre::Bad(e),
+        },
+        FRAME_CHECKPOINT => match codec::decode_checkpoint_payload(f.payload) {
+            Ok((body, signature)) => Pre::Checkpoint(SignedCheckpoint { body, signature }),
+            Err(e) => Pre::Bad(e),
+        },
+        t => Pre::Bad(FrameError::UnknownFrameType(t)),
+    }
+}
+
+/// Below this many frames, splitting the work across threads costs more than it saves.
+const PARALLEL_MIN_FRAMES: usize = 2048;
+
+fn precompute_all(buf: &[u8], bounds: &[std::ops::Range<usize>]) -> Vec<Pre> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || bounds.len() < PARALLEL_MIN_FRAMES {
+        return bounds.iter().map(|r| precompute(&buf[r.clone()])).collect();
+    }
+    let chunk = bounds.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|r| precompute(&buf[r.clone()]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("verification worker panicked"))
+            .collect()
+    })
+}
+
+/// The chain-checking state machine shared by log and bundle verification.
+pub(crate) struct Chain<'k> {
+    key: &'k PublicKey,
+    opts: &'k VerifyOptions,
+    pub log_id: [u8; 32],
+    pub from: u64,
+    pub next_seq: u64,
+    /// `None` until known (a bundle that starts mid-log learns it from its first event).
+    pub head: Option<[u8; 32]>,
+    last_time: u64,
+    /// Every checkpoint seen, with where it lies.
+    pub checkpoints: Vec<(SignedCheckpoint, Option<String>)>,
+    /// Size covered by the last checkpoint.
+    pub covered: u64,
+    pub redacted: u64,
+    pub sigs: u64,
+    trusted_ok: Option<u64>,
+    pub is_bundle: bool,
+}
+
+impl<'k> Chain<'k> {
+    pub fn new(
+        key: &'k PublicKey,
+        opts: &'k VerifyOptions,
+        log_id: [u8; 32],
+        from: u64,
+        is_bundle: bool,
+    ) -> Result<Self, VerifyError> {
+        let head = (from == 0).then(|| hash::genesis(&log_id));
+        let mut c = Chain {
+            key,
+            opts,
+            log_id,
+            from,
+            next_seq: from,
+            head,
+            last_time: 0,
+            checkpoints: Vec::new(),
+            covered: from,
+            redacted: 0,
+            sigs: 0,
+            trusted_ok: None,
+            is_bundle,
+        };
+        if let Some(t) = &opts.trusted {
+            let tf = |s: &str| fail(None, None, Failure::TrustedCheckpoint(s.to_string()));
+            t.verify(key)
+                .map_err(|_| tf("its signature does not verify with this key"))?;
+            if t.body.log_id != log_id {
+                return Err(tf("it belongs to another log"));
+            }
+            if t.body.size < from {
+                return Err(tf(&format!(
+                    "it covers {} events, before this bundle starts at event {from}; export from {} or earlier to check it",
+                    t.body.size,
+                    t.body.size.saturating_sub(1)
+                )));
+            }
+            c.check_trusted(None)?;
+        }
+        Ok(c)
+    }
+
+    fn check_trusted(&mut self, first_prev: Option<[u8; 32]>) -> Result<(), VerifyError> {
+        let Some(t) = &self.opts.trusted else {
+            return Ok(());
+        };
+        if self.trusted_ok.is_some() || t.body.size != self.next_seq {
+            return Ok(());
+        }
+        // The head at size `next_seq` is `head`, or, for a bundle's first event, its prev.
+        let head = self.head.or(first_prev);
+        if let Some(h) = head {
+            if !hash::ct_eq(&h, &t.body.head) {
+                return Err(fail(
+                    t.body.size.checked_sub(1),
+                    None,
+                    Failure::TrustedCheckpoint("the log does not extend it: a different history at its size (fork or rewrite)".into()),
+                ));
+            }
+            self.trusted_ok = Some(t.body.size);
+        }
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        env: &codec::Envelope,
+        ev_hash: [u8; 32],
+        body_ok: Option<bool>,
+        loc: Loc<'_>,
+    ) -> Result<(), VerifyError> {
+        let seq = self.next_seq;
+        let bad = |f: Failure| fail(Some(seq), loc.render(), f);
+        if env.seq != seq {
+            return Err(bad(Failure::Sequence {
+                expected: seq,
+                found: env.seq,
+            }));
+        }
+        if seq == self.from && self.head.is_none() {
+            self.check_trusted(Some(env.prev))?;
+        }
+        if let Some(h) = &self.head
+            && !hash::ct_eq(h, &env.prev)
+        {
+            return Err(bad(Failure::ChainBroken));
+        }
+        if env.time_ms < self.last_time {
+            return Err(bad(Failure::TimeWentBackwards));
+        }
+        match body_ok {
+            Some(ok) => {
+                if self.is_bundle && env.body_class() == BodyClass::Secret {
+                    return Err(bad(Failure::SecretBodyPresent));
+                }
+                if !ok {
+                    return Err(bad(Failure::BodyMismatch));
+                }
+            }
+            None => {
+                if !self.is_bundle {
+                    return Err(bad(Failure::Frame(FrameError::BadRedaction)));
+                }
+                self.redacted += 1;
+            }
+        }
+        self.last_time = env.time_ms;
+        self.head = Some(ev_hash);
+        self.next_seq += 1;
+        self.check_trusted(None)
+    }
+
+    fn checkpoint(&mut self, cp: SignedCheckpoint, loc: Loc<'_>) -> Result<(), VerifyError> {
+        let at = self.next_seq.checked_sub(1);
+        let mism = |s: String| fail(at, loc.render(), Failure::CheckpointMismatch(s));
+        if cp.body.log_id != self.log_id {
+            return Err(fail(at, loc.render(), Failure::WrongLog));
+        }
+        if cp.body.size != self.next_seq {
+            return Err(mism(format!(
+                "it covers {} events, the chain has {}",
+                cp.body.size, self.next_seq
+            )));
+        }
+        if let Some(h) = &self.head
+            && !hash::ct_eq(h, &cp.body.head)
+        {
+            return Err(mism("its head is not the hash of the last event".into()));
+        }
+        if cp.body.time_ms < self.last_time {
+            return Err(mism("its time is earlier than the events it covers".into()));
+        }
+        let where_ = loc.render();
+        if self.opts.all_signatures {
+            self.sig(&cp, where_.clone())?;
+        }
+        self.covered = cp.body.size;
+        self.checkpoints.push((cp, where_));
+        Ok(())
+    }
+
+    fn sig(
+        &mut self,
+        cp: &SignedCheckpoint,
+        loc: Option<String>,
+    ) -> Result<VerifiedCheckpoint, VerifyError> {
+        self.sigs += 1;
+        cp.verify(self.key).map_err(|_| {
+            let valid_before = self
+                .checkpoints
+                .iter()
+                .rev()
+                .find(|(c, _)| c.body.size < cp.body.size && c.verify(self.key).is_ok())
+                .map_or(self.from, |(c, _)| c.body.size);
+            fail(
+                Some(valid_before),
+                loc,
+                Failure::BadSignature {
+                    covered_by_valid: valid_before,
+                },
+            )
+        })
+    }
+
+    /// Ends verification: the last checkpoint must cover everything and carry a valid
+    /// signature. If it does not, every checkpoint is checked to name the first event that no
+    /// valid signature covers.
+    pub fn finish(mut self, pending_bytes: u64) -> Result<VerifyReport, VerifyError> {
+        let Some((last, loc)) = self.checkpoints.last().cloned() else {
+            return Err(fail(
+                None,
+                None,
+                Failure::Structure("no checkpoint at all".into()),
+            ));
+        };
+        if self.covered != self.next_seq {
+            return Err(fail(Some(self.covered), None, Failure::NotCovered));
+        }
+        let verified = match self.sig(&last, loc) {
+            Ok(v) => v,
+            Err(e) => {
+                // Name the first event not covered by a valid signature.
+                let cps = std::mem::take(&mut self.checkpoints);
+                let mut valid = self.from;
+                for (cp, l) in &cps {
+                    if cp.verify(self.key).is_err() {
+                        return Err(fail(
+                            Some(valid),
+                            l.clone(),
+                            Failure::BadSignature {
+                                covered_by_valid: valid,
+                            },
+                        ));
+                    }
+                    valid = cp.body.size;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(t) = &self.opts.trusted
+            && self.trusted_ok.is_none()
+        {
+            return Err(fail(
+                None,
+                None,
+                Failure::Rollback {
+                    log_size: self.next_seq,
+                    trusted_size: t.body.size,
+                },
+            ));
+        }
+        Ok(VerifyReport {
+            log_id: self.log_id,
+            from: self.from,
+            events: self.next_seq,
+            head: self.head.unwrap_or(last.body.head),
+            checkpoint: verified,
+            checkpoints: self.checkpoints.len() as u64,
+            signatures_checked: self.sigs,
+            redacted_bodies: self.redacted,
+            pending_bytes,
+            extends_trusted: self.trusted_ok,
+        })
+    }
+
+    /// Feeds every frame in `buf` (the bytes of one file from offset `base`). Returns the
+    /// offset where parsing stopped and why, if a frame did not parse; chain failures are
+    /// errors.
+    pub fn frames(
+        &mut self,
+        buf: &[u8],
+        base: usize,
+        name: &str,
+    ) -> Result<Option<(usize, FrameError)>, VerifyError> {
+        // Frame boundaries come from the length fields alone; a damaged length shows up as a
+        // CRC failure of that frame in the next step, which is what gets reported.
+        let mut bounds = Vec::new();
+        let mut pos = 0;
+        let mut stop = None;
+        while pos < buf.len() {
+            match codec::frame_extent(&buf[pos..]) {
+                Ok(n) => {
+                    bounds.push(pos..pos + n);
+                    pos += n;
+                }
+                Err(e) => {
+                    stop = Some((base + pos, e));
+                    break;
+                }
+            }
+        }
+        let pre = precompute_all(buf, &bounds);
+        for (r, p) in bounds.iter().zip(pre) {
+            let loc = Loc {
+                name,
+                offset: base + r.start,
+            };
+            match p {
+                Pre::Bad(e) => return Ok(Some((loc.offset, e))),
+                Pre::Event {
+                    envelope,
+                    hash,
+                    body_ok,
+                } => self.event(&envelope, hash, body_ok, loc)?,
+                Pre::Checkpoint(cp) => self.checkpoint(cp, loc)?,
+            }
+        }
+        Ok(stop)
+    }
+}
+
+/// Verifies the log in `dir` with `key`. A log that a writer holds open may have an append in
+/// flight after its last checkpoint: that tail is reported as pending, not verified. With no
+/// writer, everything must be covered.
+pub fn verify_log(
+    dir: &Path,
+    key: &PublicKey,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    let io = |e: LogError| fail(None, None, Failure::Io(e.to_string()));
+    let live = is_live(dir);
+    let segments = segment::list_segments(dir).map_err(io)?;
+    if segments.is_empty() {
+        return Err(io(LogError::NotFound(dir.to_path_buf())));
+    }
+    let (log_id, _) = segment::read_header(&segments[0].path)
+        .map_err(|e| fail(Some(0), None, Failure::Structure(e.to_string())))?;
+    let mut chain = Chain::new(key, opts, log_id, 0, false)?;
+    let mut pending = 0u64;
+    for (i, seg) in segments.iter().enumerate() {
+        let name = seg
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(&seg.path)
+            .map_err(|e| fail(None, None, Failure::Io(format!("reading {name}: {e}"))))?;
+        let last = i + 1 == segments.len();
+        let at = Some(chain.next_seq);
+        let (lid, first) = codec::decode_segment_header(&bytes).map_err(|e| {
+            fail(
+                at,
+                Some(format!("{name}@0")),
+                Failure::Structure(format!("segment header: {e}")),
+            )
+        })?;
+        if lid != log_id {
+            return Err(fail(at, Some(format!("{name}@0")), Failure::WrongLog));
+        }
+        if first != chain.next_seq || seg.first_seq != first {
+            return Err(fail(
+                at,
+                Some(format!("{name}@0")),
+                Failure::Structure(format!(
+                    "segment starts at event {first}, expected {}",
+                    chain.next_seq
+                )),
+            ));
+        }
+        let covered_before = chain.covered;
+        let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, &name)?;
+        if let Some((off, e)) = stop {
+            if last && live {
+                pending = (bytes.len() - off) as u64;
+                // Events after the last checkpoint belong to the in-flight batch.
+                chain.next_seq = chain.covered.max(covered_before);
+                chain.head = chain
+                    .checkpoints
+                    .last()
+                    .map(|(c, _)| c.body.head)
+                    .or(chain.head);
+                break;
+            }
+            return Err(fail(
+                Some(chain.next_seq),
+                Some(format!("{name}@{off}")),
+                Failure::Frame(e),
+            ));
+        }
+        if chain.covered != chain.next_seq {
+            if last && live {
+                pending = 0;
+                chain.next_seq = chain.covered;
+                chain.head = chain
+                    .checkpoints
+                    .last()
+                    .map(|(c, _)| c.body.head)
+                    .or(chain.head);
+                break;
+            }
+            if !last {
+                return Err(fail(
+                    Some(chain.covered),
+                    Some(name),
+                    Failure::Structure("segment does not end with a checkpoint".into()),
+                ));
+            }
+        }
+    }
+    chain.finish(pending)
+}

@@ -1,0 +1,963 @@
+//! The writer: many concurrent appenders, one writer thread, group commit.
+//!
+//! Appenders hand entries to the writer over a channel. The writer takes everything queued
+//! (up to a bound), assigns sequence numbers, chains and frames the events, signs one
+//! checkpoint for the batch, writes events and checkpoint with one write, fdatasyncs, and
+//! only then acknowledges each appender with its sequence number. While it waits on the disk,
+//! new appends queue up and form the next batch, which is what makes throughput grow with the
+//! number of appenders.
+//!
+//! Any write or fsync error poisons the writer: after a failed fsync the kernel may have
+//! dropped the dirty pages and cleared the error ("fsyncgate"), so retrying could report
+//! success for data that is gone. A poisoned writer fails every pending and later append and
+//! never touches the file again; reopening (a restart) recovers from what is on disk.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::checkpoint::SignedCheckpoint;
+use crate::codec::{self, BodyClass, Envelope, FORMAT_VERSION, MAX_BODY_LEN, SALT_LEN};
+use crate::error::{AppendError, LogError};
+use crate::hash;
+use crate::index::IndexWriter;
+use crate::keys::{LogKey, PublicKey};
+use crate::layout;
+use crate::segment::{self, INDEX_FILE, LOCK_FILE};
+use crate::storage::{StdStorage, Storage, StorageFile};
+
+/// Milliseconds since the Unix epoch.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// How a log is written.
+#[derive(Clone)]
+pub struct LogOptions {
+    pub storage: Arc<dyn Storage>,
+    /// The kept checkpoint: a copy of the latest checkpoint outside the log, replaced
+    /// atomically at most `checkpoint_interval` after each commit and at close. A log shorter
+    /// than it is refused as a rollback. `None` disables it (tests of the log alone).
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_interval: Duration,
+    /// A new segment is started after a commit leaves the current one at least this large.
+    pub segment_bytes: u64,
+    /// Most events in one group commit.
+    pub max_batch_events: usize,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("storage", &self.storage)
+            .field("checkpoint_file", &self.checkpoint_file)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("max_batch_events", &self.max_batch_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            storage: Arc::new(StdStorage),
+            checkpoint_file: None,
+            checkpoint_interval: Duration::from_secs(1),
+            segment_bytes: 64 << 20,
+            max_batch_events: 4096,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// An event to append. The body may carry secret material: it is zeroized on drop and never
+/// printed. Its commitment is computed here, on the appender's thread, so that hashing bodies
+/// is spread over the callers rather than serialised in the writer.
+pub struct Entry {
+    kind: u16,
+    class: BodyClass,
+    salt: Option<[u8; SALT_LEN]>,
+    body: Zeroizing<Vec<u8>>,
+    commitment: [u8; 32],
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("kind", &self.kind)
+            .field("class", &self.class)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl Entry {
+    /// A body that exports keep.
+    pub fn public(kind: u16, body: Vec<u8>) -> Self {
+        let commitment = hash::commit_body(&[], &body);
+        Self {
+            kind,
+            class: BodyClass::Public,
+            salt: None,
+            body: Zeroizing::new(body),
+            commitment,
+        }
+    }
+
+    /// A body that may carry secret material: committed with a fresh random salt, left out of
+    /// exports.
+    pub fn secret(kind: u16, body: Vec<u8>) -> Result<Self, AppendError> {
+        let mut salt = [0u8; SALT_LEN];
+        let body = Zeroizing::new(body);
+        getrandom::fill(&mut salt).map_err(|e| AppendError::Random(e.to_string()))?;
+        Ok(Self::secret_with_salt(kind, body.to_vec(), salt))
+    }
+
+    /// As [`secret`](Self::secret) with a caller-chosen salt (golden vectors; a caller that
+    /// derives salts itself). A salt must never be reused.
+    pub fn secret_with_salt(kind: u16, body: Vec<u8>, salt: [u8; SALT_LEN]) -> Self {
+        let commitment = hash::commit_body(&salt, &body);
+        Self {
+            kind,
+            class: BodyClass::Secret,
+            salt: Some(salt),
+            body: Zeroizing::new(body),
+            commitment,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+}
+
+/// Proof that an event is durable and covered by a signed checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub time_ms: u64,
+    /// The checkpoint written with the batch (covers `0..checkpoint.body.size`).
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// What the writer has committed so far.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub size: u64,
+    pub head: [u8; 32],
+    pub checkpoint: SignedCheckpoint,
+    /// Why the writer stopped, if it did.
+    pub poisoned: Option<String>,
+    /// Group commits and bytes written since open (benchmarks compare against a raw ceiling
+    /// with the same batch sizes).
+    pub batches: u64,
+    pub bytes_written: u64,
+}
+
+/// What recovery did on open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut from the end of the last segment (a torn, never-acknowledged write).
+    pub truncated_bytes: u64,
+    /// Whole events that lay past the last checkpoint and were dropped with it.
+    pub dropped_events: u64,
+    /// A trailing segment whose creation was interrupted, removed.
+    pub removed_segment: Option<PathBuf>,
+    pub index_rebuilt: bool,
+}
+
+pub type Callback = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
+
+enum Msg {
+    Append(Vec<Entry>, Callback),
+    Close(mpsc::SyncSender<Result<(), String>>),
+}
+
+/// An open, writable log. One per log directory (an exclusive lock enforces it).
+pub struct Log {
+    tx: Option<mpsc::Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Mutex<Status>>,
+    dir: PathBuf,
+    log_id: [u8; 32],
+    public: PublicKey,
+    recovery: Recovery,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("log_id", &hex::encode(self.log_id))
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+    // A lock just released may still be held for a moment by a child process that another
+    // thread of the releasing process forked before closing it (the descriptor is closed only
+    // at the child's exec). Waiting a bounded, short time tells that apart from a real second
+    // writer, which holds the lock for as long as it runs.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked(dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io(format!("locking {}", path.display()), e));
+            }
+        }
+    }
+}
+
+/// Whether a writer currently holds the log in `dir` open.
+pub fn is_live(dir: &Path) -> bool {
+    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+fn io_err(ctx: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+    let ctx = ctx.into();
+    move |e| LogError::io(ctx, e)
+}
+
+impl Log {
+    /// Creates a new, empty log in `dir` (created 0700 if missing), with a random identity.
+    pub fn create(dir: &Path, key: LogKey, opts: LogOptions) -> Result<Self, LogError> {
+        let mut log_id = [0u8; 32];
+        getrandom::fill(&mut log_id).map_err(|e| {
+            LogError::io(
+                "reading the OS random source",
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Self::create_with_id(dir, key, opts, log_id)
+    }
+
+    /// As [`create`](Self::create) with a given identity (golden vectors).
+    pub fn create_with_id(
+        dir: &Path,
+        key: LogKey,
+        opts: LogOptions,
+        log_id: [u8; 32],
+    ) -> Result<Self, LogError> {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let lock = lock_dir(dir)?;
+        if !segment::list_segments(dir)?.is_empty() {
+            return Err(LogError::AlreadyExists(dir.to_path_buf()));
+        }
+        let st = &opts.storage;
+        let path = dir.join(segment::segment_name(0));
+        let time = (opts.clock)();
+        let cp = SignedCheckpoint::sign(&key, log_id, 0, hash::genesis(&log_id), time);
+        let mut buf = codec::encode_segment_header(&log_id, 0);
+        codec::put_checkpoint_frame(&mut buf, &cp.body.encode(), &cp.signature);
+        let mut file = st
+            .create_new(&path)
+            .map_err(io_err(format!("creating {}", path.display())))?;
+        file.write_all(&buf)
+            .and_then(|_| file.sync_data())
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        st.sync_dir(dir)
+            .map_err(io_err(format!("syncing {}", dir.display())))?;
+        let index = IndexWriter::open(&dir.join(INDEX_FILE), &log_id, &[], true)?;
+        if let Some(p) = &opts.checkpoint_file {
+            write_kept_checkpoint(st.as_ref(), p, &cp)
+                .map_err(io_err(format!("writing {}", p.display())))?;
+        }
+        let state = WriterState {
+            dir: dir.to_path_buf(),
+            log_id,
+            key,
+            seg: file,
+            seg_len: buf.len() as u64,
+            next_seq: 0,
+            head: cp.body.head,
+            last_time: time,
+            checkpoint: cp,
+            index: Some(index),
+            housekept_size: 0,
+            last_kept: Instant::now(),
+            opts,
+            _lock: lock,
+        };
+        Ok(Self::spawn(state, Recovery::default()))
+    }
+
+    /// Opens an existing log for writing, recovering from a crash: a torn write past the last
+    /// checkpoint is truncated (and reported on stderr); anything else that is wrong stops the
+    /// open with an error that says where.
+    pub fn open(dir: &Path, key: LogKey, opts: LogOptions) -> Result<Self, LogError> {
+        if !dir.is_dir() {
+            return Err(LogError::NotFound(dir.to_path_buf()));
+        }
+        let lock = lock_dir(dir)?;
+        let public = key.public();
+        let lay = layout::load(dir, Some(&public))?;
+        let st = opts.storage.clone();
+        let cp = lay.checkpoint;
+
+        // The kept checkpoint catches a log cut back to an older, validly signed state.
+        if let Some(p) = &opts.checkpoint_file
+            && p.exists()
+        {
+            let kept = SignedCheckpoint::read_file(p)?;
+            kept.verify(&public)
+                .map_err(|_| LogError::BadCheckpointFile {
+                    path: p.clone(),
+                    reason: "signature does not verify with this log's key".into(),
+                })?;
+            if kept.body.log_id != lay.log_id {
+                return Err(LogError::BadCheckpointFile {
+                    path: p.clone(),
+                    reason: "it belongs to another log".into(),
+                });
+            }
+            if kept.body.size > cp.body.size {
+                if let Some((offset, why)) = &lay.torn {
+                    // What looked like a torn final write held acknowledged events.
+                    return Err(LogError::Corrupted {
+                        segment: lay.last_segment().path.clone(),
+                        offset: *offset,
+                        seq: Some(cp.body.size),
+                        reason: format!(
+                            "{why}; the checkpoint kept at {} shows events up to {} were acknowledged",
+                            p.display(),
+                            kept.body.size - 1
+                        ),
+                    });
+                }
+                return Err(LogError::Rollback {
+                    log_size: cp.body.size,
+                    kept_size: kept.body.size,
+                    checkpoint: p.clone(),
+                });
+            }
+            let head_then = if kept.body.size == 0 {
+                hash::genesis(&lay.log_id)
+            } else {
+                lay.event_hash(kept.body.size - 1)?
+            };
+            if !hash::ct_eq(&head_then, &kept.body.head) {
+                return Err(LogError::Fork {
+                    seq: kept.body.size.saturating_sub(1),
+                    checkpoint: p.clone(),
+                });
+            }
+        }
+
+        let mut recovery = Recovery {
+            index_rebuilt: lay.index_changed,
+            ..Default::default()
+        };
+        if let Some(p) = &lay.incomplete_segment {
+            eprintln!(
+                "scopehold-log: removing {}: a segment whose creation was interrupted before it held any committed data",
+                p.display()
+            );
+            st.remove(p)
+                .map_err(io_err(format!("removing {}", p.display())))?;
+            st.sync_dir(dir)
+                .map_err(io_err(format!("syncing {}", dir.display())))?;
+            recovery.removed_segment = Some(p.clone());
+        }
+        let last = lay.last_segment().path.clone();
+        let mut seg = st
+            .open_append(&last)
+            .map_err(io_err(format!("opening {}", last.display())))?;
+        if lay.file_end > lay.committed_end {
+            recovery.truncated_bytes = lay.file_end - lay.committed_end;
+            recovery.dropped_events = lay.uncommitted_events;
+            eprintln!(
+                "scopehold-log: {}: truncating {} bytes after the last checkpoint (offset {}, {} events): a torn write from an interrupted append, never acknowledged{}",
+                last.display(),
+                recovery.truncated_bytes,
+                lay.committed_end,
+                cp.body.size,
+                lay.torn
+                    .as_ref()
+                    .map(|(o, why)| format!("; first damaged frame at offset {o}: {why}"))
+                    .unwrap_or_default()
+            );
+            seg.truncate(lay.committed_end)
+                .map_err(io_err(format!("truncating {}", last.display())))?;
+        }
+        if lay.index_changed {
+            eprintln!(
+                "scopehold-log: index of {} was missing or stale; rebuilt",
+                dir.display()
+            );
+        }
+        let index = IndexWriter::open(
+            &dir.join(INDEX_FILE),
+            &lay.log_id,
+            &lay.index,
+            lay.index_changed,
+        )
+        .ok();
+        let last_time = cp.body.time_ms;
+        let state = WriterState {
+            dir: dir.to_path_buf(),
+            log_id: lay.log_id,
+            key,
+            seg,
+            seg_len: lay.committed_end,
+            next_seq: cp.body.size,
+            head: cp.body.head,
+            last_time,
+            checkpoint: cp,
+            index,
+            housekept_size: u64::MAX, // unknown: write the kept checkpoint at the first chance
+            last_kept: Instant::now() - opts.checkpoint_interval,
+            opts,
+            _lock: lock,
+        };
+        Ok(Self::spawn(state, recovery))
+    }
+
+    fn spawn(state: WriterState, recovery: Recovery) -> Self {
+        let shared = Arc::new(Mutex::new(Status {
+            size: state.next_seq,
+            head: state.head,
+            checkpoint: state.checkpoint,
+            poisoned: None,
+            batches: 0,
+            bytes_written: 0,
+        }));
+        let (tx, rx) = mpsc::channel();
+        let dir = state.dir.clone();
+        let log_id = state.log_id;
+        let public = state.key.public();
+        let (sequencer, syncer) = state.split(shared.clone());
+        // Rendezvous: the sequencer prepares the next batch while the syncer waits on the
+        // disk, and hands it over the moment the syncer is free; at most one batch is ever
+        // written but unsynced.
+        let (prep_tx, prep_rx) = mpsc::sync_channel(0);
+        let syncer_thread = std::thread::Builder::new()
+            .name("scopehold-log-sync".into())
+            .spawn(move || syncer.run(prep_rx))
+            .expect("spawning the log sync thread");
+        let thread = std::thread::Builder::new()
+            .name("scopehold-log-seq".into())
+            .spawn(move || {
+                sequencer.run(rx, prep_tx);
+                let _ = syncer_thread.join();
+            })
+            .expect("spawning the log writer thread");
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            shared,
+            dir,
+            log_id,
+            public,
+            recovery,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn log_id(&self) -> [u8; 32] {
+        self.log_id
+    }
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+    pub fn status(&self) -> Status {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Queues entries to be committed together (one batch, consecutive sequence numbers) and
+    /// calls `done` from the writer thread once they are durable and checkpointed, or failed.
+    /// For async callers: `done` can complete a oneshot channel.
+    pub fn submit(&self, entries: Vec<Entry>, done: Callback) {
+        if let Some(e) = entries.iter().find(|e| e.body.len() > MAX_BODY_LEN) {
+            return done(Err(AppendError::TooLarge(e.body.len())));
+        }
+        let Some(tx) = &self.tx else {
+            return done(Err(AppendError::Closed));
+        };
+        if let Err(mpsc::SendError(Msg::Append(_, done))) = tx.send(Msg::Append(entries, done)) {
+            done(Err(AppendError::Closed));
+        }
+    }
+
+    /// Appends entries as one batch and waits until they are durable and signed.
+    pub fn append_batch(&self, entries: Vec<Entry>) -> Result<Vec<Receipt>, AppendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            entries,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Appends one entry and waits until it is durable and signed.
+    pub fn append(&self, entry: Entry) -> Result<Receipt, AppendError> {
+        let mut v = self.append_batch(vec![entry])?;
+        v.pop().ok_or(AppendError::Closed)
+    }
+
+    /// Stops the writer after everything already queued, writes the kept checkpoint and
+    /// syncs the index. Returns the writer's failure, if it had one.
+    pub fn close(mut self) -> Result<(), String> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), String> {
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        let r = if tx.send(Msg::Close(ack_tx)).is_ok() {
+            ack_rx.recv().unwrap_or(Ok(()))
+        } else {
+            Ok(())
+        };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        r
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn write_kept_checkpoint(
+    st: &dyn Storage,
+    path: &Path,
+    cp: &SignedCheckpoint,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = st.remove(&tmp);
+    let mut f = st.create_new(&tmp)?;
+    f.write_all(cp.to_text().as_bytes())?;
+    f.sync_data()?;
+    drop(f);
+    st.rename(&tmp, path)?;
+    st.sync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// Everything the writer needs, as recovered or created; split into the two pipeline stages.
+struct WriterState {
+    dir: PathBuf,
+    log_id: [u8; 32],
+    key: LogKey,
+    seg: Box<dyn StorageFile>,
+    seg_len: u64,
+    next_seq: u64,
+    head: [u8; 32],
+    last_time: u64,
+    checkpoint: SignedCheckpoint,
+    index: Option<IndexWriter>,
+    housekept_size: u64,
+    last_kept: Instant,
+    opts: LogOptions,
+    _lock: File,
+}
+
+impl WriterState {
+    fn split(self, shared: Arc<Mutex<Status>>) -> (Sequencer, Syncer) {
+        let seq = Sequencer {
+            log_id: self.log_id,
+            key: self.key,
+            dir: self.dir.clone(),
+            seg_len: self.seg_len,
+            next_seq: self.next_seq,
+            head: self.head,
+            last_time: self.last_time,
+            checkpoint: self.checkpoint,
+            segment_bytes: self.opts.segment_bytes,
+            max_batch_events: self.opts.max_batch_events,
+            clock: self.opts.clock.clone(),
+            shared: shared.clone(),
+        };
+        let sync = Syncer {
+            dir: self.dir,
+            seg: self.seg,
+            index: self.index,
+            durable_size: self.next_seq,
+            checkpoint: self.checkpoint,
+            housekept_size: self.housekept_size,
+            last_kept: self.last_kept,
+            opts: self.opts,
+            shared,
+            poisoned: None,
+            _lock: self._lock,
+        };
+        (seq, sync)
+    }
+}
+
+/// `(seq, hash)` of an event prepared for writing.
+type EventId = (u64, [u8; 32]);
+
+/// A batch ready to be written: frames, index offsets, who to acknowledge, and whether a new
+/// segment starts after it.
+struct Prepared {
+    buf: Vec<u8>,
+    offsets: Vec<u64>,
+    callers: Vec<(Callback, Vec<EventId>)>,
+    checkpoint: SignedCheckpoint,
+    time_ms: u64,
+    /// Path and first bytes (header and a copy of this batch's checkpoint) of the segment
+    /// that the next batch goes to.
+    roll: Option<(PathBuf, Vec<u8>)>,
+}
+
+enum SyncMsg {
+    Batch(Box<Prepared>),
+    Close(mpsc::SyncSender<Result<(), String>>),
+}
+
+fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
+    shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .poisoned
+        .clone()
+}
+
+/// Stage one: batching, sequence numbers, chaining, framing, signing. Pure CPU work, done
+/// while the syncer waits on the disk for the previous batch.
+struct Sequencer {
+    log_id: [u8; 32],
+    key: LogKey,
+    dir: PathBuf,
+    /// Length the current segment will have once everything prepared so far is written.
+    seg_len: u64,
+    next_seq: u64,
+    head: [u8; 32],
+    last_time: u64,
+    checkpoint: SignedCheckpoint,
+    segment_bytes: u64,
+    max_batch_events: usize,
+    clock: Clock,
+    shared: Arc<Mutex<Status>>,
+}
+
+impl Sequencer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>, out: mpsc::SyncSender<SyncMsg>) {
+        let mut batch: Vec<(Vec<Entry>, Callback)> = Vec::new();
+        loop {
+            let Ok(first) = rx.recv() else {
+                let (ack, _) = mpsc::sync_channel(1);
+                let _ = out.send(SyncMsg::Close(ack));
+                return;
+            };
+            let mut close = None;
+            let mut events = 0usize;
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                match m {
+                    Msg::Append(es, cb) => {
+                        events += es.len();
+                        batch.push((es, cb));
+                    }
+                    Msg::Close(ack) => {
+                        close = Some(ack);
+                        break;
+                    }
+                }
+                if events < self.max_batch_events {
+                    msg = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                if let Some(why) = poisoned_reason(&self.shared) {
+                    for (_, cb) in batch.drain(..) {
+                        cb(Err(AppendError::Poisoned(why.clone())));
+                    }
+                } else {
+                    let p = self.prepare(&mut batch);
+                    if let Err(mpsc::SendError(SyncMsg::Batch(p))) =
+                        out.send(SyncMsg::Batch(Box::new(p)))
+                    {
+                        for (cb, _) in p.callers {
+                            cb(Err(AppendError::Closed));
+                        }
+                    }
+                }
+            }
+            if let Some(ack) = close {
+                // Fail whatever raced in behind the close request.
+                while let Ok(Msg::Append(_, cb)) = rx.try_recv() {
+                    cb(Err(AppendError::Closed));
+                }
+                let _ = out.send(SyncMsg::Close(ack));
+                return;
+            }
+        }
+    }
+
+    fn prepare(&mut self, batch: &mut Vec<(Vec<Entry>, Callback)>) -> Prepared {
+        let time = (self.clock)().max(self.last_time);
+        let mut head = self.head;
+        let mut seq = self.next_seq;
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        let mut callers = Vec::with_capacity(batch.len());
+        for (entries, cb) in batch.drain(..) {
+            let mut receipts = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let env = Envelope {
+                    version: FORMAT_VERSION,
+                    seq,
+                    time_ms: time,
+                    kind: e.kind,
+                    class: e.class as u8,
+                    prev: head,
+                    commitment: e.commitment,
+                    body_len: e.body.len() as u32,
+                };
+                let env_bytes = env.encode();
+                head = hash::event_hash(&env_bytes);
+                offsets.push(self.seg_len + buf.len() as u64);
+                let salt: &[u8] = e.salt.as_ref().map_or(&[], |s| &s[..]);
+                codec::put_event_frame(&mut buf, &env_bytes, Some((salt, &e.body)));
+                receipts.push((seq, head));
+                seq += 1;
+            }
+            callers.push((cb, receipts));
+        }
+        let cp = SignedCheckpoint::sign(&self.key, self.log_id, seq, head, time);
+        codec::put_checkpoint_frame(&mut buf, &cp.body.encode(), &cp.signature);
+        self.seg_len += buf.len() as u64;
+        self.next_seq = seq;
+        self.head = head;
+        self.last_time = time;
+        self.checkpoint = cp;
+        let roll = (self.seg_len >= self.segment_bytes).then(|| {
+            let path = self.dir.join(segment::segment_name(seq));
+            let mut first = codec::encode_segment_header(&self.log_id, seq);
+            codec::put_checkpoint_frame(&mut first, &cp.body.encode(), &cp.signature);
+            self.seg_len = first.len() as u64;
+            (path, first)
+        });
+        Prepared {
+            buf,
+            offsets,
+            callers,
+            checkpoint: cp,
+            time_ms: time,
+            roll,
+        }
+    }
+}
+
+/// Stage two: write, fdatasync, acknowledge; segment rolls; the index; the kept checkpoint.
+/// The only stage that touches storage, so a failure here poisons everything after it.
+struct Syncer {
+    dir: PathBuf,
+    seg: Box<dyn StorageFile>,
+    index: Option<IndexWriter>,
+    durable_size: u64,
+    checkpoint: SignedCheckpoint,
+    housekept_size: u64,
+    last_kept: Instant,
+    opts: LogOptions,
+    shared: Arc<Mutex<Status>>,
+    poisoned: Option<String>,
+    /// Held for the writer's lifetime: one writer per log directory.
+    _lock: File,
+}
+
+impl Syncer {
+    fn run(mut self, rx: mpsc::Receiver<SyncMsg>) {
+        loop {
+            let due = self.housekept_size != self.durable_size && self.poisoned.is_none();
+            let wait = if due {
+                self.opts
+                    .checkpoint_interval
+                    .saturating_sub(self.last_kept.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(SyncMsg::Batch(p)) => self.commit(*p),
+                Ok(SyncMsg::Close(ack)) => {
+                    self.finish();
+                    let _ = ack.send(self.poisoned.take().map_or(Ok(()), Err));
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if due {
+                        self.write_kept();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn poison(&mut self, why: String) {
+        eprintln!("scopehold-log: writer stopped: {why}");
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poisoned = Some(why.clone());
+        self.poisoned = Some(why);
+    }
+
+    fn fail(&self, p: Prepared) {
+        let why = self.poisoned.clone().unwrap_or_default();
+        for (cb, _) in p.callers {
+            cb(Err(AppendError::Poisoned(why.clone())));
+        }
+    }
+
+    fn commit(&mut self, mut p: Prepared) {
+        if self.poisoned.is_some() {
+            return self.fail(p);
+        }
+        let res = self
+            .seg
+            .write_all(&p.buf)
+            .and_then(|_| self.seg.sync_data());
+        let written = p.buf.len() as u64;
+        // The buffer held (sealed) bodies: wipe it rather than leave copies in freed memory.
+        p.buf.zeroize();
+        if let Err(e) = res {
+            self.poison(format!("write or fdatasync of the log failed: {e}"));
+            return self.fail(p);
+        }
+        let cp = p.checkpoint;
+        self.durable_size = cp.body.size;
+        self.checkpoint = cp;
+        {
+            let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.size = cp.body.size;
+            s.head = cp.body.head;
+            s.checkpoint = cp;
+            s.batches += 1;
+            s.bytes_written += written;
+        }
+        for (cb, receipts) in p.callers {
+            cb(Ok(receipts
+                .into_iter()
+                .map(|(seq, hash)| Receipt {
+                    seq,
+                    hash,
+                    time_ms: p.time_ms,
+                    checkpoint: cp,
+                })
+                .collect()));
+        }
+        // The index is a cache: if it cannot be written, stop maintaining it (readers and the
+        // next open rebuild it) rather than stop the log.
+        if let Some(ix) = &mut self.index
+            && let Err(e) = ix.append(&p.offsets)
+        {
+            eprintln!(
+                "scopehold-log: index write failed ({e}); it will be rebuilt on the next open"
+            );
+            let _ = std::fs::remove_file(self.dir.join(INDEX_FILE));
+            self.index = None;
+        }
+        if let Some((path, first)) = p.roll {
+            self.roll(&path, &first);
+        }
+        if self.poisoned.is_none() && self.last_kept.elapsed() >= self.opts.checkpoint_interval {
+            self.write_kept();
+        }
+    }
+
+    /// Starts a new segment: header plus a copy of the last checkpoint, synced, and the
+    /// directory synced, before any event goes there. Every segment therefore holds a
+    /// checkpoint, and recovery never has to look back into an older segment.
+    fn roll(&mut self, path: &Path, first: &[u8]) {
+        let st = &self.opts.storage;
+        let res = st.create_new(path).and_then(|mut f| {
+            f.write_all(first)?;
+            f.sync_data()?;
+            st.sync_dir(&self.dir)?;
+            Ok(f)
+        });
+        match res {
+            Ok(f) => self.seg = f,
+            Err(e) => self.poison(format!("starting segment {} failed: {e}", path.display())),
+        }
+    }
+
+    /// At most `checkpoint_interval` after a commit, and at close: replace the kept checkpoint.
+    fn write_kept(&mut self) {
+        if let Some(p) = self.opts.checkpoint_file.clone()
+            && let Err(e) = write_kept_checkpoint(self.opts.storage.as_ref(), &p, &self.checkpoint)
+        {
+            self.poison(format!(
+                "writing the kept checkpoint {} failed: {e}",
+                p.display()
+            ));
+            return;
+        }
+        self.housekept_size = self.durable_size;
+        self.last_kept = Instant::now();
+    }
+
+    fn finish(&mut self) {
+        if self.poisoned.is_none() && self.housekept_size != self.durable_size {
+            self.write_kept();
+        }
+    }
+}

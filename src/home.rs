@@ -1,0 +1,107 @@
+//! The state directory and what lives in it.
+//!
+//! ```text
+//! $SCOPEHOLD_HOME/              0700
+//!   log.key                     0600  the log's ed25519 signing key (32-byte seed)
+//!   log.pub                           the log's public key, hex: give it to auditors
+//!   log/                        0700  segments, index, LOCK (see log/FORMAT.md)
+//!   checkpoint                        the kept checkpoint (movable: --checkpoint-file)
+//! ```
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use scopehold_log::{LogOptions, PublicKey};
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+    /// Where the kept checkpoint lives (default: inside the state directory).
+    pub checkpoint_file: PathBuf,
+}
+
+/// `$SCOPEHOLD_HOME` is read by clap (`--home`, env); this is the fallback: the XDG data
+/// directory.
+pub fn default_root() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("scopehold"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("neither SCOPEHOLD_HOME, XDG_DATA_HOME nor HOME is set: pass --home DIR")?;
+    Ok(PathBuf::from(home).join(".local/share/scopehold"))
+}
+
+impl Home {
+    pub fn new(root: Option<PathBuf>, checkpoint_file: Option<PathBuf>) -> Result<Self> {
+        let root = match root {
+            Some(r) => r,
+            None => default_root()?,
+        };
+        let checkpoint_file = checkpoint_file.unwrap_or_else(|| root.join("checkpoint"));
+        Ok(Self {
+            root,
+            checkpoint_file,
+        })
+    }
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("log")
+    }
+    pub fn log_key(&self) -> PathBuf {
+        self.root.join("log.key")
+    }
+    pub fn log_pub(&self) -> PathBuf {
+        self.root.join("log.pub")
+    }
+    pub fn is_initialised(&self) -> bool {
+        self.log_key().exists()
+    }
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            checkpoint_file: Some(self.checkpoint_file.clone()),
+            ..LogOptions::default()
+        }
+    }
+    pub fn public_key(&self) -> Result<PublicKey> {
+        let p = self.log_pub();
+        PublicKey::from_arg(&p.to_string_lossy()).map_err(anyhow::Error::msg)
+    }
+
+    /// Creates the state directory (0700) and every key ScopeHold needs, and an empty log
+    /// with its genesis checkpoint. Refuses to touch an initialised directory.
+    pub fn init(&self) -> Result<PublicKey> {
+        if self.is_initialised() {
+            bail!(
+                "{} is already initialised (log.key exists)",
+                self.root.display()
+            );
+        }
+        create_private_dir(&self.root)?;
+        let key = scopehold_log::LogKey::generate()?;
+        let public = key.public();
+        key.write_new(&self.log_key())?;
+        public.write_file(&self.log_pub())?;
+        let log = scopehold_log::Log::create(&self.log_dir(), key, self.log_options())
+            .with_context(|| format!("creating the log in {}", self.log_dir().display()))?;
+        log.close().map_err(anyhow::Error::msg)?;
+        Ok(public)
+    }
+}
+
+/// Creates `dir` with mode 0700, or tightens an existing empty-of-ours directory to 0700.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting mode 0700 on {}", dir.display()))?;
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    // `recursive` applies the mode before the umask; make sure of the leaf.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", dir.display()))
+}

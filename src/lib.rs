@@ -1,0 +1,11 @@
+//! ScopeHold: provider API keys kept in one local daemon, granted narrowly to named agents,
+//! resolved at run time, every use recorded in a tamper-evident log (`scopehold-log`).
+//!
+//! This crate holds the domain, the projection, the daemon and the CLI.
+#![forbid(unsafe_code)]
+// Outside tests, no `unwrap`: an `expect` names the invariant that makes it safe.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod home;
+pub mod logcmd;

@@ -1,0 +1,309 @@
+//! `scopehold log ...`: verify, export and checkpoint commands.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use scopehold_log::{
+    BodyClass, Item, LogReader, PublicKey, SignedCheckpoint, VerifyOptions, VerifyReport, bundle,
+    verify_log,
+};
+use serde_json::json;
+
+use crate::cli::{EXIT_VERIFY_FAILED, Exit, ExportArgs, ExportFormat, VerifyArgs};
+use crate::home::Home;
+
+pub fn time_str(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn key_for(home: &Home, arg: Option<&str>) -> anyhow::Result<PublicKey> {
+    match arg {
+        Some(a) => PublicKey::from_arg(a).map_err(anyhow::Error::msg),
+        None => home.public_key().with_context(|| {
+            format!(
+                "no --key given and no public key in {}",
+                home.root.display()
+            )
+        }),
+    }
+}
+
+pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
+    // The log must extend a checkpoint kept outside it: the auditor's own, or else (for the
+    // state directory's log) the daemon's kept checkpoint.
+    let (trusted, trusted_from) = match &a.trusted_checkpoint {
+        Some(p) => (Some(SignedCheckpoint::read_file(p)?), Some(p.clone())),
+        None if a.bundle.is_none() && home.checkpoint_file.exists() => (
+            Some(SignedCheckpoint::read_file(&home.checkpoint_file)?),
+            Some(home.checkpoint_file.clone()),
+        ),
+        None => (None, None),
+    };
+    let opts = VerifyOptions {
+        all_signatures: a.all_signatures,
+        trusted,
+    };
+    let key = key_for(home, a.key.as_deref())?;
+    let (what, result) = match &a.bundle {
+        Some(b) => {
+            let bytes =
+                std::fs::read(b).with_context(|| format!("reading bundle {}", b.display()))?;
+            (
+                format!("bundle {}", b.display()),
+                bundle::verify_bundle(&bytes, &key, &opts),
+            )
+        }
+        None => (
+            format!("log {}", home.log_dir().display()),
+            verify_log(&home.log_dir(), &key, &opts),
+        ),
+    };
+    match result {
+        Ok(r) => {
+            print_report(&what, &r, &key, trusted_from.as_deref(), json_out);
+            Ok(())
+        }
+        Err(e) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": false, "target": what, "event": e.seq, "location": e.location, "reason": e.failure.to_string()})
+                );
+            } else {
+                println!("FAILED: {what}");
+                println!("first bad: {e}");
+            }
+            Err(Exit {
+                code: EXIT_VERIFY_FAILED,
+                error: anyhow!("verification failed: {e}"),
+            })
+        }
+    }
+}
+
+fn print_report(
+    what: &str,
+    r: &VerifyReport,
+    key: &PublicKey,
+    trusted: Option<&Path>,
+    json_out: bool,
+) {
+    let cp = r.checkpoint.checkpoint();
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "ok": true,
+                "target": what,
+                "log_id": hex::encode(r.log_id),
+                "from": r.from,
+                "events": r.events - r.from,
+                "next_seq": r.events,
+                "head": hex::encode(r.head),
+                "checkpoint": {"size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms},
+                "checkpoints": r.checkpoints,
+                "signatures_checked": r.signatures_checked,
+                "redacted_bodies": r.redacted_bodies,
+                "pending_bytes": r.pending_bytes,
+                "extends_trusted_size": r.extends_trusted,
+                "public_key": key.to_hex(),
+            })
+        );
+        return;
+    }
+    println!("OK: {what}");
+    println!("log id:          {}", hex::encode(r.log_id));
+    if r.events > r.from {
+        println!(
+            "events:          {} (sequence {}..={})",
+            r.events - r.from,
+            r.from,
+            r.events - 1
+        );
+    } else {
+        println!("events:          0");
+    }
+    println!("head:            {}", hex::encode(r.head));
+    println!(
+        "last checkpoint: size {} at {}, signature valid (key {})",
+        cp.body.size,
+        time_str(cp.body.time_ms),
+        key
+    );
+    println!(
+        "checked:         {} checkpoints, {} signatures",
+        r.checkpoints, r.signatures_checked
+    );
+    if r.redacted_bodies > 0 {
+        println!(
+            "bodies left out: {} (secret-bearing; their commitments verified in the chain)",
+            r.redacted_bodies
+        );
+    }
+    if let (Some(size), Some(p)) = (r.extends_trusted, trusted) {
+        println!(
+            "extends:         trusted checkpoint of size {size} ({})",
+            p.display()
+        );
+    }
+    if r.pending_bytes > 0 {
+        println!(
+            "pending:         {} bytes after the last checkpoint: an append in flight (a writer holds the log open)",
+            r.pending_bytes
+        );
+    }
+}
+
+pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
+    let key = home.public_key()?;
+    let reader = LogReader::open(&home.log_dir(), Some(&key))
+        .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
+    let s = match a.format {
+        ExportFormat::Bundle => bundle::export_to_file(&reader, &key, a.from, a.to, &a.out)?,
+        ExportFormat::Jsonl => export_jsonl(&reader, &key, a.from, a.to, &a.out)?,
+    };
+    if json_out {
+        println!(
+            "{}",
+            json!({"out": a.out, "format": format!("{:?}", a.format).to_lowercase(), "from": s.from, "to": s.to, "requested_to": s.requested_to, "events": s.events, "redacted": s.redacted, "checkpoints": s.checkpoints})
+        );
+    } else {
+        println!(
+            "exported events {}..={} ({} events, {} secret-bearing bodies left out, {} checkpoints) to {}",
+            s.from,
+            s.to,
+            s.events,
+            s.redacted,
+            s.checkpoints,
+            a.out.display()
+        );
+        if s.to != s.requested_to {
+            println!(
+                "(extended from event {} to {}: the end of its group commit, where the checkpoint that signs it is)",
+                s.requested_to, s.to
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One JSON object per line: a header, then events and checkpoints in log order. Each event
+/// carries its raw envelope bytes in hex, so a verifier in another language can recompute
+/// the chain; public bodies are included (as UTF-8 text when they are, else hex), secret-
+/// bearing bodies never.
+fn export_jsonl(
+    reader: &LogReader,
+    key: &PublicKey,
+    from: u64,
+    to: Option<u64>,
+    out: &Path,
+) -> anyhow::Result<bundle::ExportSummary> {
+    let size = reader.size();
+    anyhow::ensure!(size > 0, "the log holds no events to export");
+    let requested_to = to.unwrap_or(size - 1);
+    anyhow::ensure!(
+        from <= requested_to && requested_to < size,
+        "range {from}..={requested_to} is not within the log's committed events 0..={}",
+        size - 1
+    );
+    let to = reader.checkpoint_covering(requested_to)?.body.size - 1;
+    let tmp = out.with_extension("partial");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    writeln!(
+        w,
+        "{}",
+        json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": to})
+    )?;
+    let mut s = bundle::ExportSummary {
+        from,
+        to,
+        requested_to,
+        events: 0,
+        redacted: 0,
+        checkpoints: 0,
+    };
+    let mut last_cp = from;
+    for item in reader.iter_from(from)? {
+        match item? {
+            Item::Event(r) => {
+                if r.seq() > to {
+                    break;
+                }
+                let mut o = json!({
+                    "type": "event",
+                    "seq": r.seq(),
+                    "time": time_str(r.envelope.time_ms),
+                    "time_ms": r.envelope.time_ms,
+                    "kind": r.envelope.kind,
+                    "class": match r.class() { BodyClass::Public => "public", BodyClass::Secret => "secret" },
+                    "prev": hex::encode(r.envelope.prev),
+                    "hash": hex::encode(r.hash),
+                    "commitment": hex::encode(r.envelope.commitment),
+                    "envelope_hex": hex::encode(&r.envelope_bytes),
+                });
+                match (&r.body, r.class()) {
+                    (Some(b), BodyClass::Public) => match std::str::from_utf8(&b.bytes) {
+                        Ok(t) => o["body"] = json!(t),
+                        Err(_) => o["body_hex"] = json!(hex::encode(&b.bytes[..])),
+                    },
+                    _ => {
+                        o["body"] = serde_json::Value::Null;
+                        o["redacted"] = json!(true);
+                        s.redacted += 1;
+                    }
+                }
+                writeln!(w, "{o}")?;
+                s.events += 1;
+            }
+            Item::Checkpoint(cp) => {
+                if cp.body.size <= last_cp {
+                    continue;
+                }
+                last_cp = cp.body.size;
+                s.checkpoints += 1;
+                writeln!(
+                    w,
+                    "{}",
+                    json!({"type": "checkpoint", "size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "body_hex": hex::encode(cp.body.encode()), "signature": hex::encode(cp.signature)})
+                )?;
+                if cp.body.size > to {
+                    break;
+                }
+            }
+        }
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    Ok(s)
+}
+
+pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(), Exit> {
+    let key = home.public_key()?;
+    let reader = LogReader::open(&home.log_dir(), Some(&key))
+        .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
+    let cp = reader.checkpoint();
+    let text = cp.to_text();
+    match out {
+        Some(p) => {
+            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"out": p, "size": cp.body.size, "head": hex::encode(cp.body.head)})
+                );
+            } else {
+                println!(
+                    "checkpoint of size {} written to {}",
+                    cp.body.size,
+                    p.display()
+                );
+            }
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}

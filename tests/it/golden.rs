@@ -1,0 +1,210 @@
+//! Golden vectors freeze the on-disk format: a small log built from fixed inputs must come
+//! out byte for byte as committed in `log/golden/`, the committed files must verify with the
+//! committed public key, and the hashes recomputed from FORMAT.md's definitions with plain
+//! BLAKE3 calls must match. Regenerate (after a deliberate format change, with a version
+//! bump and a migration) with `SCOPEHOLD_UPDATE_GOLDEN=1 cargo test --test it golden`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use scopehold_log::{
+    Entry, Log, LogKey, LogOptions, LogReader, PublicKey, VerifyOptions, bundle, verify_log,
+};
+
+const SEED: [u8; 32] = *b"scopehold golden vector key seed";
+const LOG_ID: [u8; 32] = *b"scopehold golden vector log id!!";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("log/golden")
+}
+
+/// Builds the golden log: fixed key, identity, clock and salts; batches of 1, 2 and 2.
+fn build(dir: &Path) {
+    let t = Arc::new(AtomicU64::new(1_767_225_600_000)); // 2026-01-01T00:00:00Z
+    let opts = LogOptions {
+        clock: Arc::new(move || t.fetch_add(1000, Ordering::Relaxed)),
+        ..LogOptions::default()
+    };
+    let log = Log::create_with_id(dir, LogKey::from_seed(&SEED), opts, LOG_ID).unwrap();
+    log.append_batch(vec![Entry::public(1, br#"{"project":"demo"}"#.to_vec())])
+        .unwrap();
+    log.append_batch(vec![
+        Entry::secret_with_salt(
+            2,
+            b"sealed value v1 (ciphertext in real use)".to_vec(),
+            [0x11; 32],
+        ),
+        Entry::public(3, br#"{"grant":"agent-a openai/prod demo"}"#.to_vec()),
+    ])
+    .unwrap();
+    log.append_batch(vec![
+        Entry::public(4, br#"{"resolved":"openai/prod","by":"agent-a"}"#.to_vec()),
+        Entry::secret_with_salt(2, b"sealed value v2".to_vec(), [0x22; 32]),
+    ])
+    .unwrap();
+    log.close().unwrap();
+}
+
+fn expected_text(dir: &Path) -> String {
+    let r = LogReader::open(dir, None).unwrap();
+    let mut s = format!(
+        "public-key {}\nlog-id {}\n",
+        LogKey::from_seed(&SEED).public().to_hex(),
+        hex::encode(r.log_id())
+    );
+    for rec in r.events_from(0).unwrap() {
+        let rec = rec.unwrap();
+        s += &format!(
+            "event {} kind {} class {:?} commitment {} hash {}\n",
+            rec.seq(),
+            rec.envelope.kind,
+            rec.class(),
+            hex::encode(rec.envelope.commitment),
+            hex::encode(rec.hash)
+        );
+    }
+    s += &r.checkpoint().to_text();
+    s
+}
+
+fn bundle_bytes(dir: &Path) -> Vec<u8> {
+    let r = LogReader::open(dir, None).unwrap();
+    let mut b = Vec::new();
+    bundle::export(&r, &LogKey::from_seed(&SEED).public(), 0, None, &mut b).unwrap();
+    b
+}
+
+#[test]
+fn the_golden_log_is_reproduced_byte_for_byte() {
+    let d = tempfile::tempdir().unwrap();
+    build(d.path());
+    let seg = std::fs::read(d.path().join("00000000000000000000.seg")).unwrap();
+    let expected = expected_text(d.path());
+    let bundle = bundle_bytes(d.path());
+    let g = golden_dir();
+    if std::env::var_os("SCOPEHOLD_UPDATE_GOLDEN").is_some() {
+        std::fs::write(g.join("00000000000000000000.seg"), &seg).unwrap();
+        std::fs::write(g.join("expected.txt"), &expected).unwrap();
+        std::fs::write(g.join("bundle.bin"), &bundle).unwrap();
+        std::fs::write(
+            g.join("log.pub"),
+            format!("{}\n", LogKey::from_seed(&SEED).public().to_hex()),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        seg,
+        std::fs::read(g.join("00000000000000000000.seg")).unwrap(),
+        "segment bytes changed"
+    );
+    assert_eq!(
+        expected,
+        std::fs::read_to_string(g.join("expected.txt")).unwrap(),
+        "hashes changed"
+    );
+    assert_eq!(
+        bundle,
+        std::fs::read(g.join("bundle.bin")).unwrap(),
+        "bundle bytes changed"
+    );
+}
+
+#[test]
+fn the_committed_golden_files_verify_with_the_committed_public_key() {
+    let g = golden_dir();
+    let key = PublicKey::from_arg(g.join("log.pub").to_str().unwrap()).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        g.join("00000000000000000000.seg"),
+        d.path().join("00000000000000000000.seg"),
+    )
+    .unwrap();
+    let r = verify_log(
+        d.path(),
+        &key,
+        &VerifyOptions {
+            all_signatures: true,
+            trusted: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.events, 5);
+    let b = bundle::verify_bundle(
+        &std::fs::read(g.join("bundle.bin")).unwrap(),
+        &key,
+        &VerifyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((b.events, b.redacted_bodies), (5, 2));
+    assert_eq!(b.head, r.head);
+}
+
+/// Recomputes hashes as FORMAT.md defines them, with BLAKE3 called directly (no
+/// scopehold-log code), over the committed bytes.
+#[test]
+fn format_md_hash_definitions_match_the_golden_vectors() {
+    let g = golden_dir();
+    let seg = std::fs::read(g.join("00000000000000000000.seg")).unwrap();
+    let k_event = blake3::derive_key("ScopeHold log v1 2026-11-26 event", b"");
+    let k_body = blake3::derive_key("ScopeHold log v1 2026-11-26 body commitment", b"");
+    let k_genesis = blake3::derive_key("ScopeHold log v1 2026-11-26 genesis", b"");
+    // Segment header: magic(8) version(2) log_id(32) first_seq(8) crc32c(4).
+    assert_eq!(&seg[..8], b"SHLOGSEG");
+    assert_eq!(crc32c::crc32c(&seg[..50]).to_le_bytes(), seg[50..54]);
+    let log_id: [u8; 32] = seg[10..42].try_into().unwrap();
+    let mut prev = *blake3::keyed_hash(&k_genesis, &log_id).as_bytes();
+    let mut pos = 54;
+    let mut events = 0;
+    let mut last_cp_head = [0u8; 32];
+    while pos < seg.len() {
+        let len = u32::from_le_bytes(seg[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(seg[pos + 4..pos + 8].try_into().unwrap());
+        let data = &seg[pos + 8..pos + 8 + len];
+        assert_eq!(
+            crc32c::crc32c_append(crc32c::crc32c(&(len as u32).to_le_bytes()), data),
+            crc
+        );
+        match data[0] {
+            1 => {
+                let env_len = u16::from_le_bytes([data[1], data[2]]) as usize;
+                assert_eq!(env_len, 89);
+                let env = &data[3..3 + env_len];
+                // Envelope: version(2) seq(8) time(8) kind(2) class(1) prev(32) commitment(32) body_len(4).
+                assert_eq!(u64::from_le_bytes(env[2..10].try_into().unwrap()), events);
+                assert_eq!(&env[21..53], &prev);
+                let present = data[3 + env_len];
+                let salt_len = data[4 + env_len] as usize;
+                assert_eq!(present, 1);
+                let salt = &data[5 + env_len..5 + env_len + salt_len];
+                let body = &data[5 + env_len + salt_len..];
+                let mut h = blake3::Hasher::new_keyed(&k_body);
+                h.update(&[salt_len as u8]);
+                h.update(salt);
+                h.update(body);
+                assert_eq!(h.finalize().as_bytes(), &env[53..85]);
+                prev = *blake3::keyed_hash(&k_event, env).as_bytes();
+                events += 1;
+            }
+            2 => {
+                // Checkpoint body: version(2) log_id(32) size(8) head(32) time(8), then signature(64).
+                let body = &data[1..83];
+                assert_eq!(u64::from_le_bytes(body[34..42].try_into().unwrap()), events);
+                assert_eq!(&body[42..74], &prev);
+                let mut msg = b"ScopeHold log v1 checkpoint\n".to_vec();
+                msg.extend_from_slice(body);
+                let key_hex = std::fs::read_to_string(g.join("log.pub")).unwrap();
+                let mut kb = [0u8; 32];
+                hex::decode_to_slice(key_hex.trim(), &mut kb).unwrap();
+                let vk = ed25519_dalek::VerifyingKey::from_bytes(&kb).unwrap();
+                let sig = ed25519_dalek::Signature::from_bytes(data[83..147].try_into().unwrap());
+                vk.verify_strict(&msg, &sig).unwrap();
+                last_cp_head.copy_from_slice(&body[42..74]);
+            }
+            t => panic!("unknown frame type {t}"),
+        }
+        pos += 8 + len;
+    }
+    assert_eq!(events, 5);
+    assert_eq!(last_cp_head, prev);
+}

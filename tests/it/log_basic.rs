@@ -1,0 +1,339 @@
+//! Round trips through the real writer and reader: appends, reopen, random access,
+//! iteration, segment rolls, the index, concurrent appenders, readers of a live log.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use scopehold_log::{
+    BodyClass, Entry, Item, Log, LogError, LogOptions, LogReader, VerifyOptions, verify_log,
+};
+
+use crate::common::{self, body_of, key, make_log, opts};
+
+#[test]
+fn appended_events_read_back_identically() {
+    let d = tempfile::tempdir().unwrap();
+    let receipts = make_log(d.path(), 120, 7, opts());
+    assert_eq!(receipts.len(), 120);
+    for (i, r) in receipts.iter().enumerate() {
+        assert_eq!(r.seq, i as u64);
+        assert!(
+            r.checkpoint.body.size > r.seq,
+            "the receipt's checkpoint covers the event"
+        );
+    }
+    let reader = LogReader::open(d.path(), Some(&key().public())).unwrap();
+    assert_eq!(reader.size(), 120);
+    // Random access.
+    for seq in [0u64, 1, 2, 57, 119] {
+        let rec = reader.get(seq).unwrap();
+        assert_eq!(rec.seq(), seq);
+        assert_eq!(&rec.body.as_ref().unwrap().bytes[..], &body_of(seq)[..]);
+        assert_eq!(rec.hash, receipts[seq as usize].hash);
+        assert_eq!(rec.body_matches(), Some(true));
+        let class = if seq % 3 == 2 {
+            BodyClass::Secret
+        } else {
+            BodyClass::Public
+        };
+        assert_eq!(rec.class(), class);
+    }
+    assert!(matches!(reader.get(120), Err(LogError::OutOfRange(120))));
+    // Iteration from the middle sees every later event once, in order.
+    let seqs: Vec<u64> = reader
+        .events_from(50)
+        .unwrap()
+        .map(|r| r.unwrap().seq())
+        .collect();
+    assert_eq!(seqs, (50..120).collect::<Vec<_>>());
+    // The checkpoint that signs event 57 is the one its receipt carried.
+    assert_eq!(
+        reader.checkpoint_covering(57).unwrap(),
+        receipts[57].checkpoint
+    );
+    let report = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+    assert_eq!(report.events, 120);
+    assert_eq!(report.head, receipts[119].hash);
+}
+
+#[test]
+fn reopen_continues_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    make_log(d.path(), 10, 3, opts());
+    let log = Log::open(d.path(), key(), opts()).unwrap();
+    assert_eq!(
+        log.recovery(),
+        &Default::default(),
+        "a cleanly closed log needs no recovery"
+    );
+    let r = log
+        .append(Entry::public(1, b"after reopen".to_vec()))
+        .unwrap();
+    assert_eq!(r.seq, 10);
+    log.close().unwrap();
+    let report = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+    assert_eq!(report.events, 11);
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::create(d.path(), key(), opts()).unwrap();
+    assert!(matches!(
+        Log::open(d.path(), key(), opts()),
+        Err(LogError::Locked(_))
+    ));
+    assert!(scopehold_log::is_live(d.path()));
+    log.close().unwrap();
+    assert!(!scopehold_log::is_live(d.path()));
+    Log::open(d.path(), key(), opts()).unwrap().close().unwrap();
+}
+
+#[test]
+fn a_wrong_key_cannot_open_the_log() {
+    let d = tempfile::tempdir().unwrap();
+    make_log(d.path(), 3, 1, opts());
+    let other = scopehold_log::LogKey::from_seed(&[1; 32]);
+    assert!(matches!(
+        Log::open(d.path(), other, opts()),
+        Err(LogError::WrongKey)
+    ));
+}
+
+#[test]
+fn segments_roll_and_everything_stays_readable() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 4096,
+        ..opts()
+    };
+    let receipts = make_log(d.path(), 400, 5, o.clone());
+    let segs = common::segments(d.path());
+    assert!(
+        segs.len() > 5,
+        "expected several segments, got {}",
+        segs.len()
+    );
+    let reader = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(reader.size(), 400);
+    for seq in (0..400).step_by(13) {
+        assert_eq!(reader.get(seq).unwrap().hash, receipts[seq as usize].hash);
+    }
+    assert_eq!(reader.events_from(0).unwrap().count(), 400);
+    verify_log(
+        d.path(),
+        &key().public(),
+        &VerifyOptions {
+            all_signatures: true,
+            trusted: None,
+        },
+    )
+    .unwrap();
+    // Reopen and append across the roll boundary.
+    let log = Log::open(d.path(), key(), o).unwrap();
+    log.append(Entry::public(1, b"more".to_vec())).unwrap();
+    log.close().unwrap();
+    verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn a_missing_or_stale_index_is_rebuilt_and_a_current_one_is_used_as_is() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 8192,
+        ..opts()
+    };
+    let receipts = make_log(d.path(), 300, 4, o.clone());
+    let index = d.path().join("index");
+    let good = std::fs::read(&index).unwrap();
+    assert_eq!(good.len(), 40 + 300 * 12);
+
+    // A current index: opening changes nothing.
+    let log = Log::open(d.path(), key(), o.clone()).unwrap();
+    assert!(!log.recovery().index_rebuilt);
+    log.close().unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), good);
+
+    // Missing.
+    std::fs::remove_file(&index).unwrap();
+    let log = Log::open(d.path(), key(), o.clone()).unwrap();
+    assert!(log.recovery().index_rebuilt);
+    log.close().unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), good);
+
+    // Short (a crash before the index caught up).
+    std::fs::write(&index, &good[..40 + 123 * 12 + 3]).unwrap();
+    let r = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(r.get(250).unwrap().hash, receipts[250].hash);
+    let log = Log::open(d.path(), key(), o.clone()).unwrap();
+    assert!(log.recovery().index_rebuilt);
+    log.close().unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), good);
+
+    // Damaged (a garbage last entry) and stale (a well-formed entry for another state of the
+    // log, pointing at the wrong frame).
+    let entry = |seq: u64, off: u64| {
+        let mut e = off.to_le_bytes().to_vec();
+        let check = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &off.to_le_bytes());
+        e.extend_from_slice(&check.to_le_bytes());
+        e
+    };
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 8..].copy_from_slice(&7u64.to_le_bytes());
+    std::fs::write(&index, &bad).unwrap();
+    let r = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(r.get(299).unwrap().hash, receipts[299].hash);
+    let mut stale = good.clone();
+    stale[n - 12..].copy_from_slice(&entry(299, 54));
+    std::fs::write(&index, &stale).unwrap();
+    let r = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(r.get(299).unwrap().hash, receipts[299].hash);
+    let log = Log::open(d.path(), key(), o).unwrap();
+    assert!(log.recovery().index_rebuilt);
+    log.close().unwrap();
+    assert_eq!(std::fs::read(&index).unwrap(), good);
+}
+
+#[test]
+fn concurrent_appenders_get_distinct_consecutive_sequence_numbers() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::create(d.path(), key(), opts()).unwrap());
+    let threads: Vec<_> = (0..16u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..50u64)
+                    .map(|i| {
+                        let body = format!("t{t} i{i}").into_bytes();
+                        (
+                            log.append(Entry::public(1, body.clone())).unwrap().seq,
+                            body,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<(u64, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(
+        all.iter().map(|x| x.0).collect::<Vec<_>>(),
+        (0..800).collect::<Vec<_>>()
+    );
+    let status = log.status();
+    assert_eq!(status.size, 800);
+    assert!(
+        status.batches < 800,
+        "group commit should batch concurrent appends ({} batches)",
+        status.batches
+    );
+    Arc::try_unwrap(log).unwrap().close().unwrap();
+    let r = LogReader::open(d.path(), None).unwrap();
+    for (seq, body) in all {
+        assert_eq!(&r.get(seq).unwrap().body.unwrap().bytes[..], &body[..]);
+    }
+}
+
+#[test]
+fn readers_see_a_live_log_up_to_its_last_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::create(d.path(), key(), opts()).unwrap();
+    for i in 0..5 {
+        log.append(common::entry(i)).unwrap();
+    }
+    let mut reader = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(reader.size(), 5);
+    for i in 5..9 {
+        log.append(common::entry(i)).unwrap();
+    }
+    assert!(reader.refresh().unwrap());
+    assert_eq!(reader.size(), 9);
+    // Bytes after the last checkpoint, as a reader sees a batch being written: while the
+    // writer holds the log they are pending, not an error, and readers do not see them.
+    let seg = common::segment(d.path());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
+    let live = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+    assert_eq!(live.events, 9);
+    assert_eq!(live.pending_bytes, 7);
+    assert!(!reader.refresh().unwrap());
+    assert_eq!(LogReader::open(d.path(), None).unwrap().size(), 9);
+    log.close().unwrap();
+    // With no writer, nothing may lie outside the last checkpoint.
+    let err = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap_err();
+    assert_eq!(err.seq, Some(9), "{err}");
+    // Recovery cuts the torn tail; then the log verifies.
+    let log = Log::open(d.path(), key(), opts()).unwrap();
+    assert_eq!(log.recovery().truncated_bytes, 7);
+    log.close().unwrap();
+    assert_eq!(
+        verify_log(d.path(), &key().public(), &VerifyOptions::default())
+            .unwrap()
+            .events,
+        9
+    );
+}
+
+#[test]
+fn oversized_bodies_are_refused_before_reaching_the_writer() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::create(d.path(), key(), opts()).unwrap();
+    let big = vec![0u8; scopehold_log::codec::MAX_BODY_LEN + 1];
+    assert!(matches!(
+        log.append(Entry::public(1, big)),
+        Err(scopehold_log::AppendError::TooLarge(_))
+    ));
+    // The log is unaffected and keeps working.
+    assert_eq!(log.append(Entry::public(1, b"ok".to_vec())).unwrap().seq, 0);
+    log.close().unwrap();
+}
+
+#[test]
+fn iteration_yields_the_checkpoints_between_batches() {
+    let d = tempfile::tempdir().unwrap();
+    make_log(d.path(), 9, 3, opts());
+    let r = LogReader::open(d.path(), None).unwrap();
+    let sizes: Vec<u64> = r
+        .iter_from(0)
+        .unwrap()
+        .filter_map(|i| match i.unwrap() {
+            Item::Checkpoint(c) => Some(c.body.size),
+            Item::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![3, 6, 9]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #[test]
+    fn any_sequence_of_entries_round_trips(batches in proptest::collection::vec(
+        proptest::collection::vec((any::<bool>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300)), 1..6), 1..8)) {
+        let d = tempfile::tempdir().unwrap();
+        let log = Log::create(d.path(), key(), LogOptions { segment_bytes: 1024, ..opts() }).unwrap();
+        let mut expect = Vec::new();
+        for b in &batches {
+            let entries = b.iter().map(|(secret, kind, body)| if *secret {
+                Entry::secret(*kind, body.clone()).unwrap()
+            } else {
+                Entry::public(*kind, body.clone())
+            }).collect();
+            log.append_batch(entries).unwrap();
+            expect.extend(b.iter().cloned());
+        }
+        log.close().unwrap();
+        let r = LogReader::open(d.path(), Some(&key().public())).unwrap();
+        prop_assert_eq!(r.size(), expect.len() as u64);
+        for (rec, (secret, kind, body)) in r.events_from(0).unwrap().zip(&expect) {
+            let rec = rec.unwrap();
+            prop_assert_eq!(rec.envelope.kind, *kind);
+            prop_assert_eq!(rec.class() == BodyClass::Secret, *secret);
+            prop_assert_eq!(&rec.body.as_ref().unwrap().bytes[..], &body[..]);
+        }
+        verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+    }
+}

@@ -1,0 +1,12 @@
+//! ScopeHold's integration tests: one test binary (fewer binaries build faster), one module
+//! per area. Every test runs the real code on real files (and, for the CLI, the real binary).
+
+mod alloc;
+mod cli;
+mod common;
+mod crash;
+mod golden;
+mod log_basic;
+mod powercut;
+mod recovery;
+mod tamper;
