@@ -5,12 +5,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands;
 use crate::home::Home;
 use crate::logcmd;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_DENIED: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = 4;
 pub const EXIT_VERIFY_FAILED: u8 = 5;
 
 const EXIT_CODES: &str = "Exit status: 0 success, 1 error, 2 usage, 3 denied, 4 daemon unreachable, 5 verification failed.";
@@ -29,6 +32,9 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub checkpoint_file: Option<PathBuf>,
+    /// The daemon's socket [default: $XDG_RUNTIME_DIR/scopehold/scopehold.sock, else in the state directory]
+    #[arg(long, global = true, env = "SCOPEHOLD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -38,16 +44,167 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the state directory (0700), the log's signing key (0600) and an empty log;
-    /// print the log's public key
+    /// Create the state directory (0700), the log's signing key and the master key (0600),
+    /// and an empty log; print the log's public key
     Init,
-    /// The audit log: verify, export, checkpoints
+    /// Run the daemon in the foreground (initialising the state directory on first start)
+    Daemon {
+        /// Make the socket 0660 and owned by GROUP, so agents under other uids can connect
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
+    },
+    /// Projects: units of work that secrets are assigned to
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Provider secrets (API keys) under PROVIDER/NAME
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Agents: named programs with a credential
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Members: humans, identified by their unix uid
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Grants: identity x secret x project, optionally narrowed
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Print a granted secret's current value (credential from SCOPEHOLD_TOKEN, else your uid)
+    #[command(after_help = EXIT_CODES)]
+    Resolve {
+        /// PROVIDER/NAME
+        secret: String,
+        #[arg(long)]
+        project: String,
+        /// A version still in its grace period
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Run a command with granted secrets in its environment (SCOPEHOLD_TOKEN removed);
+    /// exits with the command's status
+    #[command(
+        after_help = "Without --env, every secret granted in the project is injected as PROVIDER_NAME (upper case, '/' and '-' as '_'). Exit status: the command's, or 1-5 if it could not be started (see scopehold --help)."
+    )]
+    Run {
+        #[arg(long)]
+        project: String,
+        /// VAR=PROVIDER/NAME (repeatable)
+        #[arg(long = "env", value_name = "VAR=PROVIDER/NAME")]
+        envs: Vec<String>,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The audit log: show, verify, export, checkpoints
     #[command(subcommand, after_help = EXIT_CODES)]
     Log(LogCommand),
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ProjectCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a new secret; the value is read from standard input or a prompt, never argv
+    Put {
+        /// PROVIDER/NAME
+        name: String,
+        /// Project to assign it to (repeatable)
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+    },
+    /// Add a new version (read from standard input or a prompt) that becomes current; grants
+    /// follow it
+    Rotate {
+        name: String,
+        /// Keep the previous version resolvable for this long (e.g. 10m, 1h)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+    },
+    /// Stop every resolution of the secret
+    Revoke {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its credential (shown once)
+    Create {
+        name: String,
+        /// Only accept the agent from processes running as this uid
+        #[arg(long)]
+        uid: Option<u32>,
+    },
+    /// Revoke an agent: all its grants stop
+    Revoke {
+        name: String,
+    },
+    /// Replace an agent's credential (prints the new one, once)
+    Reissue {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    Add {
+        name: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Grant IDENTITY (an agent or member name) the secret in a project; prints the grant id
+    Create {
+        identity: String,
+        /// PROVIDER/NAME
+        secret: String,
+        #[arg(long)]
+        project: String,
+        /// Expires after this long (e.g. 1h, 7d)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// Resolutions per minute
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Only for callers running as this uid
+        #[arg(long)]
+        uid: Option<u32>,
+    },
+    Revoke {
+        id: u64,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum LogCommand {
+    /// Show events, decoded (secret-bearing bodies never shown)
+    Show {
+        /// agent:NAME, member:NAME, or a bare name
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        secret: Option<String>,
+        /// Event kind, e.g. secret_resolved
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only denials
+        #[arg(long)]
+        denied: bool,
+    },
     /// Verify every record, chain link and the last checkpoint's signature
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
@@ -138,6 +295,10 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> Result<(), Exit> {
     let home = Home::new(cli.home.clone(), cli.checkpoint_file.clone())?;
+    let ctx = commands::Ctx {
+        socket: crate::daemon::socket_path(&home, cli.socket.as_deref()),
+        json: cli.json,
+    };
     match cli.command {
         Command::Init => {
             let public = home.init()?;
@@ -160,6 +321,35 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
+        Command::Daemon { socket_group } => Ok(crate::daemon::run(home, cli.socket, socket_group)?),
+        Command::Project(c) => commands::project(&ctx, c),
+        Command::Secret(c) => commands::secret(&ctx, c),
+        Command::Agent(c) => commands::agent(&ctx, c),
+        Command::Member(c) => commands::member(&ctx, c),
+        Command::Grant(c) => commands::grant(&ctx, c),
+        Command::Resolve {
+            secret,
+            project,
+            version,
+        } => commands::resolve(&ctx, &secret, &project, version),
+        Command::Run {
+            project,
+            envs,
+            command,
+        } => commands::run(&ctx, &project, &envs, &command),
+        Command::Log(LogCommand::Show {
+            identity,
+            secret,
+            kind,
+            denied,
+        }) => logcmd::show(
+            &home,
+            identity.as_deref(),
+            secret.as_deref(),
+            kind.as_deref(),
+            denied,
+            cli.json,
+        ),
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
         Command::Log(LogCommand::Checkpoint { out }) => {

@@ -4,6 +4,7 @@
 //! $SCOPEHOLD_HOME/              0700
 //!   log.key                     0600  the log's ed25519 signing key (32-byte seed)
 //!   log.pub                           the log's public key, hex: give it to auditors
+//!   master.key                  0600  wraps the data key of every secret version
 //!   log/                        0700  segments, index, LOCK (see log/FORMAT.md)
 //!   checkpoint                        the kept checkpoint (movable: --checkpoint-file)
 //! ```
@@ -54,6 +55,9 @@ impl Home {
     pub fn log_pub(&self) -> PathBuf {
         self.root.join("log.pub")
     }
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
     pub fn is_initialised(&self) -> bool {
         self.log_key().exists()
     }
@@ -80,10 +84,20 @@ impl Home {
         create_private_dir(&self.root)?;
         let key = scopehold_log::LogKey::generate()?;
         let public = key.public();
+        crate::seal::MasterKey::generate()?.write_new(&self.master_key())?;
         key.write_new(&self.log_key())?;
         public.write_file(&self.log_pub())?;
         let log = scopehold_log::Log::create(&self.log_dir(), key, self.log_options())
             .with_context(|| format!("creating the log in {}", self.log_dir().display()))?;
+        // The uid that initialised the state directory is the first admin member.
+        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&self.root)?);
+        let first = crate::domain::Event::MemberAdded {
+            member: member_name_for(uid),
+            uid,
+            admin: true,
+            by: "init".into(),
+        };
+        log.append(first.to_entry()?)?;
         log.close().map_err(anyhow::Error::msg)?;
         Ok(public)
     }
@@ -104,4 +118,14 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     // `recursive` applies the mode before the umask; make sure of the leaf.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("setting mode 0700 on {}", dir.display()))
+}
+
+/// A member name for `uid`: the account name if it fits the name grammar, else `uid-N`.
+pub fn member_name_for(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| crate::domain::valid_name(n))
+        .unwrap_or_else(|| format!("uid-{uid}"))
 }

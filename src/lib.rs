@@ -7,5 +7,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod core;
+pub mod daemon;
+pub mod domain;
 pub mod home;
 pub mod logcmd;
+pub mod seal;
+pub mod server;

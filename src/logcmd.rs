@@ -307,3 +307,115 @@ pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(),
     }
     Ok(())
 }
+
+/// `log show`: the log's events decoded, filtered. Reads the log files directly (no daemon
+/// needed); secret-bearing bodies are never decoded or printed.
+pub fn show(
+    home: &Home,
+    identity: Option<&str>,
+    secret: Option<&str>,
+    kind: Option<&str>,
+    denied: bool,
+    json_out: bool,
+) -> Result<(), Exit> {
+    use crate::domain::Event;
+    let key = home.public_key()?;
+    let reader = LogReader::open(&home.log_dir(), Some(&key))
+        .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
+    let want_identity = |i: &str| match identity {
+        None => true,
+        Some(w) if w.contains(':') => i == w,
+        Some(w) => i.split_once(':').map(|(_, n)| n) == Some(w),
+    };
+    let mut rows = Vec::new();
+    for rec in reader.events_from(0)? {
+        let rec = rec?;
+        let kname = Event::kind_name(rec.envelope.kind);
+        if kind.is_some_and(|k| k != kname) {
+            continue;
+        }
+        let ev = match (rec.class(), &rec.body) {
+            (BodyClass::Public, Some(b)) => {
+                Some(Event::from_body(rec.envelope.kind, &b.bytes).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        };
+        if denied && !ev.as_ref().is_some_and(Event::is_denial) {
+            continue;
+        }
+        let ev_identity = ev.as_ref().and_then(Event::identity).unwrap_or("");
+        if identity.is_some() && !want_identity(ev_identity) {
+            continue;
+        }
+        let ev_secret = ev.as_ref().and_then(Event::secret).unwrap_or("");
+        if secret.is_some_and(|s| s != ev_secret) {
+            continue;
+        }
+        if json_out {
+            let mut o = json!({"seq": rec.seq(), "time": time_str(rec.envelope.time_ms), "kind": kname, "hash": hex::encode(rec.hash)});
+            if let Some(e) = &ev {
+                o["event"] = serde_json::to_value(e).map_err(anyhow::Error::new)?;
+            }
+            println!("{o}");
+        } else {
+            let detail = match &ev {
+                Some(Event::SecretResolved {
+                    project,
+                    version,
+                    grant,
+                    pid,
+                    uid,
+                    ..
+                }) => {
+                    format!(
+                        "project={project} version={version} grant={grant} uid={uid} pid={}",
+                        pid.map_or("-".into(), |p| p.to_string())
+                    )
+                }
+                Some(Event::ResolutionDenied {
+                    project,
+                    reason,
+                    uid,
+                    ..
+                }) => format!("project={project} DENIED ({reason}) uid={uid}"),
+                Some(Event::UnauthenticatedDenied { uid, count, .. }) => {
+                    format!("DENIED unauthenticated uid={uid} count={count}")
+                }
+                Some(Event::GrantCreated { grant, project, .. }) => {
+                    format!("grant={grant} project={project}")
+                }
+                Some(Event::GrantRevoked { grant, .. }) => format!("grant={grant}"),
+                Some(Event::SecretRotated { version, .. }) => format!("version={version}"),
+                Some(Event::SecretStored { projects, .. }) => {
+                    format!("projects={}", projects.join(","))
+                }
+                Some(Event::MemberAdded {
+                    member, uid, admin, ..
+                }) => format!("member={member} uid={uid} admin={admin}"),
+                Some(Event::AgentCreated { agent, .. })
+                | Some(Event::AgentRevoked { agent, .. }) => format!("agent={agent}"),
+                Some(Event::ProjectCreated { project, .. }) => format!("project={project}"),
+                _ => String::new(),
+            };
+            rows.push(format!(
+                "{:>6}  {}  {:<24} {:<22} {:<20} {}",
+                rec.seq(),
+                time_str(rec.envelope.time_ms),
+                kname,
+                ev_identity,
+                ev_secret,
+                detail
+            ));
+        }
+    }
+    if !json_out {
+        println!(
+            "{:>6}  {:<24}  {:<24} {:<22} {:<20} DETAIL",
+            "SEQ", "TIME", "KIND", "IDENTITY", "SECRET"
+        );
+        for r in rows {
+            println!("{r}");
+        }
+    }
+    Ok(())
+}

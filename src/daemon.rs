@@ -1,0 +1,147 @@
+//! `scopehold daemon`: the foreground daemon on its embedded default.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::core::Core;
+use crate::home::Home;
+
+/// `--socket`, else `$SCOPEHOLD_SOCKET` (both via clap), else
+/// `$XDG_RUNTIME_DIR/scopehold/scopehold.sock`, else `scopehold.sock` in the state directory.
+pub fn socket_path(home: &Home, arg: Option<&Path>) -> PathBuf {
+    if let Some(p) = arg {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(r) => PathBuf::from(r).join("scopehold/scopehold.sock"),
+        None => home.root.join("scopehold.sock"),
+    }
+}
+
+fn group_id(name: &str) -> Result<u32> {
+    if let Ok(g) = name.parse::<u32>() {
+        return Ok(g);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => bail!("no group named {name}"),
+    }
+}
+
+/// Binds the socket: its directory made if missing (0700), a stale socket file replaced (the
+/// log lock, already held, proves no other daemon uses this state directory), mode 0600, or
+/// 0660 owned by `group` so agents under other uids can connect.
+fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("something is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    if let Some(g) = group {
+        std::os::unix::fs::chown(path, None, Some(g))
+            .with_context(|| format!("giving {} to group {g}", path.display()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(l)
+}
+
+/// Tells a supervisor (systemd `Type=notify`) that the daemon is ready, if it asked.
+fn notify_ready() {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let t = target.to_string_lossy();
+    let res = match t.strip_prefix('@') {
+        Some(abs) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
+                .and_then(|a| sock.send_to_addr(b"READY=1\n", &a))
+        }
+        None => sock.send_to(b"READY=1\n", &*t),
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not notify readiness");
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCOPEHOLD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    if !home.is_initialised() {
+        let public = home.init()?;
+        tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");
+    }
+    let group = socket_group.as_deref().map(group_id).transpose()?;
+    let core = Arc::new(Core::open(&home, scopehold_log::writer::system_clock())?);
+    let status = core.log().status();
+    tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
+    let path = socket_path(&home, socket.as_deref());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let listener = bind(&path, group)?;
+        tracing::info!(socket = %path.display(), "listening");
+        notify_ready();
+        crate::server::run(
+            listener,
+            core.clone(),
+            shutdown_signal(),
+            Duration::from_secs(10),
+        )
+        .await;
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_file(&path);
+    match Arc::try_unwrap(core) {
+        Ok(core) => core.close().map_err(anyhow::Error::msg)?,
+        Err(_) => {
+            tracing::warn!("requests still held the core at exit; the log closes as they end")
+        }
+    }
+    tracing::info!("stopped; log flushed");
+    Ok(())
+}

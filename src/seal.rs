@@ -1,0 +1,209 @@
+//! Encryption at rest. Each secret version gets its own random data key; the value is sealed
+//! with XChaCha20-Poly1305 under the data key, and the data key is wrapped under the master
+//! key. The associated data binds secret name and version (and, for the wrapped key, its
+//! role), so ciphertext moved to another secret or version fails to open. Destroying a
+//! version, passphrase-protecting the master key or rotating it only touch wrapped keys.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+/// Largest secret value accepted.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// A sealed value as stored in the log (hex fields in a JSON body of the secret-bearing class).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    pub wrapped_key: String,
+    pub key_nonce: String,
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+/// The master key: 32 random bytes in `master.key` (0600). No `Debug` of its bytes, zeroized
+/// on drop.
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>> {
+    let mut b = Zeroizing::new([0u8; N]);
+    getrandom::fill(b.as_mut()).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    Ok(b)
+}
+
+fn aad(secret: &str, version: u32, role: &str) -> Vec<u8> {
+    format!("scopehold sealed v1\0{role}\0{secret}\0{version}").into_bytes()
+}
+
+impl MasterKey {
+    pub fn generate() -> Result<Self> {
+        Ok(Self(random::<32>()?))
+    }
+
+    pub fn write_new(&self, path: &Path) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(self.0.as_ref())
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            bail!(
+                "{} can be read by other users; expected mode 0600",
+                path.display()
+            );
+        }
+        let bytes =
+            Zeroizing::new(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+        let mut k = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            bail!("{}: expected 32 bytes", path.display());
+        }
+        k.copy_from_slice(&bytes);
+        Ok(Self(k))
+    }
+
+    /// Key for hashing agent credentials (a keyed hash: the stored hash is useless without it).
+    pub fn credential_key(&self) -> [u8; 32] {
+        blake3::derive_key("ScopeHold v1 agent credential hash", self.0.as_ref())
+    }
+
+    pub fn credential_hash(&self, credential: &str) -> [u8; 32] {
+        let mut k = self.credential_key();
+        let h = *blake3::keyed_hash(&k, credential.as_bytes()).as_bytes();
+        k.zeroize();
+        h
+    }
+
+    pub fn seal(&self, secret: &str, version: u32, value: &[u8]) -> Result<Sealed> {
+        if value.len() > MAX_VALUE_LEN {
+            bail!("secret values are at most {MAX_VALUE_LEN} bytes");
+        }
+        let dek = random::<32>()?;
+        let nonce = random::<24>()?;
+        let key_nonce = random::<24>()?;
+        let ct = XChaCha20Poly1305::new(dek.as_ref().into())
+            .encrypt(
+                XNonce::from_slice(nonce.as_ref()),
+                Payload {
+                    msg: value,
+                    aad: &aad(secret, version, "value"),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("sealing failed"))?;
+        let wrapped = XChaCha20Poly1305::new(self.0.as_ref().into())
+            .encrypt(
+                XNonce::from_slice(key_nonce.as_ref()),
+                Payload {
+                    msg: dek.as_ref(),
+                    aad: &aad(secret, version, "data key"),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("wrapping failed"))?;
+        Ok(Sealed {
+            wrapped_key: hex::encode(wrapped),
+            key_nonce: hex::encode(key_nonce.as_ref()),
+            nonce: hex::encode(nonce.as_ref()),
+            ciphertext: hex::encode(ct),
+        })
+    }
+
+    /// Opens a sealed value; fails (without saying more) if it was moved to another secret or
+    /// version, altered, or sealed under another master key.
+    pub fn open(&self, secret: &str, version: u32, s: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        let err = || anyhow::anyhow!("sealed value of {secret} v{version} does not open");
+        let dec = |h: &str| hex::decode(h).map_err(|_| err());
+        let (wrapped, key_nonce, nonce, ct) = (
+            dec(&s.wrapped_key)?,
+            dec(&s.key_nonce)?,
+            dec(&s.nonce)?,
+            dec(&s.ciphertext)?,
+        );
+        if key_nonce.len() != 24 || nonce.len() != 24 {
+            return Err(err());
+        }
+        let dek = Zeroizing::new(
+            XChaCha20Poly1305::new(self.0.as_ref().into())
+                .decrypt(
+                    XNonce::from_slice(&key_nonce),
+                    Payload {
+                        msg: &wrapped,
+                        aad: &aad(secret, version, "data key"),
+                    },
+                )
+                .map_err(|_| err())?,
+        );
+        if dek.len() != 32 {
+            return Err(err());
+        }
+        let value = XChaCha20Poly1305::new(dek.as_slice().into())
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: &aad(secret, version, "value"),
+                },
+            )
+            .map_err(|_| err())?;
+        Ok(Zeroizing::new(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_where_they_were_sealed() {
+        let k = MasterKey::generate().unwrap();
+        let s = k.seal("openai/prod", 1, b"sk-canary").unwrap();
+        assert_eq!(&k.open("openai/prod", 1, &s).unwrap()[..], b"sk-canary");
+        assert!(
+            k.open("openai/prod", 2, &s).is_err(),
+            "moved to another version"
+        );
+        assert!(
+            k.open("openai/dev", 1, &s).is_err(),
+            "moved to another secret"
+        );
+        assert!(
+            MasterKey::generate()
+                .unwrap()
+                .open("openai/prod", 1, &s)
+                .is_err(),
+            "another master key"
+        );
+        let mut t = s.clone();
+        t.ciphertext.replace_range(
+            0..2,
+            if &t.ciphertext[0..2] == "00" {
+                "01"
+            } else {
+                "00"
+            },
+        );
+        assert!(k.open("openai/prod", 1, &t).is_err(), "altered");
+        assert!(!format!("{s:?}{k:?}").contains("sk-canary"));
+        assert!(!s.ciphertext.contains(&hex::encode("sk-canary")));
+    }
+}
