@@ -125,10 +125,20 @@ pub fn replay(log_dir: &Path, public: &scopehold_log::PublicKey) -> Result<State
 impl Core {
     /// Opens the log (recovering from a crash), replays it, and loads the master key.
     pub fn open(home: &Home, clock: Clock) -> Result<Self> {
+        Self::open_with_storage(home, clock, std::sync::Arc::new(scopehold_log::StdStorage))
+    }
+
+    /// As [`open`](Self::open), writing the log through `storage` (tests inject faults here).
+    pub fn open_with_storage(
+        home: &Home,
+        clock: Clock,
+        storage: std::sync::Arc<dyn scopehold_log::Storage>,
+    ) -> Result<Self> {
         let key = scopehold_log::LogKey::load(&home.log_key())?;
         let public = key.public();
         let opts = scopehold_log::LogOptions {
             clock: clock.clone(),
+            storage,
             ..home.log_options()
         };
         let log = Log::open(&home.log_dir(), key, opts).map_err(|e| match e {

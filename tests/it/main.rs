@@ -5,6 +5,7 @@ mod alloc;
 mod cli;
 mod common;
 mod crash;
+mod daemon;
 mod golden;
 mod log_basic;
 mod powercut;
