@@ -39,9 +39,12 @@ struct Run {
     p99_us: f64,
 }
 
-fn append_run(dir: &Path, appenders: usize, secs: f64) -> Run {
-    let log =
-        Arc::new(Log::create(dir, LogKey::from_seed(&BENCH_SEED), LogOptions::default()).unwrap());
+fn append_run(dir: &Path, appenders: usize, secs: f64, pipeline: bool) -> Run {
+    let opts = LogOptions {
+        pipeline,
+        ..LogOptions::default()
+    };
+    let log = Arc::new(Log::create(dir, LogKey::from_seed(&BENCH_SEED), opts).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let threads: Vec<_> = (0..appenders)
@@ -124,16 +127,23 @@ fn main() {
         tmp.path().display()
     );
     println!(
-        "{:>9} {:>12} {:>12} {:>7} {:>10} {:>9} {:>9}",
-        "appenders", "events/s", "raw/s", "ratio", "avg batch", "p50 us", "p99 us"
+        "{:>9} {:>9} {:>12} {:>12} {:>7} {:>10} {:>9} {:>9}",
+        "mode", "appenders", "events/s", "raw/s", "ratio", "avg batch", "p50 us", "p99 us"
     );
     let mut biggest: Option<(PathBuf, u64)> = None;
-    for appenders in [1usize, 16, 64] {
+    for (pipeline, appenders) in [
+        (false, 1usize),
+        (false, 16),
+        (false, 64),
+        (true, 1),
+        (true, 16),
+        (true, 64),
+    ] {
         let (mut ours, mut raw, mut ratio, mut batch, mut p50, mut p99) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for r in 0..runs {
-            let dir = tmp.path().join(format!("log-{appenders}-{r}"));
-            let run = append_run(&dir, appenders, secs);
+            let dir = tmp.path().join(format!("log-{pipeline}-{appenders}-{r}"));
+            let run = append_run(&dir, appenders, secs, pipeline);
             let eps = run.events as f64 / run.secs;
             let per_batch = run.events as f64 / run.batches as f64;
             let raw_eps = raw_ceiling(
@@ -153,7 +163,8 @@ fn main() {
             }
         }
         println!(
-            "{:>9} {:>12.0} {:>12.0} {:>6.0}% {:>10.1} {:>9.0} {:>9.0}",
+            "{:>9} {:>9} {:>12.0} {:>12.0} {:>6.0}% {:>10.1} {:>9.0} {:>9.0}",
+            if pipeline { "pipelined" } else { "serial" },
             appenders,
             median(ours),
             median(raw),

@@ -64,6 +64,9 @@ impl Home {
     pub fn log_options(&self) -> LogOptions {
         LogOptions {
             checkpoint_file: Some(self.checkpoint_file.clone()),
+            // Serial group commit: fuller batches leave more of two cores to the server
+            // (measured with examples/resolve_bench.rs).
+            pipeline: false,
             ..LogOptions::default()
         }
     }

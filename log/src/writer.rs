@@ -57,6 +57,12 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Most events in one group commit.
     pub max_batch_events: usize,
+    /// Prepare (chain, sign) the next batch on a second thread while the current one is
+    /// being fdatasync'd. Hides the signing time, which raises throughput against the raw
+    /// fdatasync ceiling, but forms smaller batches; on a 2-core machine shared with an HTTP
+    /// server the serial form measured better end to end, so the daemon turns it off (see
+    /// `log_bench` and `resolve_bench`).
+    pub pipeline: bool,
     pub clock: Clock,
 }
 
@@ -68,6 +74,7 @@ impl std::fmt::Debug for LogOptions {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("segment_bytes", &self.segment_bytes)
             .field("max_batch_events", &self.max_batch_events)
+            .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +87,7 @@ impl Default for LogOptions {
             checkpoint_interval: Duration::from_secs(1),
             segment_bytes: 64 << 20,
             max_batch_events: 4096,
+            pipeline: true,
             clock: system_clock(),
         }
     }
@@ -469,22 +477,30 @@ impl Log {
         let dir = state.dir.clone();
         let log_id = state.log_id;
         let public = state.key.public();
+        let pipeline = state.opts.pipeline;
         let (sequencer, syncer) = state.split(shared.clone());
-        // Rendezvous: the sequencer prepares the next batch while the syncer waits on the
-        // disk, and hands it over the moment the syncer is free; at most one batch is ever
-        // written but unsynced.
-        let (prep_tx, prep_rx) = mpsc::sync_channel(0);
-        let syncer_thread = std::thread::Builder::new()
-            .name("scopehold-log-sync".into())
-            .spawn(move || syncer.run(prep_rx))
-            .expect("spawning the log sync thread");
-        let thread = std::thread::Builder::new()
-            .name("scopehold-log-seq".into())
-            .spawn(move || {
-                sequencer.run(rx, prep_tx);
-                let _ = syncer_thread.join();
-            })
-            .expect("spawning the log writer thread");
+        let thread = if pipeline {
+            // Rendezvous: the sequencer prepares the next batch while the syncer waits on
+            // the disk, and hands it over the moment the syncer is free; at most one batch is
+            // ever written but unsynced.
+            let (prep_tx, prep_rx) = mpsc::sync_channel(0);
+            let syncer_thread = std::thread::Builder::new()
+                .name("scopehold-log-sync".into())
+                .spawn(move || syncer.run(prep_rx))
+                .expect("spawning the log sync thread");
+            std::thread::Builder::new()
+                .name("scopehold-log-seq".into())
+                .spawn(move || {
+                    sequencer.run(rx, Stage2::Pipelined(prep_tx));
+                    let _ = syncer_thread.join();
+                })
+                .expect("spawning the log writer thread")
+        } else {
+            std::thread::Builder::new()
+                .name("scopehold-log-writer".into())
+                .spawn(move || sequencer.run(rx, Stage2::Inline(Box::new(syncer))))
+                .expect("spawning the log writer thread")
+        };
         Self {
             tx: Some(tx),
             thread: Some(thread),
@@ -676,6 +692,48 @@ fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
         .clone()
 }
 
+/// Where prepared batches go: to the sync thread (pipelined), or straight to the disk on the
+/// sequencer's own thread (serial: the batch is formed at the moment the disk is free, so it
+/// holds everything that arrived during the previous fdatasync).
+enum Stage2 {
+    Pipelined(mpsc::SyncSender<SyncMsg>),
+    Inline(Box<Syncer>),
+}
+
+impl Stage2 {
+    fn deliver(&mut self, msg: SyncMsg) {
+        match self {
+            Stage2::Pipelined(tx) => {
+                if let Err(mpsc::SendError(SyncMsg::Batch(p))) = tx.send(msg) {
+                    for (cb, _) in p.callers {
+                        cb(Err(AppendError::Closed));
+                    }
+                }
+            }
+            Stage2::Inline(sync) => match msg {
+                SyncMsg::Batch(p) => sync.commit(*p),
+                SyncMsg::Close(ack) => {
+                    sync.finish();
+                    let _ = ack.send(sync.poisoned.take().map_or(Ok(()), Err));
+                }
+            },
+        }
+    }
+    fn wait(&self) -> Duration {
+        match self {
+            Stage2::Pipelined(_) => Duration::from_secs(3600),
+            Stage2::Inline(sync) => sync.kept_wait(),
+        }
+    }
+    fn tick(&mut self) {
+        if let Stage2::Inline(sync) = self
+            && sync.kept_due()
+        {
+            sync.write_kept();
+        }
+    }
+}
+
 /// Stage one: batching, sequence numbers, chaining, framing, signing. Pure CPU work, done
 /// while the syncer waits on the disk for the previous batch.
 struct Sequencer {
@@ -695,13 +753,20 @@ struct Sequencer {
 }
 
 impl Sequencer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>, out: mpsc::SyncSender<SyncMsg>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>, mut out: Stage2) {
         let mut batch: Vec<(Vec<Entry>, Callback)> = Vec::new();
         loop {
-            let Ok(first) = rx.recv() else {
-                let (ack, _) = mpsc::sync_channel(1);
-                let _ = out.send(SyncMsg::Close(ack));
-                return;
+            let first = match rx.recv_timeout(out.wait()) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    out.tick();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let (ack, _) = mpsc::sync_channel(1);
+                    out.deliver(SyncMsg::Close(ack));
+                    return;
+                }
             };
             let mut close = None;
             let mut events = 0usize;
@@ -728,13 +793,7 @@ impl Sequencer {
                     }
                 } else {
                     let p = self.prepare(&mut batch);
-                    if let Err(mpsc::SendError(SyncMsg::Batch(p))) =
-                        out.send(SyncMsg::Batch(Box::new(p)))
-                    {
-                        for (cb, _) in p.callers {
-                            cb(Err(AppendError::Closed));
-                        }
-                    }
+                    out.deliver(SyncMsg::Batch(Box::new(p)));
                 }
             }
             if let Some(ack) = close {
@@ -742,7 +801,7 @@ impl Sequencer {
                 while let Ok(Msg::Append(_, cb)) = rx.try_recv() {
                     cb(Err(AppendError::Closed));
                 }
-                let _ = out.send(SyncMsg::Close(ack));
+                out.deliver(SyncMsg::Close(ack));
                 return;
             }
         }
@@ -821,17 +880,24 @@ struct Syncer {
 }
 
 impl Syncer {
+    fn kept_due(&self) -> bool {
+        self.housekept_size != self.durable_size && self.poisoned.is_none()
+    }
+
+    fn kept_wait(&self) -> Duration {
+        if self.kept_due() {
+            self.opts
+                .checkpoint_interval
+                .saturating_sub(self.last_kept.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
     fn run(mut self, rx: mpsc::Receiver<SyncMsg>) {
         loop {
-            let due = self.housekept_size != self.durable_size && self.poisoned.is_none();
-            let wait = if due {
-                self.opts
-                    .checkpoint_interval
-                    .saturating_sub(self.last_kept.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            match rx.recv_timeout(wait) {
+            let due = self.kept_due();
+            match rx.recv_timeout(self.kept_wait()) {
                 Ok(SyncMsg::Batch(p)) => self.commit(*p),
                 Ok(SyncMsg::Close(ack)) => {
                     self.finish();
@@ -893,8 +959,8 @@ impl Syncer {
             s.batches += 1;
             s.bytes_written += written;
         }
-        for (cb, receipts) in p.callers {
-            cb(Ok(receipts
+        for (cb, ids) in p.callers {
+            cb(Ok(ids
                 .into_iter()
                 .map(|(seq, hash)| Receipt {
                     seq,

@@ -197,8 +197,19 @@ fn a_missing_or_stale_index_is_rebuilt_and_a_current_one_is_used_as_is() {
 
 #[test]
 fn concurrent_appenders_get_distinct_consecutive_sequence_numbers() {
+    for pipeline in [false, true] {
+        concurrent_appenders(pipeline);
+    }
+}
+
+fn concurrent_appenders(pipeline: bool) {
     let d = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::create(d.path(), key(), opts()).unwrap());
+    let o = LogOptions {
+        pipeline,
+        segment_bytes: 16 * 1024,
+        ..opts()
+    };
+    let log = Arc::new(Log::create(d.path(), key(), o).unwrap());
     let threads: Vec<_> = (0..16u64)
         .map(|t| {
             let log = log.clone();
