@@ -14,10 +14,10 @@ peer=$(DURATION=$SECS RUNS=$RUNS bash "$PEER" | grep '^SUMMARY')
 ours=$(target/release/examples/resolve_bench --secs "$SECS" --runs "$RUNS" --dir "${TMPDIR:-/tmp}" | tee /dev/stderr | grep '^SUMMARY')
 echo "$peer"
 echo "$ours"
-bao_rps=$(sed -E 's/.*audit_on .* c[0-9]+ rps=([0-9.]+).*/\1/' <<<"$peer")
+bao_rps=$(sed -E 's/.*audit_on c1 [^|]* c[0-9]+ rps=([0-9.]+).*/\1/' <<<"$peer")
 bao_p50=$(sed -E 's/.*audit_on c1 p50=([0-9.]+)us.*/\1/' <<<"$peer")
 our_rps=$(sed -E 's/.* c16 rps=([0-9.]+).*/\1/' <<<"$ours")
-our_p50=$(sed -E 's/.* c1 p50=([0-9.]+)us.*/\1/' <<<"$ours")
+our_p50=$(sed -E 's/^[^|]* c1 p50=([0-9.]+)us.*/\1/' <<<"$ours")
 awk -v a="$our_rps" -v b="$bao_rps" -v c="$our_p50" -v d="$bao_p50" 'BEGIN {
   printf "RATIO throughput c16: scopehold %.0f / openbao %.0f = %.1fx (target >= 10x)\n", a, b, a / b
   printf "RATIO p50 c1: scopehold %.0f us / openbao %.0f us = %.2f (target < 0.5)\n", c, d, c / d

@@ -415,10 +415,11 @@ fn resolve_value(
         Some(&json!({"secret": secret, "project": project, "version": version})),
         t.as_deref().map(|s| s.as_str()),
     )?;
-    let value = Zeroizing::new(v["value"].as_str().unwrap_or_default().to_string());
-    if let Some(s) = v.get_mut("value") {
-        *s = Value::Null;
-    }
+    // Move the value out of the parsed answer into a zeroizing string (no copy left behind).
+    let value = match v.get_mut("value").map(Value::take) {
+        Some(Value::String(s)) => Zeroizing::new(s),
+        _ => Zeroizing::new(String::new()),
+    };
     Ok((value, v))
 }
 

@@ -231,7 +231,15 @@ async fn handle(core: &Core, peer: Peer, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match route(core, peer, req).await {
-        Ok(v) => json_response(200, &v),
+        Ok(Reply::Json(v)) => json_response(200, &v),
+        Ok(Reply::Secret(body)) => {
+            let mut r = Response::new(Full::new(body));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
         Err(e) => {
             tracing::info!(%method, %path, uid = peer.uid, status = e.status, code = e.code, "request refused");
             error_response(&e)
@@ -239,7 +247,34 @@ async fn handle(core: &Core, peer: Peer, req: Request<Incoming>) -> Resp {
     }
 }
 
-async fn route(core: &Core, peer: Peer, req: Request<Incoming>) -> Result<Value, ApiError> {
+/// A successful answer: ordinary JSON, or a body holding a secret value, built straight into a
+/// buffer that is zeroized when the response has been sent.
+enum Reply {
+    Json(Value),
+    Secret(Bytes),
+}
+
+/// A buffer wiped when dropped, as the owner of a response body.
+struct Wiped(zeroize::Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `{"value":...,"version":N,"event":SEQ}` written into a zeroizing buffer: no intermediate
+/// `String` or `serde_json::Value` holds the value.
+fn secret_body(value: &str, version: u32, event: u64) -> Bytes {
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(value.len() + 64));
+    buf.extend_from_slice(b"{\"value\":");
+    // Writing a &str into a Vec cannot fail.
+    serde_json::to_writer(&mut *buf, value).expect("writing JSON into a Vec");
+    buf.extend_from_slice(format!(",\"version\":{version},\"event\":{event}}}").as_bytes());
+    Bytes::from_owner(Wiped(buf))
+}
+
+async fn route(core: &Core, peer: Peer, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let m = req.method().clone();
     let path = req.uri().path().to_string();
     let known = [
@@ -261,7 +296,7 @@ async fn route(core: &Core, peer: Peer, req: Request<Incoming>) -> Result<Value,
         return Err(ApiError::new(404, "not_found", format!("no route {path}")));
     }
     if path == "/v1/health" {
-        return Ok(health(core));
+        return Ok(Reply::Json(health(core)));
     }
     let token = bearer(&req)?;
     let caller = core.authenticate(token.as_deref(), peer).await?;
@@ -276,7 +311,7 @@ async fn route(core: &Core, peer: Peer, req: Request<Incoming>) -> Result<Value,
                 .await?;
             let value = std::str::from_utf8(&res.value)
                 .map_err(|_| ApiError::new(500, "internal", "stored value is not UTF-8"))?;
-            Ok(json!({"value": value, "version": res.version, "event": res.event}))
+            Ok(Reply::Secret(secret_body(value, res.version, res.event)))
         }
         (&Method::GET, "/v1/whoami") => {
             let st = core.snapshot();
@@ -286,9 +321,11 @@ async fn route(core: &Core, peer: Peer, req: Request<Incoming>) -> Result<Value,
                 .filter(|(_, g)| g.identity == caller.identity && !g.revoked)
                 .map(|(id, g)| json!({"id": id, "secret": g.secret, "project": g.project}))
                 .collect();
-            Ok(json!({"identity": caller.identity, "uid": caller.uid, "grants": grants}))
+            Ok(Reply::Json(
+                json!({"identity": caller.identity, "uid": caller.uid, "grants": grants}),
+            ))
         }
-        _ => admin(core, &caller, m, &path, req).await,
+        _ => admin(core, &caller, m, &path, req).await.map(Reply::Json),
     }
 }
 

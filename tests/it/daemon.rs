@@ -1033,3 +1033,47 @@ fn binary_daemon_serves_the_cli_refuses_a_second_instance_and_stops_cleanly_on_s
         String::from_utf8_lossy(&v.stdout)
     );
 }
+
+#[test]
+fn the_python_example_agent_resolves_over_the_socket() {
+    let d = Daemon::start();
+    d.world();
+    let tok = d.agent("py", None);
+    d.grant(json!({"identity": "py", "secret": "openai/prod", "project": "demo"}));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["openai/prod", "demo"])
+        .env("SCOPEHOLD_SOCKET", &d.socket)
+        .env("SCOPEHOLD_TOKEN", &tok)
+        .output()
+        .expect("python3 runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(&format!(
+            "resolved openai/prod version 1 ({} bytes)",
+            CANARY.len()
+        )),
+        "{out}"
+    );
+    assert_no_canary("the example's output", &o.stdout);
+    // And it reports a denial the way an agent should: non-zero, with the error code.
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["openai/other", "demo"])
+        .env("SCOPEHOLD_SOCKET", &d.socket)
+        .env("SCOPEHOLD_TOKEN", &tok)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("403 denied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
