@@ -97,6 +97,8 @@ pub enum Command {
     /// The audit log: show, verify, export, checkpoints
     #[command(subcommand, after_help = EXIT_CODES)]
     Log(LogCommand),
+    /// The console: browse, filter and verify the audit trail (? for keys)
+    Console,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +352,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             denied,
             cli.json,
         ),
+        Command::Console => Ok(crate::console::run(&home)?),
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
         Command::Log(LogCommand::Checkpoint { out }) => {

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod domain;

@@ -33,5 +33,7 @@ pub use error::{AppendError, FrameError, LogError};
 pub use keys::{LogKey, PublicKey};
 pub use reader::{Body, Item, LogReader, Record};
 pub use storage::{StdStorage, Storage, StorageFile};
-pub use verify::{Failure, VerifyError, VerifyOptions, VerifyReport, verify_log};
+pub use verify::{
+    Failure, VerifyError, VerifyOptions, VerifyReport, verify_log, verify_log_with_progress,
+};
 pub use writer::{Entry, Log, LogOptions, Receipt, Recovery, Status, is_live};

@@ -524,6 +524,16 @@ pub fn verify_log(
     key: &PublicKey,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_log_with_progress(dir, key, opts, &mut |_, _| {})
+}
+
+/// As [`verify_log`], calling `progress(bytes_done, bytes_total)` after each segment.
+pub fn verify_log_with_progress(
+    dir: &Path,
+    key: &PublicKey,
+    opts: &VerifyOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyError> {
     let io = |e: LogError| fail(None, None, Failure::Io(e.to_string()));
     let live = is_live(dir);
     let segments = segment::list_segments(dir).map_err(io)?;
@@ -534,6 +544,12 @@ pub fn verify_log(
         .map_err(|e| fail(Some(0), None, Failure::Structure(e.to_string())))?;
     let mut chain = Chain::new(key, opts, log_id, 0, false)?;
     let mut pending = 0u64;
+    let total: u64 = segments
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).map_or(0, |m| m.len()))
+        .sum();
+    let mut done = 0u64;
+    progress(0, total);
     for (i, seg) in segments.iter().enumerate() {
         let name = seg
             .path
@@ -544,6 +560,8 @@ pub fn verify_log(
             .map_err(|e| fail(None, None, Failure::Io(format!("reading {name}: {e}"))))?;
         let last = i + 1 == segments.len();
         let at = Some(chain.next_seq);
+        done += bytes.len() as u64;
+        progress(done.min(total), total);
         let (lid, first) = codec::decode_segment_header(&bytes).map_err(|e| {
             fail(
                 at,

@@ -4,6 +4,7 @@
 mod alloc;
 mod cli;
 mod common;
+mod console;
 mod crash;
 mod daemon;
 mod golden;

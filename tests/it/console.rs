@@ -1,0 +1,400 @@
+//! The console: every view rendered with ratatui's `TestBackend` from a real log and checked
+//! by snapshot, key handling through the real `Console`, and an end-to-end run in tmux
+//! against the real daemon, driven by keys like a person would.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use scopehold::domain::Event;
+use scopehold_log::{Entry, Log, LogKey, LogOptions};
+use scopehold_tui::app::{Action, View, map_key};
+use scopehold_tui::{Config, Console};
+
+const SEED: [u8; 32] = *b"scopehold console snapshot seed!";
+
+/// A small, fully deterministic log of domain events (fixed key, identity, clock and salts).
+fn story(dir: &Path) {
+    let t = Arc::new(AtomicU64::new(1_767_225_600_000));
+    let opts = LogOptions {
+        clock: Arc::new(move || t.fetch_add(1500, Ordering::Relaxed)),
+        ..LogOptions::default()
+    };
+    let log = Log::create_with_id(dir, LogKey::from_seed(&SEED), opts, [7; 32]).unwrap();
+    let by = "member:root".to_string();
+    let sealed = scopehold::seal::Sealed {
+        wrapped_key: "00".into(),
+        key_nonce: "00".into(),
+        nonce: "00".into(),
+        ciphertext: "00".into(),
+    };
+    let resolved = |identity: &str, version, pid| Event::SecretResolved {
+        identity: identity.into(),
+        secret: "openai/prod".into(),
+        version,
+        project: "demo".into(),
+        grant: 1,
+        pid: Some(pid),
+        uid: 1000,
+        at_ms: 0,
+    };
+    let events = vec![
+        Event::MemberAdded {
+            member: "root".into(),
+            uid: 0,
+            admin: true,
+            by: "init".into(),
+        },
+        Event::ProjectCreated {
+            project: "demo".into(),
+            by: by.clone(),
+        },
+        Event::SecretStored {
+            secret: "openai/prod".into(),
+            projects: vec!["demo".into()],
+            by: by.clone(),
+        },
+        Event::SecretVersionSealed {
+            secret: "openai/prod".into(),
+            version: 1,
+            sealed: sealed.clone(),
+        },
+        Event::AgentCreated {
+            agent: "summariser".into(),
+            uid: None,
+            by: by.clone(),
+        },
+        Event::AgentCreated {
+            agent: "crawler".into(),
+            uid: Some(1001),
+            by: by.clone(),
+        },
+        Event::GrantCreated {
+            grant: 1,
+            identity: "agent:summariser".into(),
+            secret: "openai/prod".into(),
+            project: "demo".into(),
+            expires_at_ms: None,
+            max_uses: Some(100),
+            rate_per_min: Some(30),
+            uid: None,
+            by: by.clone(),
+        },
+        resolved("agent:summariser", 1, 4242),
+        Event::ResolutionDenied {
+            identity: "agent:crawler".into(),
+            secret: "openai/prod".into(),
+            project: "demo".into(),
+            reason: "not granted".into(),
+            pid: Some(4343),
+            uid: 1001,
+            at_ms: 0,
+        },
+        Event::SecretVersionSealed {
+            secret: "openai/prod".into(),
+            version: 2,
+            sealed,
+        },
+        Event::SecretRotated {
+            secret: "openai/prod".into(),
+            version: 2,
+            grace_until_ms: None,
+            by: by.clone(),
+        },
+        resolved("agent:summariser", 2, 4244),
+        Event::AgentRevoked {
+            agent: "crawler".into(),
+            by,
+        },
+    ];
+    for (i, e) in events.iter().enumerate() {
+        let body = serde_json::to_vec(e).unwrap();
+        let entry = if e.is_secret_bearing() {
+            Entry::secret_with_salt(e.kind(), body, [i as u8; 32])
+        } else {
+            Entry::public(e.kind(), body)
+        };
+        log.append(entry).unwrap();
+    }
+    log.close().unwrap();
+}
+
+fn console(dir: &Path) -> Console {
+    let key = LogKey::from_seed(&SEED).public();
+    let (d, k) = (dir.to_path_buf(), key);
+    let tables: scopehold_tui::TablesFn = Arc::new(move || {
+        scopehold::core::replay(&d, &k)
+            .map(|st| scopehold::console::tables_of(&st))
+            .map_err(|e| e.to_string())
+    });
+    let mut c = Console::open(Config {
+        log_dir: dir.to_path_buf(),
+        key,
+        decoder: scopehold::console::decoder(),
+        tables: Some(tables),
+        color: false,
+    })
+    .unwrap();
+    c.wait_idle(Duration::from_secs(10));
+    c
+}
+
+fn render(c: &mut Console) -> String {
+    let mut t = Terminal::new(TestBackend::new(150, 24)).unwrap();
+    t.draw(|f| c.draw(f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .map(|line| {
+            match (
+                line.starts_with("verified up to"),
+                line.find(", at "),
+                line.find(" |"),
+            ) {
+                // The time a verification ran is the wall clock's: masked for the snapshot.
+                (true, Some(a), Some(b)) if a < b => {
+                    format!("{}, at <time>{}", &line[..a], &line[b..])
+                }
+                _ => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn press(c: &mut Console, code: KeyCode) {
+    if let Some(a) = map_key(&c.app.mode, KeyEvent::new(code, KeyModifiers::NONE)) {
+        c.act(a);
+    }
+}
+
+fn type_str(c: &mut Console, s: &str) {
+    for ch in s.chars() {
+        press(c, KeyCode::Char(ch));
+    }
+}
+
+#[test]
+fn every_view_renders_as_snapshotted() {
+    let d = tempfile::tempdir().unwrap();
+    story(d.path());
+    let mut c = console(d.path());
+    // Audit, event 7 selected: its hash, prev and signing checkpoint in the detail pane.
+    c.act(Action::Down(7));
+    insta::assert_snapshot!("audit_view", render(&mut c));
+    // Verified, with the result in the status bar.
+    c.act(Action::Verify);
+    c.wait_idle(Duration::from_secs(10));
+    let screen = render(&mut c);
+    assert!(screen.contains("verified up to 13 events"), "{screen}");
+    // Filtered to denials.
+    press(&mut c, KeyCode::Char('/'));
+    type_str(&mut c, "denied");
+    press(&mut c, KeyCode::Enter);
+    c.wait_idle(Duration::from_secs(10));
+    let screen = render(&mut c);
+    assert!(
+        screen.contains("Audit (1 events)") && screen.contains("DENIED (not granted)"),
+        "{screen}"
+    );
+    press(&mut c, KeyCode::Esc);
+    // Help overlay.
+    press(&mut c, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_overlay", render(&mut c));
+    press(&mut c, KeyCode::Esc);
+    for (key, name) in [
+        ('2', "secrets_view"),
+        ('3', "identities_view"),
+        ('4', "grants_view"),
+    ] {
+        press(&mut c, KeyCode::Char(key));
+        let s = render(&mut c);
+        insta::assert_snapshot!(name, s);
+    }
+    assert_eq!(c.app.view, View::Grants);
+}
+
+#[test]
+fn a_jump_and_new_events_keep_the_selection() {
+    let d = tempfile::tempdir().unwrap();
+    story(d.path());
+    let mut c = console(d.path());
+    press(&mut c, KeyCode::Char(':'));
+    type_str(&mut c, "9");
+    press(&mut c, KeyCode::Enter);
+    assert_eq!(c.app.selected_seq(), Some(9));
+    // The daemon appends: the new event appears, the selection stays on event 9.
+    let log = Log::open(d.path(), LogKey::from_seed(&SEED), LogOptions::default()).unwrap();
+    log.append(Entry::public(
+        scopehold::domain::kind::PROJECT_CREATED,
+        serde_json::to_vec(&Event::ProjectCreated {
+            project: "late".into(),
+            by: "member:root".into(),
+        })
+        .unwrap(),
+    ))
+    .unwrap();
+    log.close().unwrap();
+    c.refresh();
+    assert_eq!(c.app.total, 14);
+    assert_eq!(c.app.selected_seq(), Some(9));
+    press(&mut c, KeyCode::Char('G'));
+    assert!(render(&mut c).contains("project_created"));
+    assert_eq!(c.app.selected_seq(), Some(13));
+}
+
+/// tmux on a server of the test's own (`-L`), killed at the end, so no server outlives it.
+fn tmux(args: &[&str]) -> String {
+    let server = format!("scopehold-test-{}", std::process::id());
+    let o = Command::new("tmux")
+        .args(["-L", &server])
+        .args(args)
+        .output()
+        .expect("tmux is installed (.ci/run installs it)");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_screen(session: &str, want: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = tmux(&["capture-pane", "-p", "-t", session]);
+        if last.contains(want) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("screen never showed {want:?}; last screen:\n{last}");
+}
+
+struct Session(String);
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_console_in_tmux_against_the_real_daemon() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("state");
+    let sock = t.path().join("s.sock");
+    let bin = env!("CARGO_BIN_EXE_scopehold");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut c = Command::new(bin);
+        c.env("SCOPEHOLD_HOME", &home)
+            .env("SCOPEHOLD_SOCKET", &sock)
+            .args(args);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut ch = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(ch.stdin.take());
+        String::from_utf8(ch.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let mut daemon = Command::new(bin)
+        .env("SCOPEHOLD_HOME", &home)
+        .env("SCOPEHOLD_SOCKET", &sock)
+        .arg("daemon")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cli(&["project", "create", "demo"], None);
+    cli(
+        &["secret", "put", "openai/prod", "--project", "demo"],
+        Some("sk-tmux-canary"),
+    );
+    let cred = cli(&["agent", "create", "bot"], None)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    cli(
+        &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+        None,
+    );
+    let resolve = || {
+        Command::new(bin)
+            .env("SCOPEHOLD_SOCKET", &sock)
+            .env("SCOPEHOLD_TOKEN", &cred)
+            .args(["resolve", "openai/prod", "--project", "demo"])
+            .output()
+            .unwrap()
+    };
+    assert!(resolve().status.success());
+
+    let session = Session(format!("sh-{}", std::process::id()));
+    let cmd = format!("SCOPEHOLD_HOME={} NO_COLOR=1 {bin} console", home.display());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "160",
+        "-y",
+        "32",
+        &cmd,
+    ]);
+    wait_screen(&session.0, "secret_resolved");
+    // Verify: the status bar says so.
+    tmux(&["send-keys", "-t", &session.0, "v"]);
+    wait_screen(&session.0, "verified up to");
+    // Filter to the agent, open the detail pane.
+    tmux(&["send-keys", "-t", &session.0, "/"]);
+    tmux(&["send-keys", "-t", &session.0, "-l", "identity=bot"]);
+    tmux(&["send-keys", "-t", &session.0, "Enter"]);
+    // The scan runs in the background; the agent's two events remain (its grant, its
+    // resolution).
+    let s = wait_screen(&session.0, "Audit (2 events)");
+    assert!(
+        s.contains("filter: identity=bot") && !s.contains("project_created"),
+        "{s}"
+    );
+    tmux(&["send-keys", "-t", &session.0, "G", "Tab"]);
+    let s = wait_screen(&session.0, "signed by");
+    assert!(s.contains("granted v1"), "{s}");
+    // Live: a new resolution appears in the filtered view while the console is open.
+    assert!(resolve().status.success());
+    let s = wait_screen(&session.0, "Audit (3 events)");
+    assert!(
+        !s.contains("sk-tmux-canary"),
+        "the console shows a secret value:\n{s}"
+    );
+    // q quits and the terminal is restored (the session ends with the program).
+    tmux(&["send-keys", "-t", &session.0, "q"]);
+    for _ in 0..50 {
+        if !tmux(&["list-sessions"]).contains(&session.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !tmux(&["list-sessions"]).contains(&session.0),
+        "the console did not quit"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = daemon.wait();
+}

@@ -1,0 +1,328 @@
+//! The terminal loop: draws, reads keys and the mouse, and runs long work (verification,
+//! filter scans, the projection) on other threads so the screen never freezes. New events
+//! appear as the daemon appends them (file-change notification on the log directory).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event, KeyEventKind, MouseButton, MouseEventKind};
+use notify::Watcher;
+use scopehold_log::{LogReader, PublicKey, VerifyOptions};
+
+use crate::app::{Action, App, Effect, Filter, VerifyState, View, map_key};
+use crate::source::{Decoder, LogSource, decode};
+use crate::ui::{self, Geometry, Tables, Theme};
+
+/// Computes the Secrets, Identities and Grants tables (the caller knows the domain).
+pub type TablesFn = Arc<dyn Fn() -> Result<Tables, String> + Send + Sync>;
+
+pub struct Config {
+    pub log_dir: PathBuf,
+    pub key: PublicKey,
+    pub decoder: Decoder,
+    pub tables: Option<TablesFn>,
+    /// `NO_COLOR` honoured by the caller.
+    pub color: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("log_dir", &self.log_dir)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Msg {
+    VerifyProgress(u64, u64),
+    VerifyDone(Result<(u64, String), String>),
+    FilterProgress(u64, u64, u64),
+    FilterDone(u64, Vec<u64>),
+    Tables(Result<Tables, String>),
+    LogChanged,
+}
+
+fn now_str() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ui::time_str(ms)
+}
+
+/// The console's state machine, minus the terminal: used by `run` and by tests.
+pub struct Console {
+    pub app: App,
+    pub source: LogSource,
+    pub tables: Option<Tables>,
+    cfg: Config,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    filter_gen: u64,
+    tables_due: Option<Instant>,
+    pub geometry: Geometry,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    pub fn open(cfg: Config) -> Result<Self, String> {
+        let source = LogSource::open(&cfg.log_dir, cfg.decoder.clone())?;
+        let app = App::new(0, source.len());
+        let (tx, rx) = mpsc::channel();
+        let mut c = Console {
+            app,
+            source,
+            tables: None,
+            cfg,
+            tx,
+            rx,
+            filter_gen: 0,
+            tables_due: Some(Instant::now()),
+            geometry: Geometry::default(),
+        };
+        c.maybe_tables();
+        Ok(c)
+    }
+
+    pub fn theme(&self) -> Theme {
+        Theme {
+            color: self.cfg.color,
+        }
+    }
+
+    pub fn draw(&mut self, f: &mut ratatui::Frame) {
+        let theme = self.theme();
+        self.geometry = ui::draw(f, &mut self.app, &mut self.source, &self.tables, theme);
+    }
+
+    pub fn act(&mut self, a: Action) {
+        match self.app.update(a) {
+            Some(Effect::StartVerify) => self.start_verify(),
+            Some(Effect::StartFilter(f)) => self.start_filter(f, 0, Vec::new()),
+            None => {}
+        }
+    }
+
+    fn start_verify(&self) {
+        let (dir, key, tx) = (self.cfg.log_dir.clone(), self.cfg.key, self.tx.clone());
+        std::thread::spawn(move || {
+            let p = tx.clone();
+            let r = scopehold_log::verify_log_with_progress(
+                &dir,
+                &key,
+                &VerifyOptions::default(),
+                &mut |d, t| {
+                    let _ = p.send(Msg::VerifyProgress(d, t));
+                },
+            );
+            let _ = tx.send(Msg::VerifyDone(
+                r.map(|r| (r.events, hex::encode(&r.head[..8])))
+                    .map_err(|e| e.to_string()),
+            ));
+        });
+    }
+
+    /// Scans events `from..` for `f` on another thread; `prefix` holds matches already known.
+    fn start_filter(&mut self, f: Filter, from: u64, prefix: Vec<u64>) {
+        self.filter_gen += 1;
+        let (generation, dir, dec, tx, size) = (
+            self.filter_gen,
+            self.cfg.log_dir.clone(),
+            self.cfg.decoder.clone(),
+            self.tx.clone(),
+            self.source.len(),
+        );
+        std::thread::spawn(move || {
+            let mut out = prefix;
+            if let Ok(r) = LogReader::open(&dir, None)
+                && let Ok(it) = r.events_from(from)
+            {
+                for (n, rec) in it.enumerate() {
+                    let Ok(rec) = rec else { break };
+                    if rec.seq() >= size {
+                        break;
+                    }
+                    if f.matches(&decode(&dec, &rec)) {
+                        out.push(rec.seq());
+                    }
+                    if n % 20_000 == 0
+                        && tx
+                            .send(Msg::FilterProgress(generation, rec.seq(), size))
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(Msg::FilterDone(generation, out));
+        });
+    }
+
+    fn maybe_tables(&mut self) {
+        let (Some(due), Some(f)) = (self.tables_due, self.cfg.tables.clone()) else {
+            return;
+        };
+        if Instant::now() < due {
+            return;
+        }
+        self.tables_due = None;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Msg::Tables(f()));
+        });
+    }
+
+    /// Applies whatever the background work reported. Returns whether anything changed.
+    pub fn pump(&mut self) -> bool {
+        let mut changed = false;
+        let mut log_changed = false;
+        while let Ok(m) = self.rx.try_recv() {
+            changed = true;
+            match m {
+                // A burst of file notifications is one refresh.
+                Msg::LogChanged => log_changed = true,
+                Msg::VerifyProgress(done, total) => {
+                    self.app.verify = VerifyState::Running { done, total }
+                }
+                Msg::VerifyDone(Ok((events, head))) => {
+                    self.app.verify = VerifyState::Verified {
+                        events,
+                        head,
+                        at: now_str(),
+                    }
+                }
+                Msg::VerifyDone(Err(message)) => {
+                    self.app.verify = VerifyState::Failed {
+                        message,
+                        at: now_str(),
+                    }
+                }
+                Msg::FilterProgress(generation, d, t) if generation == self.filter_gen => {
+                    self.app.filtering = Some((d, t))
+                }
+                Msg::FilterDone(generation, v) if generation == self.filter_gen => {
+                    self.app.filtered(v)
+                }
+                Msg::FilterProgress(..) | Msg::FilterDone(..) => {}
+                Msg::Tables(Ok(t)) => self.tables = Some(t),
+                Msg::Tables(Err(e)) => {
+                    self.app.message = Some(format!("projection unavailable: {e}"))
+                }
+            }
+        }
+        if log_changed {
+            self.refresh();
+        }
+        self.maybe_tables();
+        changed
+    }
+
+    /// Picks up events appended since the last look; the selection stays where it was.
+    pub fn refresh(&mut self) {
+        let before = self.source.len();
+        if self.source.refresh() {
+            self.app.grew(self.source.len());
+            // Extend an active filter over the new events only.
+            if let (Some(f), Some(done)) = (self.app.filter.clone(), self.app.filtered.clone()) {
+                self.start_filter(f, before, done);
+            }
+            self.tables_due
+                .get_or_insert(Instant::now() + Duration::from_millis(500));
+        }
+    }
+
+    /// Waits for background work to report (tests and scripts).
+    pub fn wait_idle(&mut self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            self.pump();
+            let busy = matches!(self.app.verify, VerifyState::Running { .. })
+                || self.app.filtering.is_some();
+            if !busy && (self.tables.is_some() || self.cfg.tables.is_none()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn click(&mut self, row: u16) {
+        let g = self.geometry;
+        if row >= g.body.y && row < g.body.y + g.body.height {
+            let i = g.offset + u64::from(row - g.body.y);
+            if i < self.app.rows() {
+                let idx = self.app.view as usize;
+                self.app.selected[idx] = i;
+            }
+        }
+    }
+}
+
+/// Runs the console in the terminal until the user quits. The terminal is restored on exit
+/// and on panic (ratatui's `init` installs the hook).
+pub fn run(cfg: Config) -> std::io::Result<()> {
+    let dir = cfg.log_dir.clone();
+    let mut console = Console::open(cfg).map_err(std::io::Error::other)?;
+    let tx = console.tx.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only writes and new files mean new events; the console's own reads of the log
+        // (access events) must not wake it, or it would refresh forever.
+        if let Ok(ev) = res
+            && matches!(
+                ev.kind,
+                notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+            )
+        {
+            let _ = tx.send(Msg::LogChanged);
+        }
+    })
+    .map_err(std::io::Error::other)?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .map_err(std::io::Error::other)?;
+
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let result = (|| -> std::io::Result<()> {
+        loop {
+            terminal.draw(|f| console.draw(f))?;
+            if console.app.quit {
+                return Ok(());
+            }
+            if event::poll(Duration::from_millis(100))? {
+                match event::read()? {
+                    Event::Key(k) if k.kind != KeyEventKind::Release => {
+                        console.app.message = None;
+                        if let Some(a) = map_key(&console.app.mode, k) {
+                            console.act(a);
+                        }
+                    }
+                    Event::Mouse(m) => match m.kind {
+                        MouseEventKind::ScrollDown => console.act(Action::Down(3)),
+                        MouseEventKind::ScrollUp => console.act(Action::Up(3)),
+                        MouseEventKind::Down(MouseButton::Left) => console.click(m.row),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+            console.pump();
+            if console.app.view != View::Audit && console.tables.is_none() {
+                console.maybe_tables();
+            }
+        }
+    })();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    drop(watcher);
+    result
+}
