@@ -69,6 +69,7 @@ fn measure(dir: &Path) {
         key: LogKey::from_seed(&SEED).public(),
         decoder: scopehold::console::decoder(),
         tables: None,
+        actions: None,
         color: true,
     })
     .unwrap();

@@ -352,7 +352,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             denied,
             cli.json,
         ),
-        Command::Console => Ok(crate::console::run(&home)?),
+        Command::Console => Ok(crate::console::run(&home, &ctx.socket)?),
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
         Command::Log(LogCommand::Checkpoint { out }) => {

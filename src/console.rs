@@ -221,7 +221,47 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
     [secrets, ids, grants]
 }
 
-pub fn run(home: &Home) -> Result<()> {
+/// Sends the console's confirmed requests to the daemon, as the member running the console.
+pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
+    use scopehold_tui::Request;
+    use serde_json::json;
+    Arc::new(move |r: Request| {
+        let (path, body) = match &r {
+            Request::RevokeGrant(id) => ("/v1/grants/revoke", json!({"id": id})),
+            Request::RevokeAgent(n) => ("/v1/agents/revoke", json!({"name": n})),
+            Request::RotateSecret { name, value } => (
+                "/v1/secrets/rotate",
+                json!({"name": name, "value": value.as_str()}),
+            ),
+            Request::Grant {
+                identity,
+                secret,
+                project,
+            } => (
+                "/v1/grants",
+                json!({"identity": identity, "secret": secret, "project": project}),
+            ),
+        };
+        let a = crate::client::request(&socket, "POST", path, Some(&body), None)
+            .map_err(|e| e.to_string())?;
+        if a.status == 200 {
+            Ok(format!(
+                "done: {} (event {})",
+                r.describe(),
+                a.body["event"]
+            ))
+        } else {
+            Err(format!(
+                "{} ({}): {}",
+                a.error_code().unwrap_or("error"),
+                a.status,
+                a.error_message()
+            ))
+        }
+    })
+}
+
+pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
     let key = home.public_key()?;
     let (dir, k) = (home.log_dir(), key);
     let tables: TablesFn = Arc::new(move || {
@@ -234,6 +274,7 @@ pub fn run(home: &Home) -> Result<()> {
         key,
         decoder: decoder(),
         tables: Some(tables),
+        actions: Some(actions(socket.to_path_buf())),
         color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     })?;
     Ok(())

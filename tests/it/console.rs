@@ -137,6 +137,7 @@ fn console(dir: &Path) -> Console {
         key,
         decoder: scopehold::console::decoder(),
         tables: Some(tables),
+        actions: None,
         color: false,
     })
     .unwrap();
@@ -343,7 +344,11 @@ fn the_console_in_tmux_against_the_real_daemon() {
     assert!(resolve().status.success());
 
     let session = Session(format!("sh-{}", std::process::id()));
-    let cmd = format!("SCOPEHOLD_HOME={} NO_COLOR=1 {bin} console", home.display());
+    let cmd = format!(
+        "SCOPEHOLD_HOME={} SCOPEHOLD_SOCKET={} NO_COLOR=1 {bin} console",
+        home.display(),
+        sock.display()
+    );
     tmux(&[
         "new-session",
         "-d",
@@ -380,6 +385,29 @@ fn the_console_in_tmux_against_the_real_daemon() {
         !s.contains("sk-tmux-canary"),
         "the console shows a secret value:\n{s}"
     );
+    // Revoke the grant from the Grants view: asked first, No by default.
+    // Esc alone (followed at once by a key, a terminal reads it as Alt+key).
+    tmux(&["send-keys", "-t", &session.0, "Escape"]);
+    wait_screen(&session.0, "project_created");
+    tmux(&["send-keys", "-t", &session.0, "4"]);
+    wait_screen(&session.0, "agent:bot");
+    tmux(&["send-keys", "-t", &session.0, "r"]);
+    wait_screen(&session.0, "Revoke grant 1? [y/N]");
+    tmux(&["send-keys", "-t", &session.0, "Enter"]);
+    wait_screen(&session.0, "not done: revoke grant 1");
+    assert!(resolve().status.success(), "a No must change nothing");
+    tmux(&["send-keys", "-t", &session.0, "r"]);
+    wait_screen(&session.0, "Revoke grant 1? [y/N]");
+    tmux(&["send-keys", "-t", &session.0, "y"]);
+    wait_screen(&session.0, "done: revoke grant 1");
+    assert_eq!(
+        resolve().status.code(),
+        Some(3),
+        "the revoked grant still resolves"
+    );
+    // The revocation's event appears in the audit view.
+    tmux(&["send-keys", "-t", &session.0, "1", "G"]);
+    wait_screen(&session.0, "grant_revoked");
     // q quits and the terminal is restored (the session ends with the program).
     tmux(&["send-keys", "-t", &session.0, "q"]);
     for _ in 0..50 {

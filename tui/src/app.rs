@@ -4,6 +4,44 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+/// A change the console asks the daemon for. Every one is confirmed first (default No).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Request {
+    RevokeGrant(u64),
+    RevokeAgent(String),
+    RotateSecret {
+        name: String,
+        value: zeroize::Zeroizing<String>,
+    },
+    Grant {
+        identity: String,
+        secret: String,
+        project: String,
+    },
+}
+
+impl std::fmt::Debug for Request {
+    // The new value of a rotation is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Request {
+    pub fn describe(&self) -> String {
+        match self {
+            Request::RevokeGrant(id) => format!("revoke grant {id}"),
+            Request::RevokeAgent(n) => format!("revoke agent {n} (all its grants stop)"),
+            Request::RotateSecret { name, .. } => format!("rotate {name} to the value just typed"),
+            Request::Grant {
+                identity,
+                secret,
+                project,
+            } => format!("grant {secret} to {identity} in project {project}"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     Audit,
@@ -38,6 +76,18 @@ pub enum Mode {
     Filter(String),
     /// Typing a command after `:`.
     Command(String),
+    /// Typing a new secret value (masked) for a rotation.
+    SecretValue {
+        name: String,
+        value: zeroize::Zeroizing<String>,
+    },
+    /// Typing `IDENTITY PROJECT` to grant a secret.
+    GrantTo {
+        secret: String,
+        input: String,
+    },
+    /// Waiting for `y` to a request; anything else is No.
+    Confirm(Request),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +111,14 @@ pub enum Action {
     ClearFilter,
     SwitchView(View),
     NextView,
+    /// `r`: revoke the selected grant or agent.
+    Revoke,
+    /// `R`: rotate the selected secret.
+    Rotate,
+    /// `n`: grant the selected secret to an identity.
+    NewGrant,
+    Yes,
+    No,
 }
 
 /// Key -> action, given the mode. Pure: the whole keymap is tested without a terminal.
@@ -70,13 +128,19 @@ pub fn map_key(mode: &Mode, key: KeyEvent) -> Option<Action> {
         return Some(Action::Quit);
     }
     match mode {
-        Mode::Filter(_) | Mode::Command(_) => match key.code {
-            KeyCode::Enter => Some(Action::Submit),
-            KeyCode::Esc => Some(Action::Cancel),
-            KeyCode::Backspace => Some(Action::Backspace),
-            KeyCode::Char(c) if !ctrl => Some(Action::Input(c)),
-            _ => None,
+        Mode::Confirm(_) => match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::Yes),
+            _ => Some(Action::No),
         },
+        Mode::Filter(_) | Mode::Command(_) | Mode::SecretValue { .. } | Mode::GrantTo { .. } => {
+            match key.code {
+                KeyCode::Enter => Some(Action::Submit),
+                KeyCode::Esc => Some(Action::Cancel),
+                KeyCode::Backspace => Some(Action::Backspace),
+                KeyCode::Char(c) if !ctrl => Some(Action::Input(c)),
+                _ => None,
+            }
+        }
         Mode::Help => match key.code {
             KeyCode::Char('?') | KeyCode::Esc | KeyCode::Char('q') => Some(Action::ToggleHelp),
             _ => None,
@@ -97,6 +161,9 @@ pub fn map_key(mode: &Mode, key: KeyEvent) -> Option<Action> {
             KeyCode::Char('/') => Some(Action::StartFilter),
             KeyCode::Char(':') => Some(Action::StartCommand),
             KeyCode::Char('v') => Some(Action::Verify),
+            KeyCode::Char('r') => Some(Action::Revoke),
+            KeyCode::Char('R') => Some(Action::Rotate),
+            KeyCode::Char('n') => Some(Action::NewGrant),
             KeyCode::Esc => Some(Action::ClearFilter),
             KeyCode::Char('1') => Some(Action::SwitchView(View::Audit)),
             KeyCode::Char('2') => Some(Action::SwitchView(View::Secrets)),
@@ -203,6 +270,8 @@ pub enum VerifyState {
 pub enum Effect {
     StartVerify,
     StartFilter(Filter),
+    /// Confirmed: send it to the daemon.
+    Perform(Request),
 }
 
 #[derive(Debug)]
@@ -341,14 +410,31 @@ impl App {
                 );
             }
             Action::StartCommand => self.mode = Mode::Command(String::new()),
-            Action::Input(c) => {
-                if let Mode::Filter(s) | Mode::Command(s) = &mut self.mode {
-                    s.push(c);
+            Action::Input(c) => match &mut self.mode {
+                Mode::Filter(s) | Mode::Command(s) | Mode::GrantTo { input: s, .. } => s.push(c),
+                Mode::SecretValue { value, .. } => value.push(c),
+                _ => {}
+            },
+            Action::Backspace => match &mut self.mode {
+                Mode::Filter(s) | Mode::Command(s) | Mode::GrantTo { input: s, .. } => {
+                    s.pop();
+                }
+                Mode::SecretValue { value, .. } => {
+                    value.pop();
+                }
+                _ => {}
+            },
+            // Revoke, Rotate and NewGrant need the selected table row: the console turns them
+            // into prompts (see `Console::act`).
+            Action::Revoke | Action::Rotate | Action::NewGrant => {}
+            Action::Yes => {
+                if let Mode::Confirm(r) = std::mem::replace(&mut self.mode, Mode::Normal) {
+                    return Some(Effect::Perform(r));
                 }
             }
-            Action::Backspace => {
-                if let Mode::Filter(s) | Mode::Command(s) = &mut self.mode {
-                    s.pop();
+            Action::No => {
+                if let Mode::Confirm(r) = std::mem::replace(&mut self.mode, Mode::Normal) {
+                    self.message = Some(format!("not done: {}", r.describe()));
                 }
             }
             Action::Cancel => self.mode = Mode::Normal,
@@ -365,6 +451,28 @@ impl App {
                         Err(e) => self.message = Some(e),
                     },
                     Mode::Command(s) => return self.command(s.trim()),
+                    Mode::SecretValue { name, value } => {
+                        if value.is_empty() {
+                            self.message = Some("empty value: nothing done".into());
+                        } else {
+                            self.mode = Mode::Confirm(Request::RotateSecret { name, value });
+                        }
+                    }
+                    Mode::GrantTo { secret, input } => {
+                        match input.split_whitespace().collect::<Vec<_>>()[..] {
+                            [identity, project] => {
+                                self.mode = Mode::Confirm(Request::Grant {
+                                    identity: identity.into(),
+                                    secret,
+                                    project: project.into(),
+                                })
+                            }
+                            _ => {
+                                self.message =
+                                    Some("type IDENTITY PROJECT, e.g. summariser demo".into())
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -524,6 +632,43 @@ mod tests {
         a.update(Action::Submit);
         assert!(a.message.as_deref().unwrap().contains("unknown command"));
         assert!(Filter::parse("colour=red").is_err());
+    }
+
+    #[test]
+    fn confirmation_defaults_to_no_and_never_shows_the_value() {
+        let mut a = App::new(0, 10);
+        a.mode = Mode::Confirm(Request::RevokeGrant(3));
+        // Any key but y is No.
+        let act = map_key(&a.mode, key(KeyCode::Enter)).unwrap();
+        assert_eq!(act, Action::No);
+        assert_eq!(a.update(act), None);
+        assert_eq!(a.mode, Mode::Normal);
+        a.mode = Mode::Confirm(Request::RevokeGrant(3));
+        let act = map_key(&a.mode, key(KeyCode::Char('y'))).unwrap();
+        assert_eq!(
+            a.update(act),
+            Some(Effect::Perform(Request::RevokeGrant(3)))
+        );
+        // A rotation: typed, confirmed; its value never in Debug output.
+        a.mode = Mode::SecretValue {
+            name: "openai/prod".into(),
+            value: Default::default(),
+        };
+        for c in "sk-new".chars() {
+            a.update(Action::Input(c));
+        }
+        a.update(Action::Submit);
+        let Mode::Confirm(r) = &a.mode else {
+            panic!("{:?}", a.mode)
+        };
+        assert!(!format!("{r:?} {:?}", a.mode).contains("sk-new"));
+        assert_eq!(
+            a.update(Action::Yes),
+            Some(Effect::Perform(Request::RotateSecret {
+                name: "openai/prod".into(),
+                value: zeroize::Zeroizing::new("sk-new".into())
+            }))
+        );
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod run;
 pub mod source;
 pub mod ui;
 
-pub use run::{Config, Console, TablesFn, run};
+pub use app::Request;
+pub use run::{ActionsFn, Config, Console, TablesFn, run};
 pub use source::{Decoder, Summary};

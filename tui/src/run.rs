@@ -11,18 +11,23 @@ use crossterm::event::{self, Event, KeyEventKind, MouseButton, MouseEventKind};
 use notify::Watcher;
 use scopehold_log::{LogReader, PublicKey, VerifyOptions};
 
-use crate::app::{Action, App, Effect, Filter, VerifyState, View, map_key};
+use crate::app::{Action, App, Effect, Filter, Mode, Request, VerifyState, View, map_key};
 use crate::source::{Decoder, LogSource, decode};
 use crate::ui::{self, Geometry, Tables, Theme};
 
 /// Computes the Secrets, Identities and Grants tables (the caller knows the domain).
 pub type TablesFn = Arc<dyn Fn() -> Result<Tables, String> + Send + Sync>;
 
+/// Sends a confirmed request to the daemon; returns what to tell the user.
+pub type ActionsFn = Arc<dyn Fn(Request) -> Result<String, String> + Send + Sync>;
+
 pub struct Config {
     pub log_dir: PathBuf,
     pub key: PublicKey,
     pub decoder: Decoder,
     pub tables: Option<TablesFn>,
+    /// Changes through the daemon; `None` makes the console read-only.
+    pub actions: Option<ActionsFn>,
     /// `NO_COLOR` honoured by the caller.
     pub color: bool,
 }
@@ -42,6 +47,7 @@ enum Msg {
     FilterProgress(u64, u64, u64),
     FilterDone(u64, Vec<u64>),
     Tables(Result<Tables, String>),
+    ActionDone(Result<String, String>),
     LogChanged,
 }
 
@@ -106,11 +112,76 @@ impl Console {
     }
 
     pub fn act(&mut self, a: Action) {
+        if matches!(a, Action::Revoke | Action::Rotate | Action::NewGrant) {
+            return self.prompt_for(a);
+        }
         match self.app.update(a) {
             Some(Effect::StartVerify) => self.start_verify(),
             Some(Effect::StartFilter(f)) => self.start_filter(f, 0, Vec::new()),
+            Some(Effect::Perform(r)) => self.perform(r),
             None => {}
         }
+    }
+
+    /// The first cell of the selected row of the current (non-audit) view.
+    fn selected_key(&self) -> Option<String> {
+        let t = self
+            .tables
+            .as_ref()?
+            .get((self.app.view as usize).checked_sub(1)?)?;
+        t.get(1 + self.app.selected[self.app.view as usize] as usize)
+            .and_then(|r| r.first())
+            .cloned()
+    }
+
+    /// Turns `r`, `R` and `n` into a prompt or a confirmation for the selected row.
+    fn prompt_for(&mut self, a: Action) {
+        if self.cfg.actions.is_none() {
+            self.app.message = Some("read-only: no daemon to send changes to".into());
+            return;
+        }
+        let key = self.selected_key();
+        let next = match (a, self.app.view, key) {
+            (Action::Revoke, View::Grants, Some(id)) => id
+                .parse()
+                .ok()
+                .map(|id| Mode::Confirm(Request::RevokeGrant(id))),
+            (Action::Revoke, View::Identities, Some(id)) => match id.strip_prefix("agent:") {
+                Some(n) => Some(Mode::Confirm(Request::RevokeAgent(n.to_string()))),
+                None => {
+                    self.app.message = Some(
+                        "members are managed with `scopehold member`; agents are revoked here"
+                            .into(),
+                    );
+                    return;
+                }
+            },
+            (Action::Rotate, View::Secrets, Some(name)) => Some(Mode::SecretValue {
+                name,
+                value: Default::default(),
+            }),
+            (Action::NewGrant, View::Secrets, Some(secret)) => Some(Mode::GrantTo {
+                secret,
+                input: String::new(),
+            }),
+            _ => None,
+        };
+        match next {
+            Some(m) => self.app.mode = m,
+            None => {
+                self.app.message = Some("r revokes a grant (Grants) or an agent (Identities); R rotates and n grants a secret (Secrets)".into())
+            }
+        }
+    }
+
+    fn perform(&self, r: Request) {
+        let Some(f) = self.cfg.actions.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Msg::ActionDone(f(r)));
+        });
     }
 
     fn start_verify(&self) {
@@ -218,6 +289,8 @@ impl Console {
                 Msg::Tables(Err(e)) => {
                     self.app.message = Some(format!("projection unavailable: {e}"))
                 }
+                Msg::ActionDone(Ok(m)) => self.app.message = Some(m),
+                Msg::ActionDone(Err(e)) => self.app.message = Some(format!("refused: {e}")),
             }
         }
         if log_changed {
@@ -248,7 +321,10 @@ impl Console {
             self.pump();
             let busy = matches!(self.app.verify, VerifyState::Running { .. })
                 || self.app.filtering.is_some();
-            if !busy && (self.tables.is_some() || self.cfg.tables.is_none()) {
+            if !busy
+                && self.tables_due.is_none()
+                && (self.tables.is_some() || self.cfg.tables.is_none())
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -398,6 +398,17 @@ fn draw_prompt(f: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Mode::Command(s) => Line::raw(format!(
             ":{s}_   (audit, secrets, identities, grants, N to jump, verify, q)"
         )),
+        Mode::SecretValue { name, value } => Line::raw(format!(
+            "new value for {name}: {}_   (hidden; Enter to confirm, Esc cancels)",
+            "*".repeat(value.chars().count())
+        )),
+        Mode::GrantTo { secret, input } => Line::raw(format!(
+            "grant {secret} to (IDENTITY PROJECT): {input}_   (Enter, Esc cancels)"
+        )),
+        Mode::Confirm(r) => Line::styled(
+            format!("{}? [y/N]", capitalize(&r.describe())),
+            theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        ),
         _ => match &app.message {
             Some(m) => Line::styled(m.clone(), theme.fg(Color::Yellow)),
             None => Line::raw(""),
@@ -406,9 +417,16 @@ fn draw_prompt(f: &mut Frame, area: Rect, app: &App, theme: Theme) {
     f.render_widget(Paragraph::new(line), area);
 }
 
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn draw_help(f: &mut Frame, area: Rect, view: View) {
-    let w = 62.min(area.width);
-    let h = 20.min(area.height);
+    let w = 80.min(area.width);
+    let h = 23.min(area.height);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,
@@ -428,6 +446,9 @@ fn draw_help(f: &mut Frame, area: Rect, view: View) {
         Line::raw("Esc              clear the filter"),
         Line::raw(":N               jump to event N   :secrets :grants ..."),
         Line::raw("v                verify the whole log (runs in the background)"),
+        Line::raw("r                revoke the selected grant (Grants) or agent (Identities)"),
+        Line::raw("R / n            rotate / grant the selected secret (Secrets)"),
+        Line::raw("                 every change asks first: y to do it, anything else No"),
         Line::raw("?                this help      q                   quit"),
     ];
     if view == View::Audit {
