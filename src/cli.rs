@@ -97,8 +97,15 @@ pub enum Command {
     /// The audit log: show, verify, export, checkpoints
     #[command(subcommand, after_help = EXIT_CODES)]
     Log(LogCommand),
-    /// The console: browse, filter and verify the audit trail (? for keys)
-    Console,
+    /// The console: browse, filter and verify the audit trail, rotate and revoke (? for keys)
+    Console {
+        /// Auditor mode: open an exported bundle, verified and read-only (no daemon, no state)
+        #[arg(long, value_name = "FILE", requires = "key")]
+        bundle: Option<PathBuf>,
+        /// The log's public key for --bundle: 64 hex characters or a .pub file
+        #[arg(long, value_name = "PUBKEY", requires = "bundle")]
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,7 +359,14 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             denied,
             cli.json,
         ),
-        Command::Console => Ok(crate::console::run(&home, &ctx.socket)?),
+        Command::Console {
+            bundle: Some(b),
+            key,
+        } => Ok(crate::console::run_bundle(
+            &b,
+            key.as_deref().unwrap_or_default(),
+        )?),
+        Command::Console { bundle: None, .. } => Ok(crate::console::run(&home, &ctx.socket)?),
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
         Command::Log(LogCommand::Checkpoint { out }) => {

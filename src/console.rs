@@ -273,8 +273,24 @@ pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
         log_dir: home.log_dir(),
         key,
         decoder: decoder(),
+        bundle: None,
         tables: Some(tables),
         actions: Some(actions(socket.to_path_buf())),
+        color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    })?;
+    Ok(())
+}
+
+/// Auditor mode: the bundle is verified with `key` before anything is shown.
+pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
+    let key = scopehold_log::PublicKey::from_arg(key).map_err(anyhow::Error::msg)?;
+    scopehold_tui::run(scopehold_tui::Config {
+        log_dir: std::path::PathBuf::new(),
+        bundle: Some(bundle.to_path_buf()),
+        key,
+        decoder: decoder(),
+        tables: None,
+        actions: None,
         color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     })?;
     Ok(())

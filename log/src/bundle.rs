@@ -194,3 +194,67 @@ pub fn verify_bundle(
 pub fn bundle_header(bytes: &[u8]) -> Result<BundleHeader, crate::error::FrameError> {
     codec::decode_bundle_header(bytes)
 }
+
+/// A verified bundle's contents, for reading (the console's auditor mode).
+#[derive(Debug)]
+pub struct BundleContents {
+    pub header: BundleHeader,
+    /// Events `from..=to`, in order (secret-bearing bodies left out).
+    pub records: Vec<crate::reader::Record>,
+    /// The checkpoints in the bundle, in order.
+    pub checkpoints: Vec<crate::checkpoint::SignedCheckpoint>,
+    pub report: VerifyReport,
+}
+
+/// Verifies a bundle with `key` and, only if it verifies, returns its events and checkpoints.
+pub fn read_bundle(
+    bytes: &[u8],
+    key: &PublicKey,
+    opts: &VerifyOptions,
+) -> Result<BundleContents, VerifyError> {
+    let report = verify_bundle(bytes, key, opts)?;
+    // Verification succeeded, so every frame below parses; a failure here would be a bug,
+    // reported rather than trusted.
+    let header = codec::decode_bundle_header(bytes).map_err(|e| VerifyError {
+        seq: None,
+        location: None,
+        failure: Failure::Frame(e),
+    })?;
+    let mut records = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut pos = BUNDLE_HEADER_LEN;
+    while pos < bytes.len() {
+        let f = codec::read_frame(&bytes[pos..]).map_err(|e| VerifyError {
+            seq: None,
+            location: Some(format!("bundle@{pos}")),
+            failure: Failure::Frame(e),
+        })?;
+        match f.frame_type {
+            codec::FRAME_EVENT => {
+                records.push(crate::reader::Record::from_payload(f.payload).map_err(|e| {
+                    VerifyError {
+                        seq: None,
+                        location: Some(format!("bundle@{pos}")),
+                        failure: Failure::Frame(e),
+                    }
+                })?)
+            }
+            _ => {
+                let (body, signature) =
+                    codec::decode_checkpoint_payload(f.payload).map_err(|e| VerifyError {
+                        seq: None,
+                        location: Some(format!("bundle@{pos}")),
+                        failure: Failure::Frame(e),
+                    })?;
+                checkpoints.push(crate::checkpoint::SignedCheckpoint { body, signature });
+            }
+        }
+        pos += f.total_len;
+    }
+    Ok(BundleContents {
+        header,
+        records,
+        checkpoints,
+        report,
+    })
+}

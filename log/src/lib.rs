@@ -26,7 +26,9 @@ pub mod storage;
 pub mod verify;
 pub mod writer;
 
-pub use bundle::{ExportSummary, export, export_to_file, verify_bundle};
+pub use bundle::{
+    BundleContents, ExportSummary, export, export_to_file, read_bundle, verify_bundle,
+};
 pub use checkpoint::{SignedCheckpoint, VerifiedCheckpoint};
 pub use codec::{BodyClass, Envelope};
 pub use error::{AppendError, FrameError, LogError};

@@ -134,6 +134,7 @@ fn console(dir: &Path) -> Console {
     });
     let mut c = Console::open(Config {
         log_dir: dir.to_path_buf(),
+        bundle: None,
         key,
         decoder: scopehold::console::decoder(),
         tables: Some(tables),
@@ -255,11 +256,11 @@ fn a_jump_and_new_events_keep_the_selection() {
     assert_eq!(c.app.selected_seq(), Some(13));
 }
 
-/// tmux on a server of the test's own (`-L`), killed at the end, so no server outlives it.
-fn tmux(args: &[&str]) -> String {
-    let server = format!("scopehold-test-{}", std::process::id());
+/// tmux on a server of the session's own (`-L`, named after it), killed at the end, so no
+/// server outlives a test and tests running in parallel never share one.
+fn tmux(server: &str, args: &[&str]) -> String {
     let o = Command::new("tmux")
-        .args(["-L", &server])
+        .args(["-L", server])
         .args(args)
         .output()
         .expect("tmux is installed (.ci/run installs it)");
@@ -269,7 +270,7 @@ fn tmux(args: &[&str]) -> String {
 fn wait_screen(session: &str, want: &str) -> String {
     let mut last = String::new();
     for _ in 0..100 {
-        last = tmux(&["capture-pane", "-p", "-t", session]);
+        last = tmux(session, &["capture-pane", "-p", "-t", session]);
         if last.contains(want) {
             return last;
         }
@@ -281,7 +282,7 @@ fn wait_screen(session: &str, want: &str) -> String {
 struct Session(String);
 impl Drop for Session {
     fn drop(&mut self) {
-        tmux(&["kill-server"]);
+        tmux(&self.0, &["kill-server"]);
     }
 }
 
@@ -349,25 +350,31 @@ fn the_console_in_tmux_against_the_real_daemon() {
         home.display(),
         sock.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
+    tmux(
         &session.0,
-        "-x",
-        "160",
-        "-y",
-        "32",
-        &cmd,
-    ]);
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "32",
+            &cmd,
+        ],
+    );
     wait_screen(&session.0, "secret_resolved");
     // Verify: the status bar says so.
-    tmux(&["send-keys", "-t", &session.0, "v"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "v"]);
     wait_screen(&session.0, "verified up to");
     // Filter to the agent, open the detail pane.
-    tmux(&["send-keys", "-t", &session.0, "/"]);
-    tmux(&["send-keys", "-t", &session.0, "-l", "identity=bot"]);
-    tmux(&["send-keys", "-t", &session.0, "Enter"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "/"]);
+    tmux(
+        &session.0,
+        &["send-keys", "-t", &session.0, "-l", "identity=bot"],
+    );
+    tmux(&session.0, &["send-keys", "-t", &session.0, "Enter"]);
     // The scan runs in the background; the agent's two events remain (its grant, its
     // resolution).
     let s = wait_screen(&session.0, "Audit (2 events)");
@@ -375,7 +382,7 @@ fn the_console_in_tmux_against_the_real_daemon() {
         s.contains("filter: identity=bot") && !s.contains("project_created"),
         "{s}"
     );
-    tmux(&["send-keys", "-t", &session.0, "G", "Tab"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "G", "Tab"]);
     let s = wait_screen(&session.0, "signed by");
     assert!(s.contains("granted v1"), "{s}");
     // Live: a new resolution appears in the filtered view while the console is open.
@@ -387,18 +394,18 @@ fn the_console_in_tmux_against_the_real_daemon() {
     );
     // Revoke the grant from the Grants view: asked first, No by default.
     // Esc alone (followed at once by a key, a terminal reads it as Alt+key).
-    tmux(&["send-keys", "-t", &session.0, "Escape"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "Escape"]);
     wait_screen(&session.0, "project_created");
-    tmux(&["send-keys", "-t", &session.0, "4"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "4"]);
     wait_screen(&session.0, "agent:bot");
-    tmux(&["send-keys", "-t", &session.0, "r"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "r"]);
     wait_screen(&session.0, "Revoke grant 1? [y/N]");
-    tmux(&["send-keys", "-t", &session.0, "Enter"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "Enter"]);
     wait_screen(&session.0, "not done: revoke grant 1");
     assert!(resolve().status.success(), "a No must change nothing");
-    tmux(&["send-keys", "-t", &session.0, "r"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "r"]);
     wait_screen(&session.0, "Revoke grant 1? [y/N]");
-    tmux(&["send-keys", "-t", &session.0, "y"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "y"]);
     wait_screen(&session.0, "done: revoke grant 1");
     assert_eq!(
         resolve().status.code(),
@@ -406,18 +413,18 @@ fn the_console_in_tmux_against_the_real_daemon() {
         "the revoked grant still resolves"
     );
     // The revocation's event appears in the audit view.
-    tmux(&["send-keys", "-t", &session.0, "1", "G"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "1", "G"]);
     wait_screen(&session.0, "grant_revoked");
     // q quits and the terminal is restored (the session ends with the program).
-    tmux(&["send-keys", "-t", &session.0, "q"]);
+    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
     for _ in 0..50 {
-        if !tmux(&["list-sessions"]).contains(&session.0) {
+        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        !tmux(&["list-sessions"]).contains(&session.0),
+        !tmux(&session.0, &["list-sessions"]).contains(&session.0),
         "the console did not quit"
     );
     let _ = nix::sys::signal::kill(
@@ -425,4 +432,103 @@ fn the_console_in_tmux_against_the_real_daemon() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = daemon.wait();
+}
+
+#[test]
+fn auditor_mode_opens_a_verified_bundle_read_only_and_refuses_a_tampered_one() {
+    let d = tempfile::tempdir().unwrap();
+    story(d.path());
+    let key = LogKey::from_seed(&SEED).public();
+    let reader = scopehold_log::LogReader::open(d.path(), None).unwrap();
+    let mut bytes = Vec::new();
+    scopehold_log::bundle::export(&reader, &key, 3, Some(9), &mut bytes).unwrap();
+    let path = d.path().join("audit.bundle");
+    std::fs::write(&path, &bytes).unwrap();
+    let open = |p: &Path| {
+        Console::open(Config {
+            log_dir: std::path::PathBuf::new(),
+            bundle: Some(p.to_path_buf()),
+            key,
+            decoder: scopehold::console::decoder(),
+            tables: None,
+            actions: None,
+            color: false,
+        })
+    };
+    let mut c = open(&path).unwrap();
+    assert_eq!((c.app.first, c.app.total), (3, 7));
+    assert_eq!(c.app.selected_seq(), Some(3));
+    let s = render(&mut c);
+    assert!(
+        s.contains("[read-only bundle]") && s.contains("verified up to 10 events"),
+        "{s}"
+    );
+    // Event 3 is secret-bearing: left out of the bundle, and said so.
+    assert!(s.contains("secret-bearing: withheld"), "{s}");
+    press(&mut c, KeyCode::Char('G'));
+    assert_eq!(c.app.selected_seq(), Some(9));
+    // Nothing can be changed from a bundle.
+    press(&mut c, KeyCode::Char('4'));
+    press(&mut c, KeyCode::Char('r'));
+    assert!(c.app.message.as_deref().unwrap_or("").contains("read-only"));
+    // Filters work on the bundle too.
+    press(&mut c, KeyCode::Char('/'));
+    type_str(&mut c, "denied");
+    press(&mut c, KeyCode::Enter);
+    c.wait_idle(Duration::from_secs(10));
+    assert_eq!(c.app.filtered.as_deref(), Some(&[8u64][..]));
+
+    // One changed byte: the console refuses to show it.
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 1;
+    let bad_path = d.path().join("bad.bundle");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let err = open(&bad_path).unwrap_err();
+    assert!(err.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn auditor_mode_in_tmux_needs_only_the_bundle_and_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    story(d.path());
+    let key = LogKey::from_seed(&SEED).public();
+    let reader = scopehold_log::LogReader::open(d.path(), None).unwrap();
+    let path = d.path().join("audit.bundle");
+    scopehold_log::bundle::export_to_file(&reader, &key, 0, None, &path).unwrap();
+    let session = Session(format!("shb-{}", std::process::id()));
+    let cmd = format!(
+        "SCOPEHOLD_HOME=/nonexistent/state NO_COLOR=1 {} console --bundle {} --key {}",
+        env!("CARGO_BIN_EXE_scopehold"),
+        path.display(),
+        key.to_hex()
+    );
+    tmux(
+        &session.0,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "32",
+            &cmd,
+        ],
+    );
+    let s = wait_screen(&session.0, "[read-only bundle]");
+    assert!(s.contains("verified up to 13 events"), "{s}");
+    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
+    for _ in 0..50 {
+        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !tmux(&session.0, &["list-sessions"]).contains(&session.0),
+        "the console did not quit"
+    );
+    assert!(!Path::new("/nonexistent/state").exists());
 }

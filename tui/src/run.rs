@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyEventKind, MouseButton, MouseEventKind};
 use notify::Watcher;
-use scopehold_log::{LogReader, PublicKey, VerifyOptions};
+use scopehold_log::{PublicKey, VerifyOptions};
 
 use crate::app::{Action, App, Effect, Filter, Mode, Request, VerifyState, View, map_key};
 use crate::source::{Decoder, LogSource, decode};
@@ -23,6 +23,9 @@ pub type ActionsFn = Arc<dyn Fn(Request) -> Result<String, String> + Send + Sync
 
 pub struct Config {
     pub log_dir: PathBuf,
+    /// Auditor mode: an exported bundle, verified with `key` before anything is shown, read
+    /// only, with no daemon and no state directory (`log_dir` is then unused).
+    pub bundle: Option<PathBuf>,
     pub key: PublicKey,
     pub decoder: Decoder,
     pub tables: Option<TablesFn>,
@@ -70,6 +73,7 @@ pub struct Console {
     filter_gen: u64,
     tables_due: Option<Instant>,
     pub geometry: Geometry,
+    bundle_bytes: Option<Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -82,9 +86,32 @@ impl std::fmt::Debug for Console {
 
 impl Console {
     pub fn open(cfg: Config) -> Result<Self, String> {
-        let source = LogSource::open(&cfg.log_dir, cfg.decoder.clone())?;
-        let app = App::new(0, source.len());
+        let (source, bundle_bytes) = match &cfg.bundle {
+            Some(path) => {
+                let bytes =
+                    std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                let contents =
+                    scopehold_log::read_bundle(&bytes, &cfg.key, &VerifyOptions::default())
+                        .map_err(|e| format!("the bundle does not verify: {e}"))?;
+                (
+                    LogSource::bundle(Arc::new(contents), cfg.decoder.clone()),
+                    Some(Arc::new(bytes)),
+                )
+            }
+            None => (LogSource::open(&cfg.log_dir, cfg.decoder.clone())?, None),
+        };
+        let mut app = App::new(source.first(), source.len());
+        if bundle_bytes.is_some() {
+            app.read_only = true;
+            // It had to verify to open at all: say so from the first frame.
+            app.verify = VerifyState::Verified {
+                events: source.end(),
+                head: hex::encode(&source.checkpoint().body.head[..8]),
+                at: now_str(),
+            };
+        }
         let (tx, rx) = mpsc::channel();
+        let tables_due = cfg.tables.is_some().then(Instant::now);
         let mut c = Console {
             app,
             source,
@@ -93,8 +120,9 @@ impl Console {
             tx,
             rx,
             filter_gen: 0,
-            tables_due: Some(Instant::now()),
+            tables_due,
             geometry: Geometry::default(),
+            bundle_bytes,
         };
         c.maybe_tables();
         Ok(c)
@@ -186,6 +214,16 @@ impl Console {
 
     fn start_verify(&self) {
         let (dir, key, tx) = (self.cfg.log_dir.clone(), self.cfg.key, self.tx.clone());
+        if let Some(bytes) = self.bundle_bytes.clone() {
+            std::thread::spawn(move || {
+                let r = scopehold_log::verify_bundle(&bytes, &key, &VerifyOptions::default());
+                let _ = tx.send(Msg::VerifyDone(
+                    r.map(|r| (r.events, hex::encode(&r.head[..8])))
+                        .map_err(|e| e.to_string()),
+                ));
+            });
+            return;
+        }
         std::thread::spawn(move || {
             let p = tx.clone();
             let r = scopehold_log::verify_log_with_progress(
@@ -206,35 +244,26 @@ impl Console {
     /// Scans events `from..` for `f` on another thread; `prefix` holds matches already known.
     fn start_filter(&mut self, f: Filter, from: u64, prefix: Vec<u64>) {
         self.filter_gen += 1;
-        let (generation, dir, dec, tx, size) = (
+        let (generation, target, dec, tx, size) = (
             self.filter_gen,
-            self.cfg.log_dir.clone(),
+            self.source.scan_target(),
             self.cfg.decoder.clone(),
             self.tx.clone(),
-            self.source.len(),
+            self.source.end(),
         );
         std::thread::spawn(move || {
             let mut out = prefix;
-            if let Ok(r) = LogReader::open(&dir, None)
-                && let Ok(it) = r.events_from(from)
-            {
-                for (n, rec) in it.enumerate() {
-                    let Ok(rec) = rec else { break };
-                    if rec.seq() >= size {
-                        break;
-                    }
-                    if f.matches(&decode(&dec, &rec)) {
-                        out.push(rec.seq());
-                    }
-                    if n % 20_000 == 0
-                        && tx
-                            .send(Msg::FilterProgress(generation, rec.seq(), size))
-                            .is_err()
-                    {
-                        return;
-                    }
+            let mut n = 0u64;
+            target.scan(from, size, &mut |rec| {
+                if f.matches(&decode(&dec, rec)) {
+                    out.push(rec.seq());
                 }
-            }
+                n += 1;
+                !(n.is_multiple_of(20_000)
+                    && tx
+                        .send(Msg::FilterProgress(generation, rec.seq(), size))
+                        .is_err())
+            });
             let _ = tx.send(Msg::FilterDone(generation, out));
         });
     }
@@ -309,8 +338,10 @@ impl Console {
             if let (Some(f), Some(done)) = (self.app.filter.clone(), self.app.filtered.clone()) {
                 self.start_filter(f, before, done);
             }
-            self.tables_due
-                .get_or_insert(Instant::now() + Duration::from_millis(500));
+            if self.cfg.tables.is_some() {
+                self.tables_due
+                    .get_or_insert(Instant::now() + Duration::from_millis(500));
+            }
         }
     }
 
@@ -347,6 +378,7 @@ impl Console {
 /// and on panic (ratatui's `init` installs the hook).
 pub fn run(cfg: Config) -> std::io::Result<()> {
     let dir = cfg.log_dir.clone();
+    let live = cfg.bundle.is_none();
     let mut console = Console::open(cfg).map_err(std::io::Error::other)?;
     let tx = console.tx.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -362,9 +394,11 @@ pub fn run(cfg: Config) -> std::io::Result<()> {
         }
     })
     .map_err(std::io::Error::other)?;
-    watcher
-        .watch(&dir, notify::RecursiveMode::NonRecursive)
-        .map_err(std::io::Error::other)?;
+    if live {
+        watcher
+            .watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map_err(std::io::Error::other)?;
+    }
 
     let mut terminal = ratatui::init();
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use scopehold_log::{BodyClass, LogReader, SignedCheckpoint};
+use scopehold_log::{BodyClass, BundleContents, LogReader, SignedCheckpoint};
 
 /// What the domain says about one event, for the table and the detail pane.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,10 +37,54 @@ pub struct Row {
     pub summary: Summary,
 }
 
-/// The log as a lazily read table.
+enum Inner {
+    /// A log directory, read lazily through its index.
+    Log(PathBuf, Box<LogReader>),
+    /// An exported bundle, verified when opened, held in memory (read-only auditor mode).
+    Bundle(Arc<BundleContents>),
+}
+
+/// What a background scan reads: the log directory again, or the bundle in memory.
+#[derive(Clone, Debug)]
+pub enum ScanTarget {
+    Dir(PathBuf),
+    Bundle(Arc<BundleContents>),
+}
+
+impl ScanTarget {
+    /// Calls `f(record)` for committed events `from..size` in order, until it returns false.
+    pub fn scan(&self, from: u64, size: u64, f: &mut dyn FnMut(&scopehold_log::Record) -> bool) {
+        match self {
+            ScanTarget::Dir(dir) => {
+                let Ok(r) = LogReader::open(dir, None) else {
+                    return;
+                };
+                let Ok(it) = r.events_from(from) else { return };
+                for rec in it {
+                    let Ok(rec) = rec else { return };
+                    if rec.seq() >= size || !f(&rec) {
+                        return;
+                    }
+                }
+            }
+            ScanTarget::Bundle(b) => {
+                for rec in b
+                    .records
+                    .iter()
+                    .filter(|r| r.seq() >= from && r.seq() < size)
+                {
+                    if !f(rec) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The audit trail as a lazily read table.
 pub struct LogSource {
-    dir: PathBuf,
-    reader: LogReader,
+    inner: Inner,
     decoder: Decoder,
     cache: HashMap<u64, Row>,
 }
@@ -48,8 +92,8 @@ pub struct LogSource {
 impl std::fmt::Debug for LogSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogSource")
-            .field("dir", &self.dir)
-            .field("size", &self.reader.size())
+            .field("first", &self.first())
+            .field("size", &self.len())
             .finish()
     }
 }
@@ -69,46 +113,88 @@ impl LogSource {
     pub fn open(dir: &Path, decoder: Decoder) -> Result<Self, String> {
         let reader = LogReader::open(dir, None).map_err(|e| e.to_string())?;
         Ok(Self {
-            dir: dir.to_path_buf(),
-            reader,
+            inner: Inner::Log(dir.to_path_buf(), Box::new(reader)),
             decoder,
             cache: HashMap::new(),
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// A bundle already verified (see `scopehold_log::read_bundle`).
+    pub fn bundle(contents: Arc<BundleContents>, decoder: Decoder) -> Self {
+        Self {
+            inner: Inner::Bundle(contents),
+            decoder,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn scan_target(&self) -> ScanTarget {
+        match &self.inner {
+            Inner::Log(dir, _) => ScanTarget::Dir(dir.clone()),
+            Inner::Bundle(b) => ScanTarget::Bundle(b.clone()),
+        }
     }
     pub fn decoder(&self) -> Decoder {
         self.decoder.clone()
     }
+    /// First event shown (bundles may start after 0).
+    pub fn first(&self) -> u64 {
+        match &self.inner {
+            Inner::Log(..) => 0,
+            Inner::Bundle(b) => b.header.from,
+        }
+    }
+    /// Number of events shown.
     pub fn len(&self) -> u64 {
-        self.reader.size()
+        match &self.inner {
+            Inner::Log(_, r) => r.size(),
+            Inner::Bundle(b) => b.records.len() as u64,
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// One past the last sequence number.
+    pub fn end(&self) -> u64 {
+        self.first() + self.len()
+    }
     pub fn checkpoint(&self) -> SignedCheckpoint {
-        *self.reader.checkpoint()
+        match &self.inner {
+            Inner::Log(_, r) => *r.checkpoint(),
+            Inner::Bundle(b) => *b.report.checkpoint.checkpoint(),
+        }
     }
 
     /// Picks up newly committed events. Returns whether the log grew.
     pub fn refresh(&mut self) -> bool {
-        self.reader.refresh().unwrap_or(false)
+        match &mut self.inner {
+            Inner::Log(_, r) => r.refresh().unwrap_or(false),
+            Inner::Bundle(_) => false,
+        }
     }
 
     pub fn row(&mut self, seq: u64) -> Result<Row, String> {
         if let Some(r) = self.cache.get(&seq) {
             return Ok(r.clone());
         }
-        let rec = self.reader.get(seq).map_err(|e| e.to_string())?;
+        let owned;
+        let rec = match &self.inner {
+            Inner::Log(_, r) => {
+                owned = r.get(seq).map_err(|e| e.to_string())?;
+                &owned
+            }
+            Inner::Bundle(b) => seq
+                .checked_sub(b.header.from)
+                .and_then(|i| b.records.get(i as usize))
+                .ok_or_else(|| format!("event {seq} is not in the bundle"))?,
+        };
         let row = Row {
             seq,
             time_ms: rec.envelope.time_ms,
             hash: rec.hash,
             prev: rec.envelope.prev,
             secret_bearing: rec.class() == BodyClass::Secret,
-            summary: decode(&self.decoder, &rec),
+            summary: decode(&self.decoder, rec),
         };
         if self.cache.len() >= CACHE_ROWS {
             self.cache.clear();
@@ -119,6 +205,9 @@ impl LogSource {
 
     /// The checkpoint that signs event `seq`.
     pub fn checkpoint_covering(&self, seq: u64) -> Option<SignedCheckpoint> {
-        self.reader.checkpoint_covering(seq).ok()
+        match &self.inner {
+            Inner::Log(_, r) => r.checkpoint_covering(seq).ok(),
+            Inner::Bundle(b) => b.checkpoints.iter().find(|c| c.body.size > seq).copied(),
+        }
     }
 }
