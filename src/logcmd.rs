@@ -200,15 +200,7 @@ fn export_jsonl(
     to: Option<u64>,
     out: &Path,
 ) -> anyhow::Result<bundle::ExportSummary> {
-    let size = reader.size();
-    anyhow::ensure!(size > 0, "the log holds no events to export");
-    let requested_to = to.unwrap_or(size - 1);
-    anyhow::ensure!(
-        from <= requested_to && requested_to < size,
-        "range {from}..={requested_to} is not within the log's committed events 0..={}",
-        size - 1
-    );
-    let to = reader.checkpoint_covering(requested_to)?.body.size - 1;
+    let (real_to, _) = bundle::export_range(reader, from, to)?;
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
@@ -216,23 +208,11 @@ fn export_jsonl(
     writeln!(
         w,
         "{}",
-        json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": to})
+        json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": real_to})
     )?;
-    let mut s = bundle::ExportSummary {
-        from,
-        to,
-        requested_to,
-        events: 0,
-        redacted: 0,
-        checkpoints: 0,
-    };
-    let mut last_cp = from;
-    for item in reader.iter_from(from)? {
-        match item? {
+    let s = bundle::export_items(reader, from, to, &mut |item| {
+        let line = match item {
             Item::Event(r) => {
-                if r.seq() > to {
-                    break;
-                }
                 let mut o = json!({
                     "type": "event",
                     "seq": r.seq(),
@@ -245,37 +225,25 @@ fn export_jsonl(
                     "commitment": hex::encode(r.envelope.commitment),
                     "envelope_hex": hex::encode(&r.envelope_bytes),
                 });
-                match (&r.body, r.class()) {
-                    (Some(b), BodyClass::Public) => match std::str::from_utf8(&b.bytes) {
+                // export_items hands out no secret-bearing body.
+                match &r.body {
+                    Some(b) => match std::str::from_utf8(&b.bytes) {
                         Ok(t) => o["body"] = json!(t),
                         Err(_) => o["body_hex"] = json!(hex::encode(&b.bytes[..])),
                     },
-                    _ => {
+                    None => {
                         o["body"] = serde_json::Value::Null;
                         o["redacted"] = json!(true);
-                        s.redacted += 1;
                     }
                 }
-                writeln!(w, "{o}")?;
-                s.events += 1;
+                o
             }
             Item::Checkpoint(cp) => {
-                if cp.body.size <= last_cp {
-                    continue;
-                }
-                last_cp = cp.body.size;
-                s.checkpoints += 1;
-                writeln!(
-                    w,
-                    "{}",
-                    json!({"type": "checkpoint", "size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "body_hex": hex::encode(cp.body.encode()), "signature": hex::encode(cp.signature)})
-                )?;
-                if cp.body.size > to {
-                    break;
-                }
+                json!({"type": "checkpoint", "size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "body_hex": hex::encode(cp.body.encode()), "signature": hex::encode(cp.signature)})
             }
-        }
-    }
+        };
+        writeln!(w, "{line}")
+    })?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     Ok(s)

@@ -26,14 +26,14 @@ pub struct ExportSummary {
     pub checkpoints: u64,
 }
 
-/// Writes the bundle for events `from..=to` (default: the whole committed log) to `out`.
-pub fn export(
+/// The real end of an export of `from..=to`: checks the range against the committed events
+/// and extends `to` to the end of its batch, where the checkpoint that signs it is.
+/// Returns `(to, requested_to)`.
+pub fn export_range(
     reader: &LogReader,
-    public_key: &PublicKey,
     from: u64,
     to: Option<u64>,
-    out: &mut impl Write,
-) -> Result<ExportSummary, LogError> {
+) -> Result<(u64, u64), LogError> {
     let size = reader.size();
     if size == 0 {
         return Err(LogError::Invalid(
@@ -47,10 +47,24 @@ pub fn export(
             size - 1
         )));
     }
-    // First pass: find the checkpoint that covers `requested_to`, which fixes the real end.
-    let end_cp = reader.checkpoint_covering(requested_to)?;
-    let to = end_cp.body.size - 1;
-    let mut body = Vec::new();
+    Ok((
+        reader.checkpoint_covering(requested_to)?.body.size - 1,
+        requested_to,
+    ))
+}
+
+/// The range an export covers and the frames in it, shared by every export format: checks
+/// `from..=to` against the committed events, extends `to` to the end of its batch (where the
+/// checkpoint that signs it is), and calls `each` for every event in the range and every
+/// checkpoint after `from`, in log order (the checkpoint copies that open segments skipped).
+/// A secret-bearing body is never handed out: `each` gets the record with its body removed.
+pub fn export_items(
+    reader: &LogReader,
+    from: u64,
+    to: Option<u64>,
+    each: &mut dyn FnMut(&Item) -> std::io::Result<()>,
+) -> Result<ExportSummary, LogError> {
+    let (to, requested_to) = export_range(reader, from, to)?;
     let mut s = ExportSummary {
         from,
         to,
@@ -60,31 +74,28 @@ pub fn export(
         checkpoints: 0,
     };
     let mut last_cp_size = from;
+    let io = |e| LogError::io("writing the export", e);
     for item in reader.iter_from(from)? {
         match item? {
-            Item::Event(r) => {
+            Item::Event(mut r) => {
                 if r.seq() > to {
                     break;
                 }
-                let keep = r.class() == BodyClass::Public;
-                let sb = match (&r.body, keep) {
-                    (Some(b), true) => Some((&b.salt[..], &b.bytes[..])),
-                    _ => None,
-                };
-                codec::put_event_frame(&mut body, &r.envelope_bytes, sb);
-                s.events += 1;
-                if !keep {
+                if r.class() != BodyClass::Public {
+                    r.body = None;
                     s.redacted += 1;
                 }
+                s.events += 1;
+                each(&Item::Event(r)).map_err(io)?;
             }
             Item::Checkpoint(cp) => {
                 // Skip the copies that open each segment (same size as the one before).
                 if cp.body.size <= last_cp_size {
                     continue;
                 }
-                codec::put_checkpoint_frame(&mut body, &cp.body.encode(), &cp.signature);
                 last_cp_size = cp.body.size;
                 s.checkpoints += 1;
+                each(&Item::Checkpoint(cp)).map_err(io)?;
                 if cp.body.size > to {
                     break;
                 }
@@ -96,6 +107,32 @@ pub fn export(
             "no checkpoint found at the end of event {to}"
         )));
     }
+    Ok(s)
+}
+
+/// Writes the bundle for events `from..=to` (default: the whole committed log) to `out`.
+pub fn export(
+    reader: &LogReader,
+    public_key: &PublicKey,
+    from: u64,
+    to: Option<u64>,
+    out: &mut impl Write,
+) -> Result<ExportSummary, LogError> {
+    let mut body = Vec::new();
+    let s = export_items(reader, from, to, &mut |item| {
+        match item {
+            Item::Event(r) => codec::put_event_frame(
+                &mut body,
+                &r.envelope_bytes,
+                r.body.as_ref().map(|b| (&b.salt[..], &b.bytes[..])),
+            ),
+            Item::Checkpoint(cp) => {
+                codec::put_checkpoint_frame(&mut body, &cp.body.encode(), &cp.signature)
+            }
+        }
+        Ok(())
+    })?;
+    let (from, to) = (s.from, s.to);
     let header = codec::encode_bundle_header(&BundleHeader {
         log_id: reader.log_id(),
         public_key: *public_key.as_bytes(),
