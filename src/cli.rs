@@ -52,6 +52,10 @@ pub enum Command {
         /// Make the socket 0660 and owned by GROUP, so agents under other uids can connect
         #[arg(long, value_name = "GROUP")]
         socket_group: Option<String>,
+        /// Start although the kept checkpoint is missing (it is then rewritten from the log as
+        /// found: only after checking the log against a checkpoint kept elsewhere)
+        #[arg(long)]
+        accept_missing_checkpoint: bool,
     },
     /// Projects: units of work that secrets are assigned to
     #[command(subcommand)]
@@ -330,7 +334,16 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
-        Command::Daemon { socket_group } => Ok(crate::daemon::run(home, cli.socket, socket_group)?),
+        Command::Daemon {
+            socket_group,
+            accept_missing_checkpoint,
+        } => {
+            let home = Home {
+                accept_missing_checkpoint,
+                ..home
+            };
+            Ok(crate::daemon::run(home, cli.socket, socket_group)?)
+        }
         Command::Project(c) => commands::project(&ctx, c),
         Command::Secret(c) => commands::secret(&ctx, c),
         Command::Agent(c) => commands::agent(&ctx, c),

@@ -20,6 +20,8 @@ pub struct Home {
     pub root: PathBuf,
     /// Where the kept checkpoint lives (default: inside the state directory).
     pub checkpoint_file: PathBuf,
+    /// Open the log although its kept checkpoint is missing (recovery by hand).
+    pub accept_missing_checkpoint: bool,
 }
 
 /// `$SCOPEHOLD_HOME` is read by clap (`--home`, env); this is the fallback: the XDG data
@@ -44,6 +46,7 @@ impl Home {
         Ok(Self {
             root,
             checkpoint_file,
+            accept_missing_checkpoint: false,
         })
     }
     pub fn log_dir(&self) -> PathBuf {
@@ -67,6 +70,7 @@ impl Home {
             // Serial group commit: fuller batches leave more of two cores to the server
             // (measured with examples/resolve_bench.rs).
             pipeline: false,
+            accept_missing_checkpoint: self.accept_missing_checkpoint,
             ..LogOptions::default()
         }
     }

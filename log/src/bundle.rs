@@ -213,7 +213,7 @@ pub fn verify_bundle(
             Failure::Frame(e),
         ));
     }
-    if chain.next_seq != h.to + 1 {
+    if Some(chain.next_seq) != h.to.checked_add(1) {
         return Err(err(
             Some(chain.next_seq),
             None,
@@ -249,7 +249,12 @@ pub fn read_bundle(
     key: &PublicKey,
     opts: &VerifyOptions,
 ) -> Result<BundleContents, VerifyError> {
-    let report = verify_bundle(bytes, key, opts)?;
+    // Every checkpoint handed out for display is signature-checked, not only the last.
+    let all = VerifyOptions {
+        all_signatures: true,
+        ..opts.clone()
+    };
+    let report = verify_bundle(bytes, key, &all)?;
     // Verification succeeded, so every frame below parses; a failure here would be a bug,
     // reported rather than trusted.
     let header = codec::decode_bundle_header(bytes).map_err(|e| VerifyError {

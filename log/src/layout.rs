@@ -131,22 +131,26 @@ pub fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
             // No committed data in the last segment. A roll writes the header and a copy of
             // the last checkpoint and syncs both before any event goes there, so such a
             // segment is an interrupted roll, unless it is the only one or holds events.
-            let has_events = header_ok
-                && segment::scan(
-                    &segment::read_from(&last.path, SEGMENT_HEADER_LEN as u64)?,
-                    0,
-                )
-                .events_after_checkpoint
-                    > 0;
+            // Only a file no longer than a header and one checkpoint frame can be a roll that
+            // was cut short; anything longer held data that was synced, and is corruption.
+            let len = std::fs::metadata(&last.path).map_or(u64::MAX, |m| m.len());
+            let roll_bytes = (SEGMENT_HEADER_LEN
+                + crate::codec::FRAME_HEADER_LEN
+                + 1
+                + crate::codec::CHECKPOINT_BODY_LEN
+                + 64) as u64;
+            let has_events = len > roll_bytes;
             if segments.len() > 1 && !has_events && incomplete_segment.is_none() {
                 incomplete_segment = Some(last.path.clone());
                 segments.pop();
                 continue;
             }
-            return Err(LogError::Invalid(format!(
-                "segment {} holds no valid checkpoint",
-                last.path.display()
-            )));
+            return Err(LogError::Corrupted {
+                segment: last.path.clone(),
+                offset: 0,
+                seq: Some(last.first_seq),
+                reason: "the segment's header or opening checkpoint is damaged".into(),
+            });
         };
         let (cp, cp_end) = scan
             .last_checkpoint

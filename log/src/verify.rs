@@ -353,12 +353,28 @@ impl<'k> Chain<'k> {
         }
         self.last_time = env.time_ms;
         self.head = Some(ev_hash);
-        self.next_seq += 1;
+        // A sequence number at the end of u64 cannot be followed: reject rather than wrap.
+        self.next_seq = self.next_seq.checked_add(1).ok_or_else(|| {
+            fail(
+                Some(seq),
+                loc.render(),
+                Failure::Structure("sequence number overflow".into()),
+            )
+        })?;
         self.check_trusted(None)
     }
 
     fn checkpoint(&mut self, cp: SignedCheckpoint, loc: Loc<'_>) -> Result<(), VerifyError> {
         let at = self.next_seq.checked_sub(1);
+        if self.head.is_none() {
+            // A bundle starting after event 0 knows no head before its first event, so a
+            // checkpoint there could not be checked against the chain: none belongs there.
+            return Err(fail(
+                at,
+                loc.render(),
+                Failure::Structure("checkpoint before the bundle's first event".into()),
+            ));
+        }
         let mism = |s: String| fail(at, loc.render(), Failure::CheckpointMismatch(s));
         if cp.body.log_id != self.log_id {
             return Err(fail(at, loc.render(), Failure::WrongLog));
@@ -585,7 +601,12 @@ pub fn verify_log_with_progress(
         let covered_before = chain.covered;
         let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, &name)?;
         if let Some((off, e)) = stop {
-            if last && live {
+            // A writer may be mid-append, but only at the very end: damage followed by a
+            // valid checkpoint that another frame follows lies in synced data.
+            let damaged_committed = segment::scan(&bytes[off..], off as u64)
+                .checkpoint_beyond_bad
+                .is_some();
+            if last && live && !damaged_committed {
                 pending = (bytes.len() - off) as u64;
                 // Events after the last checkpoint belong to the in-flight batch.
                 chain.next_seq = chain.covered.max(covered_before);

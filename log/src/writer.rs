@@ -63,6 +63,9 @@ pub struct LogOptions {
     /// server the serial form measured better end to end, so the daemon turns it off (see
     /// `log_bench` and `resolve_bench`).
     pub pipeline: bool,
+    /// Open a log with events although its kept checkpoint file is missing (a new one is
+    /// written from the log as found). For recovery by hand only.
+    pub accept_missing_checkpoint: bool,
     pub clock: Clock,
 }
 
@@ -88,6 +91,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             max_batch_events: 4096,
             pipeline: true,
+            accept_missing_checkpoint: false,
             clock: system_clock(),
         }
     }
@@ -347,6 +351,21 @@ impl Log {
         let cp = lay.checkpoint;
 
         // The kept checkpoint catches a log cut back to an older, validly signed state.
+        if let Some(p) = &opts.checkpoint_file
+            && !p.exists()
+            && cp.body.size > 0
+            && !opts.accept_missing_checkpoint
+        {
+            // Without it a log cut back to an older, validly signed state would go unnoticed,
+            // and the next kept checkpoint would bless the older state.
+            return Err(LogError::BadCheckpointFile {
+                path: p.clone(),
+                reason: format!(
+                    "missing, but the log holds {} events; it is what catches a log cut back to an older state. Restore it, or, if it was really lost, open once accepting that (scopehold daemon --accept-missing-checkpoint)",
+                    cp.body.size
+                ),
+            });
+        }
         if let Some(p) = &opts.checkpoint_file
             && p.exists()
         {

@@ -178,3 +178,76 @@ fn a_segment_whose_creation_was_interrupted_is_removed() {
     assert!(last.exists());
     assert_eq!(verify(d.path()).events, size + 1);
 }
+
+#[test]
+fn a_damaged_last_segment_holding_events_is_refused_not_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 2048,
+        ..opts()
+    };
+    common::make_log(d.path(), 60, 3, o.clone());
+    let last = common::segments(d.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    assert!(bytes.len() > 400, "the last segment holds events");
+    for off in [3usize, SEGMENT_HEADER_LEN + 20] {
+        bytes[off] ^= 0x10;
+        std::fs::write(&last, &bytes).unwrap();
+        std::fs::remove_file(d.path().join("index")).ok();
+        match Log::open(d.path(), key(), o.clone()) {
+            Err(LogError::Corrupted { .. }) => {}
+            other => panic!("damage at {off}: expected corruption, got {other:?}"),
+        }
+        assert!(
+            last.exists(),
+            "a segment of acknowledged events was removed"
+        );
+        bytes[off] ^= 0x10;
+        std::fs::write(&last, &bytes).unwrap();
+    }
+    Log::open(d.path(), key(), o).unwrap().close().unwrap();
+}
+
+#[test]
+fn a_missing_kept_checkpoint_stops_the_open_unless_accepted() {
+    let d = tempfile::tempdir().unwrap();
+    let kept = d.path().join("checkpoint");
+    let dir = d.path().join("log");
+    let o = LogOptions {
+        checkpoint_file: Some(kept.clone()),
+        ..opts()
+    };
+    common::make_log(&dir, 5, 1, o.clone());
+    std::fs::remove_file(&kept).unwrap();
+    assert!(matches!(
+        Log::open(&dir, key(), o.clone()),
+        Err(LogError::BadCheckpointFile { .. })
+    ));
+    let accept = LogOptions {
+        accept_missing_checkpoint: true,
+        ..o.clone()
+    };
+    Log::open(&dir, key(), accept).unwrap().close().unwrap();
+    assert!(kept.exists(), "a new kept checkpoint is written");
+    Log::open(&dir, key(), o).unwrap().close().unwrap();
+}
+
+#[test]
+fn live_verification_does_not_excuse_damage_to_committed_data() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::create(d.path(), key(), opts()).unwrap();
+    for i in 0..12 {
+        log.append(common::entry(i)).unwrap();
+    }
+    // The writer holds the log: a damaged *old* frame followed by checkpoints is still caught.
+    let seg = common::segment(d.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let cps = checkpoint_ends(&bytes);
+    bytes[cps[2].0 + 30] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(scopehold_log::is_live(d.path()));
+    assert!(verify_log(d.path(), &key().public(), &VerifyOptions::default()).is_err());
+    bytes[cps[2].0 + 30] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    log.close().unwrap();
+}

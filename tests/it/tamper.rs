@@ -466,3 +466,32 @@ fn huge_length_fields_give_a_clean_error_without_a_large_allocation() {
         );
     }
 }
+
+#[test]
+fn a_bundle_with_a_checkpoint_before_its_first_event_or_an_overflowing_range_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    common::make_log(d.path(), 20, 2, opts());
+    let reader = LogReader::open(d.path(), None).unwrap();
+    let pk = key().public();
+    let mut b = Vec::new();
+    bundle::export(&reader, &pk, 6, Some(11), &mut b).unwrap();
+    bundle::verify_bundle(&b, &pk, &VerifyOptions::default()).unwrap();
+    // Insert a copy of the bundle's last checkpoint frame right after the header.
+    let h = codec::BUNDLE_HEADER_LEN;
+    let mut pos = h;
+    let mut last_cp = 0..0;
+    while pos < b.len() {
+        let f = codec::read_frame(&b[pos..]).unwrap();
+        if f.frame_type == FRAME_CHECKPOINT {
+            last_cp = pos..pos + f.total_len;
+        }
+        pos += f.total_len;
+    }
+    let forged = [&b[..h], &b[last_cp], &b[h..]].concat();
+    assert!(bundle::verify_bundle(&forged, &pk, &VerifyOptions::default()).is_err());
+    // A header claiming `to = u64::MAX`, with a recomputed CRC: an error, not a panic or wrap.
+    let mut hdr = codec::decode_bundle_header(&b).unwrap();
+    hdr.to = u64::MAX;
+    let evil = [&codec::encode_bundle_header(&hdr)[..], &b[h..]].concat();
+    assert!(bundle::verify_bundle(&evil, &pk, &VerifyOptions::default()).is_err());
+}
