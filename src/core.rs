@@ -94,6 +94,9 @@ pub struct Core {
     master: MasterKey,
     clock: Clock,
     unauth: Mutex<HashMap<u32, (u64, u64)>>,
+    /// Unwrapped data keys of versions resolved so far (zeroized when dropped). The master
+    /// key that unwraps them is in memory anyway; this saves one decryption per resolution.
+    data_keys: Mutex<HashMap<(String, u32), std::sync::Arc<crate::seal::DataKey>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -157,6 +160,7 @@ impl Core {
             master,
             clock,
             unauth: Mutex::new(HashMap::new()),
+            data_keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -360,7 +364,7 @@ impl Core {
                 let sealed = sealed.ok_or_else(|| {
                     ApiError::new(500, "internal", "granted version has no sealed value")
                 })?;
-                let value = self.master.open(secret, version, &sealed).map_err(|_| {
+                let value = self.open_cached(secret, version, &sealed).map_err(|_| {
                     ApiError::new(
                         500,
                         "internal",
@@ -394,6 +398,34 @@ impl Core {
                 "admin operations are for admin members (by their uid)",
             )),
         }
+    }
+
+    /// Opens a granted version's value, unwrapping its data key once per version.
+    fn open_cached(
+        &self,
+        secret: &str,
+        version: u32,
+        sealed: &crate::seal::Sealed,
+    ) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let key = (secret.to_string(), version);
+        let cached = self
+            .data_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let dk = match cached {
+            Some(dk) => dk,
+            None => {
+                let dk = std::sync::Arc::new(self.master.data_key(secret, version, sealed)?);
+                self.data_keys
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, dk.clone());
+                dk
+            }
+        };
+        dk.open(secret, version)
     }
 
     pub fn master(&self) -> &MasterKey {

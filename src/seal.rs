@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// Largest secret value accepted.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
@@ -30,7 +30,11 @@ pub struct Sealed {
 
 /// The master key: 32 random bytes in `master.key` (0600). No `Debug` of its bytes, zeroized
 /// on drop.
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+pub struct MasterKey {
+    key: Zeroizing<[u8; 32]>,
+    /// Derived once: hashing a credential happens on every request.
+    cred: Zeroizing<[u8; 32]>,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +54,7 @@ fn aad(secret: &str, version: u32, role: &str) -> Vec<u8> {
 
 impl MasterKey {
     pub fn generate() -> Result<Self> {
-        Ok(Self(random::<32>()?))
+        Ok(Self::from_key(random::<32>()?))
     }
 
     pub fn write_new(&self, path: &Path) -> Result<()> {
@@ -60,7 +64,7 @@ impl MasterKey {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(self.0.as_ref())
+        f.write_all(self.key.as_ref())
             .and_then(|_| f.sync_all())
             .with_context(|| format!("writing {}", path.display()))
     }
@@ -80,19 +84,21 @@ impl MasterKey {
             bail!("{}: expected 32 bytes", path.display());
         }
         k.copy_from_slice(&bytes);
-        Ok(Self(k))
+        Ok(Self::from_key(k))
     }
 
-    /// Key for hashing agent credentials (a keyed hash: the stored hash is useless without it).
-    pub fn credential_key(&self) -> [u8; 32] {
-        blake3::derive_key("ScopeHold v1 agent credential hash", self.0.as_ref())
+    fn from_key(key: Zeroizing<[u8; 32]>) -> Self {
+        // Key for hashing agent credentials (a keyed hash: the stored hash is useless
+        // without it).
+        let cred = Zeroizing::new(blake3::derive_key(
+            "ScopeHold v1 agent credential hash",
+            key.as_ref(),
+        ));
+        Self { key, cred }
     }
 
     pub fn credential_hash(&self, credential: &str) -> [u8; 32] {
-        let mut k = self.credential_key();
-        let h = *blake3::keyed_hash(&k, credential.as_bytes()).as_bytes();
-        k.zeroize();
-        h
+        *blake3::keyed_hash(&self.cred, credential.as_bytes()).as_bytes()
     }
 
     pub fn seal(&self, secret: &str, version: u32, value: &[u8]) -> Result<Sealed> {
@@ -111,7 +117,7 @@ impl MasterKey {
                 },
             )
             .map_err(|_| anyhow::anyhow!("sealing failed"))?;
-        let wrapped = XChaCha20Poly1305::new(self.0.as_ref().into())
+        let wrapped = XChaCha20Poly1305::new(self.key.as_ref().into())
             .encrypt(
                 XNonce::from_slice(key_nonce.as_ref()),
                 Payload {
@@ -131,6 +137,12 @@ impl MasterKey {
     /// Opens a sealed value; fails (without saying more) if it was moved to another secret or
     /// version, altered, or sealed under another master key.
     pub fn open(&self, secret: &str, version: u32, s: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
+        self.data_key(secret, version, s)?.open(secret, version)
+    }
+
+    /// Unwraps the data key of one sealed version (and decodes its ciphertext), so that
+    /// repeated resolutions of the same version cost one decryption, not two.
+    pub fn data_key(&self, secret: &str, version: u32, s: &Sealed) -> Result<DataKey> {
         let err = || anyhow::anyhow!("sealed value of {secret} v{version} does not open");
         let dec = |h: &str| hex::decode(h).map_err(|_| err());
         let (wrapped, key_nonce, nonce, ct) = (
@@ -139,11 +151,13 @@ impl MasterKey {
             dec(&s.nonce)?,
             dec(&s.ciphertext)?,
         );
-        if key_nonce.len() != 24 || nonce.len() != 24 {
+        let (Ok(key_nonce), Ok(nonce)) =
+            (<[u8; 24]>::try_from(key_nonce), <[u8; 24]>::try_from(nonce))
+        else {
             return Err(err());
-        }
+        };
         let dek = Zeroizing::new(
-            XChaCha20Poly1305::new(self.0.as_ref().into())
+            XChaCha20Poly1305::new(self.key.as_ref().into())
                 .decrypt(
                     XNonce::from_slice(&key_nonce),
                     Payload {
@@ -153,19 +167,40 @@ impl MasterKey {
                 )
                 .map_err(|_| err())?,
         );
-        if dek.len() != 32 {
-            return Err(err());
-        }
-        let value = XChaCha20Poly1305::new(dek.as_slice().into())
+        let dek: [u8; 32] = dek.as_slice().try_into().map_err(|_| err())?;
+        Ok(DataKey {
+            dek: Zeroizing::new(dek),
+            nonce,
+            ciphertext: ct,
+        })
+    }
+}
+
+/// One version's unwrapped data key with its ciphertext: zeroized on drop, never printed.
+pub struct DataKey {
+    dek: Zeroizing<[u8; 32]>,
+    nonce: [u8; 24],
+    ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    pub fn open(&self, secret: &str, version: u32) -> Result<Zeroizing<Vec<u8>>> {
+        XChaCha20Poly1305::new(self.dek.as_ref().into())
             .decrypt(
-                XNonce::from_slice(&nonce),
+                XNonce::from_slice(&self.nonce),
                 Payload {
-                    msg: &ct,
+                    msg: &self.ciphertext,
                     aad: &aad(secret, version, "value"),
                 },
             )
-            .map_err(|_| err())?;
-        Ok(Zeroizing::new(value))
+            .map(Zeroizing::new)
+            .map_err(|_| anyhow::anyhow!("sealed value of {secret} v{version} does not open"))
     }
 }
 
