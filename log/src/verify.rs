@@ -598,6 +598,20 @@ pub fn verify_log_with_progress(
                 )),
             ));
         }
+        // Every segment opens with a checkpoint (the genesis one, or a copy of the one that
+        // ended the previous segment), written and synced before any event.
+        if codec::read_frame(&bytes[SEGMENT_HEADER_LEN..])
+            .map(|f| f.frame_type)
+            .ok()
+            != Some(FRAME_CHECKPOINT)
+            && !(last && live)
+        {
+            return Err(fail(
+                at,
+                Some(format!("{name}@{SEGMENT_HEADER_LEN}")),
+                Failure::Structure("segment does not open with a checkpoint".into()),
+            ));
+        }
         let covered_before = chain.covered;
         let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, &name)?;
         if let Some((off, e)) = stop {

@@ -495,3 +495,26 @@ fn a_bundle_with_a_checkpoint_before_its_first_event_or_an_overflowing_range_is_
     let evil = [&codec::encode_bundle_header(&hdr)[..], &b[h..]].concat();
     assert!(bundle::verify_bundle(&evil, &pk, &VerifyOptions::default()).is_err());
 }
+
+#[test]
+fn deleting_the_checkpoint_that_opens_a_segment_is_detected() {
+    let d = tempfile::tempdir().unwrap();
+    varied_log(
+        d.path(),
+        120,
+        LogOptions {
+            segment_bytes: 4096,
+            ..opts()
+        },
+    );
+    let segs = common::segments(d.path());
+    assert!(segs.len() > 2);
+    let seg = &segs[1];
+    splice(seg, |b, m| {
+        let (r, k) = &m[0];
+        assert!(matches!(k, Kind::Checkpoint(_)));
+        [&b[..r.start], &b[r.end..]].concat()
+    });
+    let err = verify(d.path()).unwrap_err();
+    assert!(matches!(err.failure, Failure::Structure(_)), "{err}");
+}
