@@ -155,6 +155,15 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
             active(s.revoked),
         ]);
     }
+    // Active grant ids of an identity, comma-separated.
+    let grants_of = |id: &str| {
+        st.grants
+            .iter()
+            .filter(|(_, g)| g.identity == id && !g.revoked)
+            .map(|(i, _)| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut ids = vec![
         ["IDENTITY", "UID", "GRANTS", "LAST USE", "STATE"]
             .map(String::from)
@@ -162,32 +171,22 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
     ];
     for (n, a) in &st.agents {
         let id = format!("agent:{n}");
-        let grants: Vec<String> = st
-            .grants
-            .iter()
-            .filter(|(_, g)| g.identity == id && !g.revoked)
-            .map(|(i, _)| i.to_string())
-            .collect();
+        let grants = grants_of(&id);
         ids.push(vec![
             id,
             opt(a.uid),
-            grants.join(","),
+            grants,
             a.last_used_ms.map_or("-".into(), time_str),
             active(a.revoked),
         ]);
     }
     for (n, m) in &st.members {
         let id = format!("member:{n}");
-        let grants: Vec<String> = st
-            .grants
-            .iter()
-            .filter(|(_, g)| g.identity == id && !g.revoked)
-            .map(|(i, _)| i.to_string())
-            .collect();
+        let grants = grants_of(&id);
         ids.push(vec![
             id,
             m.uid.to_string(),
-            grants.join(","),
+            grants,
             "-".into(),
             if m.admin {
                 "admin".into()

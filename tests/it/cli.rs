@@ -62,40 +62,11 @@ fn append(home: &Path, n: u64) {
     log.close().unwrap();
 }
 
-fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    s
-}
-
-/// The canary in every form a careless encoder might leave it: raw, hex, base64 (at each
-/// alignment, with the partial edge characters dropped).
 fn canary_forms() -> Vec<Vec<u8>> {
-    let mut v = vec![
-        CANARY.as_bytes().to_vec(),
-        hex::encode(CANARY).into_bytes(),
-        hex::encode_upper(CANARY).into_bytes(),
-    ];
-    for pad in 0..3 {
-        let mut d = vec![b'#'; pad];
-        d.extend_from_slice(CANARY.as_bytes());
-        let e = b64(&d);
-        v.push(e.as_bytes()[4..e.len() - 4].to_vec());
-    }
-    v
+    crate::common::canary_forms(CANARY)
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+use crate::common::contains;
 
 #[test]
 fn init_creates_a_private_state_directory_and_prints_the_public_key() {
