@@ -120,6 +120,23 @@ fn table(rows: Vec<Vec<String>>) -> String {
         .join("\n")
 }
 
+/// A JSON array of values as `a,b,c`.
+fn joined(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+/// `revoked` or `active`, from an object's `revoked` field.
+fn state(x: &Value) -> String {
+    if x["revoked"] == true {
+        "revoked"
+    } else {
+        "active"
+    }
+    .into()
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -210,19 +227,9 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                     rows.push(vec![
                         s(&x["name"]),
                         s(&x["version"]),
-                        x["projects"]
-                            .as_array()
-                            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default(),
-                        x["granted_to"]
-                            .as_array()
-                            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default(),
-                        if x["revoked"] == true {
-                            "revoked".into()
-                        } else {
-                            "active".into()
-                        },
+                        joined(&x["projects"]),
+                        joined(&x["granted_to"]),
+                        state(x),
                     ]);
                 }
                 table(rows)
@@ -289,15 +296,8 @@ pub fn agent(ctx: &Ctx, c: AgentCommand) -> Result<(), Exit> {
                     rows.push(vec![
                         s(&x["name"]),
                         s(&x["uid"]),
-                        x["grants"]
-                            .as_array()
-                            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default(),
-                        if x["revoked"] == true {
-                            "revoked".into()
-                        } else {
-                            "active".into()
-                        },
+                        joined(&x["grants"]),
+                        state(x),
                     ]);
                 }
                 table(rows)
@@ -387,11 +387,7 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
                             .as_u64()
                             .map(crate::logcmd::time_str)
                             .unwrap_or_else(|| "-".into()),
-                        if x["revoked"] == true {
-                            "revoked".into()
-                        } else {
-                            "active".into()
-                        },
+                        state(x),
                     ]);
                 }
                 table(rows)

@@ -109,6 +109,7 @@ fn print_report(
                 "pending_bytes": r.pending_bytes,
                 "extends_trusted_size": r.extends_trusted,
                 "public_key": key.to_hex(),
+                "rollback_checked": trusted.is_some(),
             })
         );
         return;
@@ -146,6 +147,11 @@ fn print_report(
         println!(
             "extends:         trusted checkpoint of size {size} ({})",
             p.display()
+        );
+    }
+    if trusted.is_none() && r.from == 0 && r.events > 0 {
+        println!(
+            "note:            no checkpoint kept elsewhere was given or found: a log cut back to an older, validly signed state would not be noticed (--trusted-checkpoint FILE)"
         );
     }
     if r.pending_bytes > 0 {

@@ -352,7 +352,13 @@ async fn admin(
     core.require_admin(caller)?;
     let by = caller.identity.clone();
     match (m, path) {
-        (Method::GET, p) => Ok(list(core, p)),
+        (Method::GET, p) => list(core, p).ok_or_else(|| {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        }),
         (Method::POST, "/v1/projects") => {
             let r: NameReq = read_json(req).await?;
             let (_, seq) = core
@@ -495,9 +501,10 @@ fn seal(
         .map_err(|e| ApiError::new(500, "internal", e.to_string()))
 }
 
-fn list(core: &Core, path: &str) -> Value {
+/// The listing behind a GET route, if the route has one.
+fn list(core: &Core, path: &str) -> Option<Value> {
     let st = core.snapshot();
-    match path {
+    Some(match path {
         "/v1/projects" => json!({"projects": st.projects}),
         "/v1/secrets" => json!({"secrets": st.secrets.iter().map(|(n, s)| {
             let holders: Vec<&str> = st.grants.values().filter(|g| &g.secret == n && !g.revoked).map(|g| g.identity.as_str()).collect();
@@ -515,6 +522,6 @@ fn list(core: &Core, path: &str) -> Value {
             "id": id, "identity": g.identity, "secret": g.secret, "project": g.project, "expires_at_ms": g.expires_at_ms,
             "max_uses": g.max_uses, "uses": g.uses, "rate_per_min": g.rate_per_min, "uid": g.uid, "revoked": g.revoked, "last_used_ms": g.last_used_ms,
         })).collect::<Vec<_>>()}),
-        _ => json!({}),
-    }
+        _ => return None,
+    })
 }

@@ -59,8 +59,17 @@ impl Layout {
             [index::segment_for(&self.segments, seq).ok_or(LogError::OutOfRange(seq))?];
         let f = File::open(&seg.path)
             .map_err(|e| LogError::io(format!("opening {}", seg.path.display()), e))?;
-        let (env_bytes, _) = crate::reader::read_event_at(&f, self.index[seq as usize], &seg.path)?;
-        Ok(hash::event_hash(&env_bytes))
+        let off = self.index[seq as usize];
+        let rec = crate::reader::read_event_at(&f, off, &seg.path)?;
+        if rec.seq() != seq {
+            return Err(LogError::Corrupted {
+                segment: seg.path.clone(),
+                offset: off,
+                seq: Some(seq),
+                reason: format!("found event {} where {seq} belongs", rec.seq()),
+            });
+        }
+        Ok(rec.hash)
     }
 }
 

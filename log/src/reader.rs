@@ -108,12 +108,8 @@ fn corrupt(path: &Path, offset: u64, seq: Option<u64>, reason: String) -> LogErr
     }
 }
 
-/// Reads the event frame at `offset`: `(envelope_bytes, record)`.
-pub(crate) fn read_event_at(
-    f: &File,
-    offset: u64,
-    path: &Path,
-) -> Result<(Vec<u8>, Record), LogError> {
+/// Reads the event frame at `offset`.
+pub(crate) fn read_event_at(f: &File, offset: u64, path: &Path) -> Result<Record, LogError> {
     let buf = read_frame_at(f, offset, path)?;
     let fr = codec::read_frame(&buf).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
     if fr.frame_type != FRAME_EVENT {
@@ -126,7 +122,7 @@ pub(crate) fn read_event_at(
     }
     let rec =
         Record::from_payload(fr.payload).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
-    Ok((rec.envelope_bytes.clone(), rec))
+    Ok(rec)
 }
 
 /// A read-only view of a log, up to its last checkpoint when opened (or refreshed).
@@ -188,7 +184,7 @@ impl LogReader {
         let path = &self.layout.segments[seg].path;
         let f =
             File::open(path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-        let (_, rec) = read_event_at(&f, off, path)?;
+        let rec = read_event_at(&f, off, path)?;
         if rec.seq() != seq {
             return Err(corrupt(
                 path,

@@ -387,6 +387,11 @@ fn a_trusted_checkpoint_catches_a_log_cut_back_to_an_older_state() {
         "on its own the older state verifies: {}",
         stdout(&o)
     );
+    assert!(
+        stdout(&o).contains("would not be noticed"),
+        "{}",
+        stdout(&o)
+    );
     // ...but the auditor's checkpoint kept elsewhere still catches it.
     let o = run(
         &home,

@@ -704,6 +704,12 @@ fn bad_requests_get_clear_errors_change_nothing_and_others_are_served() {
         // Everyone else is still served, during the slow client's stall too.
         assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
     }
+    // A GET on a route that only takes POST, by an admin: refused, not answered with `{}`.
+    let g = d.call("GET", "/v1/resolve", None, None);
+    assert_eq!(
+        (g.status, g.error_code()),
+        (405, Some("method_not_allowed"))
+    );
     // A body that never arrives in full.
     let mut partial = UnixStream::connect(&d.socket).unwrap();
     partial
