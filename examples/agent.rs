@@ -12,25 +12,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let socket = std::env::var_os("SCOPEHOLD_SOCKET")
         .map(std::path::PathBuf::from)
         .ok_or("set SCOPEHOLD_SOCKET to the daemon's socket")?;
-    let token = std::env::var("SCOPEHOLD_TOKEN")?;
-    let body = serde_json::json!({"secret": secret, "project": project});
-    let a = scopehold::client::request(&socket, "POST", "/v1/resolve", Some(&body), Some(&token))?;
-    if a.status != 200 {
-        return Err(format!(
-            "{} {}: {}",
-            a.status,
-            a.error_code().unwrap_or(""),
-            a.error_message()
-        )
-        .into());
-    }
-    let value = zeroize::Zeroizing::new(a.body["value"].as_str().unwrap_or_default().to_string());
+    let token = zeroize::Zeroizing::new(std::env::var("SCOPEHOLD_TOKEN")?);
+    // The typed endpoint: method, path, request and answer from the API's one table.
+    use scopehold::api::{endpoint, wire};
+    let req = wire::ResolveRequest {
+        secret: secret.parse()?,
+        project: project.parse()?,
+        version: None,
+    };
+    let a = scopehold::cli::client::call::<endpoint::Resolve>(&socket, &req, Some(&token))?;
     // Use the key (here: only its length; an agent would put it in an Authorization header).
+    // The value stays in a zeroizing buffer and is never printed.
     println!(
         "resolved {secret} version {} ({} bytes), audit event {}",
-        a.body["version"],
-        value.len(),
-        a.body["event"]
+        a.version,
+        a.value.expose().len(),
+        a.event
     );
     Ok(())
 }

@@ -4,6 +4,10 @@
 //! log in the background (the UI thread never waits for the scan).
 //!
 //! `cargo run --release --example console_bench -- [--events N] [--runs R] [--dir DIR]`
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,9 +30,9 @@ fn build(dir: &Path, n: u64) {
             .map(|j| {
                 let ev = if j % 50 == 7 {
                     Event::ResolutionDenied {
-                        identity: format!("agent:a{}", j % 97),
-                        secret: "openai/prod".into(),
-                        project: "demo".into(),
+                        identity: format!("agent:a{}", j % 97).parse().unwrap(),
+                        secret: Some("openai/prod".parse().unwrap()),
+                        project: Some("demo".parse().unwrap()),
                         reason: "not granted".into(),
                         pid: Some(1000 + (j % 3000) as i32),
                         uid: 1000,
@@ -36,17 +40,17 @@ fn build(dir: &Path, n: u64) {
                     }
                 } else {
                     Event::SecretResolved {
-                        identity: format!("agent:a{}", j % 97),
-                        secret: "openai/prod".into(),
+                        identity: format!("agent:a{}", j % 97).parse().unwrap(),
+                        secret: "openai/prod".parse().unwrap(),
                         version: 1,
-                        project: "demo".into(),
+                        project: "demo".parse().unwrap(),
                         grant: 1,
                         pid: Some(1000 + (j % 3000) as i32),
                         uid: 1000,
                         at_ms: 0,
                     }
                 };
-                Entry::public(ev.kind(), serde_json::to_vec(&ev).unwrap())
+                Entry::public(ev.kind().number(), serde_json::to_vec(&ev).unwrap())
             })
             .collect();
         log.append_batch(batch).unwrap();
@@ -68,7 +72,7 @@ fn measure(dir: &Path) {
         log_dir: dir.to_path_buf(),
         bundle: None,
         key: LogKey::from_seed(&SEED).public(),
-        decoder: scopehold::console::decoder(),
+        decoder: scopehold::cli::console::decoder(),
         tables: None,
         actions: None,
         color: true,

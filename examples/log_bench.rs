@@ -6,6 +6,10 @@
 //! Run: `cargo run --release --example log_bench -- [--secs S] [--runs N] [--dir DIR]`
 //! Figures are medians of N runs. The ratio to the raw ceiling is what counts: the machine's
 //! fdatasync latency sets both.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -9,6 +9,10 @@
 //!
 //! `cargo run --release --example resolve_bench -- [--secs S] [--runs N] [--dir DIR]`
 //! `examples/bench_vs_openbao.sh` runs it beside OpenBao in the same run.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
 
 #[path = "common/load.rs"]
 mod load;
@@ -17,8 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use scopehold::core::Core;
-use scopehold::home::Home;
+use scopehold::daemon::{Engine, Home};
 use scopehold_log::{Entry, Log, LogKey, LogOptions};
 use serde_json::json;
 
@@ -80,7 +83,7 @@ fn main() {
     let tmp = tempfile::tempdir_in(&base).unwrap();
     let home = Home::new(Some(tmp.path().join("state")), None).unwrap();
     home.init().unwrap();
-    let core = Arc::new(Core::open(&home, scopehold_log::writer::system_clock()).unwrap());
+    let core = Arc::new(Engine::open(&home, scopehold_log::writer::system_clock()).unwrap());
     let socket = tmp.path().join("scopehold.sock");
     let std_listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     std_listener.set_nonblocking(true).unwrap();
@@ -94,7 +97,7 @@ fn main() {
             .unwrap();
         rt.block_on(async move {
             let l = tokio::net::UnixListener::from_std(std_listener).unwrap();
-            scopehold::server::run(
+            scopehold::daemon::server::run(
                 l,
                 server_core,
                 async {
@@ -106,7 +109,7 @@ fn main() {
         });
     });
     let admin = |path: &str, body: serde_json::Value| {
-        let a = scopehold::client::request(&socket, "POST", path, Some(&body), None).unwrap();
+        let a = scopehold::cli::client::request(&socket, "POST", path, Some(&body), None).unwrap();
         assert_eq!(a.status, 200, "{path}: {}", a.body);
         a.body
     };

@@ -3,6 +3,10 @@
 //!
 //! `SCOPEHOLD_TOKEN=shk_... cargo run --release --example resolve_load -- --secret openai/prod --project demo --agents 16 --secs 10`
 //! (socket from `--socket`, `$SCOPEHOLD_SOCKET`, or `$XDG_RUNTIME_DIR/scopehold/scopehold.sock`).
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
 
 #[path = "common/load.rs"]
 mod load;

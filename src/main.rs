@@ -1,6 +1,42 @@
-//! `scopehold`: parse arguments, run, turn the outcome into an exit code. Nothing else.
+//! `scopehold`: parse arguments, set up tracing, run, turn the outcome into an exit code.
 #![forbid(unsafe_code)]
 
-fn main() -> std::process::ExitCode {
-    scopehold::cli::main()
+use std::process::ExitCode;
+
+use clap::Parser;
+use scopehold::cli::{self, Cli, EXIT_OK, Exit, exit::EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(Exit { code, error }) => {
+            eprintln!("scopehold: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Tracing to standard error, filtered by `SCOPEHOLD_LOG` (default `info`). Values never
+/// reach it: no span or event carries one.
+fn tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCOPEHOLD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
 }

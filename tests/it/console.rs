@@ -26,18 +26,18 @@ fn story(dir: &Path) {
         ..LogOptions::default()
     };
     let log = Log::create_with_id(dir, LogKey::from_seed(&SEED), opts, [7; 32]).unwrap();
-    let by = "member:root".to_string();
-    let sealed = scopehold::seal::Sealed {
+    let by: scopehold::domain::Actor = "member:root".parse().unwrap();
+    let sealed = scopehold::domain::Sealed {
         wrapped_key: "00".into(),
         key_nonce: "00".into(),
         nonce: "00".into(),
         ciphertext: "00".into(),
     };
     let resolved = |identity: &str, version, pid| Event::SecretResolved {
-        identity: identity.into(),
-        secret: "openai/prod".into(),
+        identity: identity.parse().unwrap(),
+        secret: "openai/prod".parse().unwrap(),
         version,
-        project: "demo".into(),
+        project: "demo".parse().unwrap(),
         grant: 1,
         pid: Some(pid),
         uid: 1000,
@@ -45,40 +45,40 @@ fn story(dir: &Path) {
     };
     let events = vec![
         Event::MemberAdded {
-            member: "root".into(),
+            member: "root".parse().unwrap(),
             uid: 0,
             admin: true,
-            by: "init".into(),
+            by: "init".parse().unwrap(),
         },
         Event::ProjectCreated {
-            project: "demo".into(),
+            project: "demo".parse().unwrap(),
             by: by.clone(),
         },
         Event::SecretStored {
-            secret: "openai/prod".into(),
-            projects: vec!["demo".into()],
+            secret: "openai/prod".parse().unwrap(),
+            projects: vec!["demo".parse().unwrap()],
             by: by.clone(),
         },
         Event::SecretVersionSealed {
-            secret: "openai/prod".into(),
+            secret: "openai/prod".parse().unwrap(),
             version: 1,
             sealed: sealed.clone(),
         },
         Event::AgentCreated {
-            agent: "summariser".into(),
+            agent: "summariser".parse().unwrap(),
             uid: None,
             by: by.clone(),
         },
         Event::AgentCreated {
-            agent: "crawler".into(),
+            agent: "crawler".parse().unwrap(),
             uid: Some(1001),
             by: by.clone(),
         },
         Event::GrantCreated {
             grant: 1,
-            identity: "agent:summariser".into(),
-            secret: "openai/prod".into(),
-            project: "demo".into(),
+            identity: "agent:summariser".parse().unwrap(),
+            secret: "openai/prod".parse().unwrap(),
+            project: "demo".parse().unwrap(),
             expires_at_ms: None,
             max_uses: Some(100),
             rate_per_min: Some(30),
@@ -87,37 +87,37 @@ fn story(dir: &Path) {
         },
         resolved("agent:summariser", 1, 4242),
         Event::ResolutionDenied {
-            identity: "agent:crawler".into(),
-            secret: "openai/prod".into(),
-            project: "demo".into(),
+            identity: "agent:crawler".parse().unwrap(),
+            secret: Some("openai/prod".parse().unwrap()),
+            project: Some("demo".parse().unwrap()),
             reason: "not granted".into(),
             pid: Some(4343),
             uid: 1001,
             at_ms: 0,
         },
         Event::SecretVersionSealed {
-            secret: "openai/prod".into(),
+            secret: "openai/prod".parse().unwrap(),
             version: 2,
             sealed,
         },
         Event::SecretRotated {
-            secret: "openai/prod".into(),
+            secret: "openai/prod".parse().unwrap(),
             version: 2,
             grace_until_ms: None,
             by: by.clone(),
         },
         resolved("agent:summariser", 2, 4244),
         Event::AgentRevoked {
-            agent: "crawler".into(),
+            agent: "crawler".parse().unwrap(),
             by,
         },
     ];
     for (i, e) in events.iter().enumerate() {
         let body = serde_json::to_vec(e).unwrap();
         let entry = if e.is_secret_bearing() {
-            Entry::secret_with_salt(e.kind(), body, [i as u8; 32])
+            Entry::secret_with_salt(e.kind().number(), body, [i as u8; 32])
         } else {
-            Entry::public(e.kind(), body)
+            Entry::public(e.kind().number(), body)
         };
         log.append(entry).unwrap();
     }
@@ -128,15 +128,15 @@ fn console(dir: &Path) -> Console {
     let key = LogKey::from_seed(&SEED).public();
     let (d, k) = (dir.to_path_buf(), key);
     let tables: scopehold_tui::TablesFn = Arc::new(move || {
-        scopehold::core::replay(&d, &k)
-            .map(|st| scopehold::console::tables_of(&st))
+        scopehold::daemon::replay(&d, &k)
+            .map(|st| scopehold::cli::console::tables_of(&st))
             .map_err(|e| e.to_string())
     });
     let mut c = Console::open(Config {
         log_dir: dir.to_path_buf(),
         bundle: None,
         key,
-        decoder: scopehold::console::decoder(),
+        decoder: scopehold::cli::console::decoder(),
         tables: Some(tables),
         actions: None,
         color: false,
@@ -239,10 +239,10 @@ fn a_jump_and_new_events_keep_the_selection() {
     // The daemon appends: the new event appears, the selection stays on event 9.
     let log = Log::open(d.path(), LogKey::from_seed(&SEED), LogOptions::default()).unwrap();
     log.append(Entry::public(
-        scopehold::domain::kind::PROJECT_CREATED,
+        scopehold::domain::EventKind::ProjectCreated.number(),
         serde_json::to_vec(&Event::ProjectCreated {
-            project: "late".into(),
-            by: "member:root".into(),
+            project: "late".parse().unwrap(),
+            by: "member:root".parse().unwrap(),
         })
         .unwrap(),
     ))
@@ -449,7 +449,7 @@ fn auditor_mode_opens_a_verified_bundle_read_only_and_refuses_a_tampered_one() {
             log_dir: std::path::PathBuf::new(),
             bundle: Some(p.to_path_buf()),
             key,
-            decoder: scopehold::console::decoder(),
+            decoder: scopehold::cli::console::decoder(),
             tables: None,
             actions: None,
             color: false,

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use scopehold::client::{self, Answer};
-use scopehold::core::Core;
+use scopehold::cli::client::{self, Answer};
+use scopehold::daemon::{Engine, Home};
 use scopehold::domain::Event;
-use scopehold::home::Home;
 use scopehold_log::{LogReader, StdStorage, Storage, StorageFile, VerifyOptions, verify_log};
 use serde_json::{Value, json};
 
@@ -108,7 +107,7 @@ impl Daemon {
     fn run(&mut self) {
         let c = self.clock.clone();
         let core = Arc::new(
-            Core::open_with_storage(
+            Engine::open_with_storage(
                 &self.home,
                 Arc::new(move || c.load(Ordering::SeqCst)),
                 Arc::new(self.storage.clone()),
@@ -128,7 +127,7 @@ impl Daemon {
                 .unwrap();
             rt.block_on(async {
                 let listener = tokio::net::UnixListener::from_std(std_listener).unwrap();
-                scopehold::server::run(
+                scopehold::daemon::server::run(
                     listener,
                     core.clone(),
                     async {
@@ -298,7 +297,7 @@ fn the_whole_story_resolve_rotate_revoke_all_in_the_log() {
             "grant revoked"
         ]
     );
-    assert!(evs.iter().any(|(_, e)| matches!(e, Event::GrantRevoked { grant, by } if *grant == g && by.starts_with("member:"))));
+    assert!(evs.iter().any(|(_, e)| matches!(e, Event::GrantRevoked { grant, by } if *grant == g && by.to_string().starts_with("member:"))));
     // The resolution event carries the caller's pid and uid from the kernel.
     assert!(evs.iter().any(|(_, e)| matches!(e, Event::SecretResolved { uid, pid: Some(p), .. } if *uid == my_uid() && *p == std::process::id() as i32)));
     let pk = d.home.public_key().unwrap();
@@ -505,11 +504,11 @@ fn a_restart_rebuilds_identical_state_from_the_log() {
     };
     let before = lists(&d);
     let pk = d.home.public_key().unwrap();
-    let state_before = scopehold::core::replay(&d.home.log_dir(), &pk).unwrap();
+    let state_before = scopehold::daemon::replay(&d.home.log_dir(), &pk).unwrap();
     d.restart();
     assert_eq!(lists(&d), before);
     assert_eq!(
-        scopehold::core::replay(&d.home.log_dir(), &pk).unwrap(),
+        scopehold::daemon::replay(&d.home.log_dir(), &pk).unwrap(),
         state_before
     );
     // Uses survive the restart: two left of three.
@@ -1056,4 +1055,37 @@ fn the_python_example_agent_resolves_over_the_socket() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[test]
+fn routes_answer_404_and_405_from_the_table_before_authentication() {
+    let d = Daemon::start();
+    d.world();
+    let tok = d.agent("bot", None);
+    let before = d.events().len();
+    let cases: [(&str, &str, Option<&str>, u16, &str); 6] = [
+        // An agent's GET on a POST-only route: 405, not 403.
+        ("GET", "/v1/resolve", Some(&tok), 405, "method_not_allowed"),
+        ("GET", "/v1/grants/revoke", Some(&tok), 405, "method_not_allowed"),
+        // No valid credential: still told the route's shape, and nothing is recorded.
+        ("GET", "/v1/resolve", Some("shk_wrong"), 405, "method_not_allowed"),
+        ("POST", "/v1/nope", Some("shk_wrong"), 404, "not_found"),
+        ("POST", "/v1/health", None, 405, "method_not_allowed"),
+        // An agent on an admin route: authenticated, then refused by the route's access.
+        ("GET", "/v1/grants", Some(&tok), 403, "forbidden"),
+    ];
+    for (method, path, token, status, code) in cases {
+        let a = d.call(method, path, None, token);
+        assert_eq!(
+            (a.status, a.error_code()),
+            (status, Some(code)),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        d.events().len(),
+        before,
+        "a request refused by the route table reaches no authentication and records nothing"
+    );
+    assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 403);
 }

@@ -1,23 +1,15 @@
-//! Command-line interface.
+//! The command line, as clap types. Names are parsed into the domain's types here, so a
+//! malformed name is a usage error before anything is sent.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::commands;
-use crate::home::Home;
-use crate::logcmd;
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ERROR: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_DENIED: u8 = 3;
-pub const EXIT_UNREACHABLE: u8 = 4;
-pub const EXIT_VERIFY_FAILED: u8 = 5;
+use crate::domain::{EventKind, IdentityRef, Name, ProjectName, SecretName};
 
 const EXIT_CODES: &str = "Exit status: 0 success, 1 error, 2 usage, 3 denied, 4 daemon unreachable, 5 verification failed.";
 
+/// `scopehold`'s arguments.
 #[derive(Debug, Parser)]
 #[command(name = "scopehold", version, about = "Provider API keys in one local daemon: narrow grants, audited resolution, a tamper-evident log.", after_help = EXIT_CODES)]
 pub struct Cli {
@@ -76,9 +68,9 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Resolve {
         /// PROVIDER/NAME
-        secret: String,
+        secret: SecretName,
         #[arg(long)]
-        project: String,
+        project: ProjectName,
         /// A version still in its grace period
         #[arg(long)]
         version: Option<u32>,
@@ -90,7 +82,7 @@ pub enum Command {
     )]
     Run {
         #[arg(long)]
-        project: String,
+        project: ProjectName,
         /// VAR=PROVIDER/NAME (repeatable)
         #[arg(long = "env", value_name = "VAR=PROVIDER/NAME")]
         envs: Vec<String>,
@@ -114,7 +106,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectCommand {
-    Create { name: String },
+    Create { name: ProjectName },
     List,
 }
 
@@ -123,22 +115,22 @@ pub enum SecretCommand {
     /// Store a new secret; the value is read from standard input or a prompt, never argv
     Put {
         /// PROVIDER/NAME
-        name: String,
+        name: SecretName,
         /// Project to assign it to (repeatable)
         #[arg(long = "project", required = true)]
-        projects: Vec<String>,
+        projects: Vec<ProjectName>,
     },
     /// Add a new version (read from standard input or a prompt) that becomes current; grants
     /// follow it
     Rotate {
-        name: String,
+        name: SecretName,
         /// Keep the previous version resolvable for this long (e.g. 10m, 1h)
         #[arg(long, value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
     },
     /// Stop every resolution of the secret
     Revoke {
-        name: String,
+        name: SecretName,
     },
     List,
 }
@@ -147,18 +139,18 @@ pub enum SecretCommand {
 pub enum AgentCommand {
     /// Create an agent and print its credential (shown once)
     Create {
-        name: String,
+        name: Name,
         /// Only accept the agent from processes running as this uid
         #[arg(long)]
         uid: Option<u32>,
     },
     /// Revoke an agent: all its grants stop
     Revoke {
-        name: String,
+        name: Name,
     },
     /// Replace an agent's credential (prints the new one, once)
     Reissue {
-        name: String,
+        name: Name,
     },
     List,
 }
@@ -166,7 +158,7 @@ pub enum AgentCommand {
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
     Add {
-        name: String,
+        name: Name,
         #[arg(long)]
         uid: u32,
         #[arg(long)]
@@ -179,11 +171,11 @@ pub enum MemberCommand {
 pub enum GrantCommand {
     /// Grant IDENTITY (an agent or member name) the secret in a project; prints the grant id
     Create {
-        identity: String,
+        identity: IdentityRef,
         /// PROVIDER/NAME
-        secret: String,
+        secret: SecretName,
         #[arg(long)]
-        project: String,
+        project: ProjectName,
         /// Expires after this long (e.g. 1h, 7d)
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
@@ -212,8 +204,8 @@ pub enum LogCommand {
         #[arg(long)]
         secret: Option<String>,
         /// Event kind, e.g. secret_resolved
-        #[arg(long)]
-        kind: Option<String>,
+        #[arg(long, value_parser = kind_parser())]
+        kind: Option<EventKind>,
         /// Only denials
         #[arg(long)]
         denied: bool,
@@ -272,118 +264,11 @@ pub struct ExportArgs {
     pub format: ExportFormat,
 }
 
-/// A failure with its exit status.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Exit {
-    fn from(error: E) -> Self {
-        Exit {
-            code: EXIT_ERROR,
-            error: error.into(),
-        }
-    }
-}
-
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Exit { code, error }) => {
-            eprintln!("scopehold: {error:#}");
-            ExitCode::from(code)
-        }
-    }
-}
-
-pub fn run(cli: Cli) -> Result<(), Exit> {
-    let home = Home::new(cli.home.clone(), cli.checkpoint_file.clone())?;
-    let ctx = commands::Ctx {
-        socket: crate::daemon::socket_path(&home, cli.socket.as_deref()),
-        json: cli.json,
-    };
-    match cli.command {
-        Command::Init => {
-            let public = home.init()?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "home": home.root,
-                        "log_public_key": public.to_hex(),
-                        "log_public_key_file": home.log_pub(),
-                    })
-                );
-            } else {
-                println!("Initialised ScopeHold state in {}", home.root.display());
-                println!("log public key: {public}");
-                println!(
-                    "(also in {}; give it to auditors)",
-                    home.log_pub().display()
-                );
-            }
-            Ok(())
-        }
-        Command::Daemon {
-            socket_group,
-            accept_missing_checkpoint,
-        } => {
-            let home = Home {
-                accept_missing_checkpoint,
-                ..home
-            };
-            Ok(crate::daemon::run(home, cli.socket, socket_group)?)
-        }
-        Command::Project(c) => commands::project(&ctx, c),
-        Command::Secret(c) => commands::secret(&ctx, c),
-        Command::Agent(c) => commands::agent(&ctx, c),
-        Command::Member(c) => commands::member(&ctx, c),
-        Command::Grant(c) => commands::grant(&ctx, c),
-        Command::Resolve {
-            secret,
-            project,
-            version,
-        } => commands::resolve(&ctx, &secret, &project, version),
-        Command::Run {
-            project,
-            envs,
-            command,
-        } => commands::run(&ctx, &project, &envs, &command),
-        Command::Log(LogCommand::Show {
-            identity,
-            secret,
-            kind,
-            denied,
-        }) => logcmd::show(
-            &home,
-            identity.as_deref(),
-            secret.as_deref(),
-            kind.as_deref(),
-            denied,
-            cli.json,
-        ),
-        Command::Console {
-            bundle: Some(b),
-            key,
-        } => Ok(crate::console::run_bundle(
-            &b,
-            key.as_deref().unwrap_or_default(),
-        )?),
-        Command::Console { bundle: None, .. } => Ok(crate::console::run(&home, &ctx.socket)?),
-        Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
-        Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
-        Command::Log(LogCommand::Checkpoint { out }) => {
-            logcmd::checkpoint(&home, out.as_deref(), cli.json)
-        }
-    }
+/// `--kind` takes the names of the one table of event kinds.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = EventKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(EventKind::ALL.iter().map(|k| k.name())).map(|s| {
+        // The possible values are exactly the table's names.
+        EventKind::from_name(&s).expect("a name from the table")
+    })
 }

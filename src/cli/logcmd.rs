@@ -1,4 +1,5 @@
-//! `scopehold log ...`: verify, export and checkpoint commands.
+//! `scopehold log ...`: show, verify, export and checkpoint: these read the log files
+//! directly, with no daemon.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,13 +11,11 @@ use scopehold_log::{
 };
 use serde_json::json;
 
-use crate::cli::{EXIT_VERIFY_FAILED, Exit, ExportArgs, ExportFormat, VerifyArgs};
-use crate::home::Home;
-
-pub fn time_str(ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use super::args::{ExportArgs, ExportFormat, VerifyArgs};
+use super::exit::{EXIT_VERIFY_FAILED, Exit};
+use super::output::time_str;
+use crate::daemon::Home;
+use crate::domain::{Event, EventKind};
 
 fn key_for(home: &Home, arg: Option<&str>) -> anyhow::Result<PublicKey> {
     match arg {
@@ -30,6 +29,7 @@ fn key_for(home: &Home, arg: Option<&str>) -> anyhow::Result<PublicKey> {
     }
 }
 
+/// `log verify`: the log or a bundle, with its public key.
 pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
     // The log must extend a checkpoint kept outside it: the auditor's own, or else (for the
     // state directory's log) the daemon's kept checkpoint.
@@ -162,6 +162,7 @@ fn print_report(
     }
 }
 
+/// `log export`: a bundle or JSONL for auditors.
 pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
     let key = home.public_key()?;
     let reader = LogReader::open(&home.log_dir(), Some(&key))
@@ -225,6 +226,7 @@ fn export_jsonl(
                     "time": time_str(r.envelope.time_ms),
                     "time_ms": r.envelope.time_ms,
                     "kind": r.envelope.kind,
+                    "kind_name": EventKind::name_of(r.envelope.kind),
                     "class": match r.class() { BodyClass::Public => "public", BodyClass::Secret => "secret" },
                     "prev": hex::encode(r.envelope.prev),
                     "hash": hex::encode(r.hash),
@@ -255,6 +257,7 @@ fn export_jsonl(
     Ok(s)
 }
 
+/// `log checkpoint`: the latest signed checkpoint, for an auditor to keep.
 pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(), Exit> {
     let key = home.public_key()?;
     let reader = LogReader::open(&home.log_dir(), Some(&key))
@@ -288,11 +291,10 @@ pub fn show(
     home: &Home,
     identity: Option<&str>,
     secret: Option<&str>,
-    kind: Option<&str>,
+    kind: Option<EventKind>,
     denied: bool,
     json_out: bool,
 ) -> Result<(), Exit> {
-    use crate::domain::Event;
     let key = home.public_key()?;
     let reader = LogReader::open(&home.log_dir(), Some(&key))
         .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
@@ -304,24 +306,29 @@ pub fn show(
     let mut rows = Vec::new();
     for rec in reader.events_from(0)? {
         let rec = rec?;
-        let kname = Event::kind_name(rec.envelope.kind);
-        if kind.is_some_and(|k| k != kname) {
+        let kname = EventKind::name_of(rec.envelope.kind);
+        if kind.is_some_and(|k| k.number() != rec.envelope.kind) {
             continue;
         }
         let ev = match (rec.class(), &rec.body) {
-            (BodyClass::Public, Some(b)) => {
-                Some(Event::from_body(rec.envelope.kind, &b.bytes).map_err(anyhow::Error::msg)?)
-            }
+            (BodyClass::Public, Some(b)) => Some(
+                Event::from_body(rec.envelope.kind, &b.bytes)
+                    .with_context(|| format!("event {}", rec.seq()))?,
+            ),
             _ => None,
         };
         if denied && !ev.as_ref().is_some_and(Event::is_denial) {
             continue;
         }
-        let ev_identity = ev.as_ref().and_then(Event::identity).unwrap_or("");
-        if identity.is_some() && !want_identity(ev_identity) {
+        let ev_identity = ev.as_ref().and_then(Event::identity).unwrap_or_default();
+        if identity.is_some() && !want_identity(&ev_identity) {
             continue;
         }
-        let ev_secret = ev.as_ref().and_then(Event::secret).unwrap_or("");
+        let ev_secret = ev
+            .as_ref()
+            .and_then(Event::secret)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         if secret.is_some_and(|s| s != ev_secret) {
             continue;
         }
@@ -351,7 +358,10 @@ pub fn show(
                     reason,
                     uid,
                     ..
-                }) => format!("project={project} DENIED ({reason}) uid={uid}"),
+                }) => format!(
+                    "project={} DENIED ({reason}) uid={uid}",
+                    project.as_ref().map(|p| p.as_str()).unwrap_or("")
+                ),
                 Some(Event::UnauthenticatedDenied { uid, count, .. }) => {
                     format!("DENIED unauthenticated uid={uid} count={count}")
                 }
@@ -361,7 +371,7 @@ pub fn show(
                 Some(Event::GrantRevoked { grant, .. }) => format!("grant={grant}"),
                 Some(Event::SecretRotated { version, .. }) => format!("version={version}"),
                 Some(Event::SecretStored { projects, .. }) => {
-                    format!("projects={}", projects.join(","))
+                    format!("projects={}", super::output::joined(projects))
                 }
                 Some(Event::MemberAdded {
                     member, uid, admin, ..

@@ -12,21 +12,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+pub use crate::domain::Sealed;
 
 /// Largest secret value accepted.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
-
-/// A sealed value as stored in the log (hex fields in a JSON body of the secret-bearing class).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sealed {
-    pub wrapped_key: String,
-    pub key_nonce: String,
-    pub nonce: String,
-    pub ciphertext: String,
-}
 
 /// The master key: 32 random bytes in `master.key` (0600). No `Debug` of its bytes, zeroized
 /// on drop.

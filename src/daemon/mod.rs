@@ -1,4 +1,18 @@
 //! `scopehold daemon`: the foreground daemon on its embedded default.
+//!
+//! `home` lays out the state directory; `engine` holds the state, the log and the keys and
+//! executes commands; `server` serves the socket, `handlers` answer each route, `http` reads
+//! bodies and builds answers in zeroizing buffers; `seal` encrypts values at rest.
+
+pub mod engine;
+pub mod handlers;
+pub mod home;
+pub mod http;
+pub mod seal;
+pub mod server;
+
+pub use engine::{Engine, Peer, replay};
+pub use home::Home;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -6,9 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-
-use crate::core::Core;
-use crate::home::Home;
 
 /// `--socket`, else `$SCOPEHOLD_SOCKET` (both via clap), else
 /// `$XDG_RUNTIME_DIR/scopehold/scopehold.sock`, else `scopehold.sock` in the state directory.
@@ -96,25 +107,15 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SCOPEHOLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
     if !home.is_initialised() {
         let public = home.init()?;
         tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");
     }
     let group = socket_group.as_deref().map(group_id).transpose()?;
-    let core = Arc::new(Core::open(&home, scopehold_log::writer::system_clock())?);
-    let status = core.log().status();
+    let engine = Arc::new(Engine::open(&home, scopehold_log::writer::system_clock())?);
+    let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     let path = socket_path(&home, socket.as_deref());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -126,9 +127,9 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
         let listener = bind(&path, group)?;
         tracing::info!(socket = %path.display(), "listening");
         notify_ready();
-        crate::server::run(
+        server::run(
             listener,
-            core.clone(),
+            engine.clone(),
             shutdown_signal(),
             Duration::from_secs(10),
         )
@@ -136,10 +137,10 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
         anyhow::Ok(())
     })?;
     let _ = std::fs::remove_file(&path);
-    match Arc::try_unwrap(core) {
-        Ok(core) => core.close().map_err(anyhow::Error::msg)?,
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close()?,
         Err(_) => {
-            tracing::warn!("requests still held the core at exit; the log closes as they end")
+            tracing::warn!("requests still held the engine at exit; the log closes as they end")
         }
     }
     tracing::info!("stopped; log flushed");

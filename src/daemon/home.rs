@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use scopehold_log::{LogOptions, PublicKey};
 
+use crate::domain::Name;
+
 #[derive(Debug, Clone)]
 pub struct Home {
     pub root: PathBuf,
@@ -91,7 +93,7 @@ impl Home {
         create_private_dir(&self.root)?;
         let key = scopehold_log::LogKey::generate()?;
         let public = key.public();
-        crate::seal::MasterKey::generate()?.write_new(&self.master_key())?;
+        super::seal::MasterKey::generate()?.write_new(&self.master_key())?;
         key.write_new(&self.log_key())?;
         public.write_file(&self.log_pub())?;
         let log = scopehold_log::Log::create(&self.log_dir(), key, self.log_options())
@@ -102,7 +104,7 @@ impl Home {
             member: member_name_for(uid),
             uid,
             admin: true,
-            by: "init".into(),
+            by: crate::domain::Actor::Init,
         };
         log.append(first.to_entry()?)?;
         log.close().map_err(anyhow::Error::msg)?;
@@ -128,11 +130,13 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// A member name for `uid`: the account name if it fits the name grammar, else `uid-N`.
-pub fn member_name_for(uid: u32) -> String {
+pub fn member_name_for(uid: u32) -> Name {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map(|u| u.name)
-        .filter(|n| crate::domain::valid_name(n))
-        .unwrap_or_else(|| format!("uid-{uid}"))
+        .and_then(|u| u.name.parse().ok())
+        // `uid-N` is always a valid name.
+        .unwrap_or_else(|| {
+            Name::parse_as("member", &format!("uid-{uid}")).expect("uid-N is a name")
+        })
 }

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use anyhow::Result;
 use scopehold_tui::{Decoder, Summary, TablesFn};
 
-use crate::domain::{Event, State};
-use crate::home::Home;
-use crate::logcmd::time_str;
+use super::client::{self, CallError};
+use super::output::{joined, opt, time_str};
+use crate::api::endpoint;
+use crate::api::wire::{self, SecretString};
+use crate::daemon::Home;
+use crate::domain::{Event, EventKind, Identity, State};
 
 fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
     let mut s = Summary {
-        kind: Event::kind_name(kind).to_string(),
+        kind: EventKind::name_of(kind).to_string(),
         ..Summary::default()
     };
     let Some(body) = body else { return s };
@@ -24,8 +27,8 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             return s;
         }
     };
-    s.identity = ev.identity().unwrap_or("").to_string();
-    s.secret = ev.secret().unwrap_or("").to_string();
+    s.identity = ev.identity().unwrap_or_default();
+    s.secret = ev.secret().map(|x| x.to_string()).unwrap_or_default();
     s.denied = ev.is_denial();
     let f = |k: &str, v: String| (k.to_string(), v);
     match &ev {
@@ -37,7 +40,7 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             uid,
             ..
         } => {
-            s.project = project.clone();
+            s.project = project.to_string();
             s.outcome = format!("granted v{version}");
             s.fields = vec![
                 f("grant", grant.to_string()),
@@ -52,7 +55,7 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             pid,
             ..
         } => {
-            s.project = project.clone();
+            s.project = project.as_ref().map(|p| p.to_string()).unwrap_or_default();
             s.outcome = format!("DENIED ({reason})");
             s.fields = vec![
                 f("uid", uid.to_string()),
@@ -73,8 +76,8 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             identity,
             ..
         } => {
-            s.project = project.clone();
-            s.identity = identity.clone();
+            s.project = project.to_string();
+            s.identity = identity.to_string();
             s.outcome = format!("grant {grant}");
             s.fields = vec![
                 f("expires", expires_at_ms.map_or("never".into(), time_str)),
@@ -97,9 +100,9 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
                 s.fields = vec![f("grace until", time_str(*g))];
             }
         }
-        Event::SecretStored { projects, .. } => s.project = projects.join(","),
+        Event::SecretStored { projects, .. } => s.project = joined(projects),
         Event::SecretRevoked { .. } => s.outcome = "revoked".into(),
-        Event::ProjectCreated { project, .. } => s.project = project.clone(),
+        Event::ProjectCreated { project, .. } => s.project = project.to_string(),
         Event::MemberAdded {
             member, uid, admin, ..
         } => {
@@ -116,12 +119,9 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
     s
 }
 
+/// How the console summarises an event of the domain.
 pub fn decoder() -> Decoder {
     Arc::new(summarize)
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or("-".into(), |x| x.to_string())
 }
 
 /// The Secrets, Identities and Grants tables of a state.
@@ -140,29 +140,28 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
         .to_vec(),
     ];
     for (n, s) in &st.secrets {
-        let holders: Vec<&str> = st
+        let holders = st
             .grants
             .values()
             .filter(|g| &g.secret == n && !g.revoked)
-            .map(|g| g.identity.as_str())
-            .collect();
+            .map(|g| &g.identity);
         secrets.push(vec![
-            n.clone(),
+            n.to_string(),
             s.current.to_string(),
             s.versions.len().to_string(),
-            s.projects.iter().cloned().collect::<Vec<_>>().join(","),
-            holders.join(","),
+            joined(&s.projects),
+            joined(holders),
             active(s.revoked),
         ]);
     }
     // Active grant ids of an identity, comma-separated.
-    let grants_of = |id: &str| {
-        st.grants
-            .iter()
-            .filter(|(_, g)| g.identity == id && !g.revoked)
-            .map(|(i, _)| i.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+    let grants_of = |id: &Identity| {
+        joined(
+            st.grants
+                .iter()
+                .filter(|(_, g)| &g.identity == id && !g.revoked)
+                .map(|(i, _)| i),
+        )
     };
     let mut ids = vec![
         ["IDENTITY", "UID", "GRANTS", "LAST USE", "STATE"]
@@ -170,10 +169,10 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
             .to_vec(),
     ];
     for (n, a) in &st.agents {
-        let id = format!("agent:{n}");
+        let id = Identity::Agent(n.clone());
         let grants = grants_of(&id);
         ids.push(vec![
-            id,
+            id.to_string(),
             opt(a.uid),
             grants,
             a.last_used_ms.map_or("-".into(), time_str),
@@ -181,10 +180,10 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
         ]);
     }
     for (n, m) in &st.members {
-        let id = format!("member:{n}");
+        let id = Identity::Member(n.clone());
         let grants = grants_of(&id);
         ids.push(vec![
-            id,
+            id.to_string(),
             m.uid.to_string(),
             grants,
             "-".into(),
@@ -206,9 +205,9 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
     for (id, g) in &st.grants {
         grants.push(vec![
             id.to_string(),
-            g.identity.clone(),
-            g.secret.clone(),
-            g.project.clone(),
+            g.identity.to_string(),
+            g.secret.to_string(),
+            g.project.to_string(),
             g.uses.to_string(),
             opt(g.max_uses),
             opt(g.rate_per_min),
@@ -220,51 +219,79 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
     [secrets, ids, grants]
 }
 
-/// Sends the console's confirmed requests to the daemon, as the member running the console.
+/// Sends the console's confirmed requests to the daemon, as the member running the console,
+/// through the same typed endpoints as the CLI.
 pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
     use scopehold_tui::Request;
-    use serde_json::json;
     Arc::new(move |r: Request| {
-        let (path, body) = match &r {
-            Request::RevokeGrant(id) => ("/v1/grants/revoke", json!({"id": id})),
-            Request::RevokeAgent(n) => ("/v1/agents/revoke", json!({"name": n})),
-            Request::RotateSecret { name, value } => (
-                "/v1/secrets/rotate",
-                json!({"name": name, "value": value.as_str()}),
-            ),
+        let bad = |e: crate::domain::NameError| e.to_string();
+        let failed = |e: CallError| e.to_string();
+        let what = r.describe();
+        let event = match r {
+            Request::RevokeGrant(id) => {
+                client::call::<endpoint::GrantRevoke>(
+                    &socket,
+                    &wire::GrantRevokeRequest { id },
+                    None,
+                )
+                .map_err(failed)?
+                .event
+            }
+            Request::RevokeAgent(n) => {
+                let name = n.parse().map_err(bad)?;
+                client::call::<endpoint::AgentRevoke>(
+                    &socket,
+                    &wire::AgentNameRequest { name },
+                    None,
+                )
+                .map_err(failed)?
+                .event
+            }
+            Request::RotateSecret { name, value } => {
+                let name = name.parse().map_err(bad)?;
+                // Moved, not copied: the typed value stays in its zeroizing buffer.
+                let value = SecretString::new(value);
+                client::call::<endpoint::SecretRotate>(
+                    &socket,
+                    &wire::SecretRotateRequest {
+                        name,
+                        value,
+                        grace_secs: None,
+                    },
+                    None,
+                )
+                .map_err(failed)?
+                .event
+            }
             Request::Grant {
                 identity,
                 secret,
                 project,
-            } => (
-                "/v1/grants",
-                json!({"identity": identity, "secret": secret, "project": project}),
-            ),
+            } => {
+                let req = wire::GrantCreateRequest {
+                    identity: identity.parse().map_err(bad)?,
+                    secret: secret.parse().map_err(bad)?,
+                    project: project.parse().map_err(bad)?,
+                    ttl_secs: None,
+                    max_uses: None,
+                    rate_per_min: None,
+                    uid: None,
+                };
+                client::call::<endpoint::GrantCreate>(&socket, &req, None)
+                    .map_err(failed)?
+                    .event
+            }
         };
-        let a = crate::client::request(&socket, "POST", path, Some(&body), None)
-            .map_err(|e| e.to_string())?;
-        if a.status == 200 {
-            Ok(format!(
-                "done: {} (event {})",
-                r.describe(),
-                a.body["event"]
-            ))
-        } else {
-            Err(format!(
-                "{} ({}): {}",
-                a.error_code().unwrap_or("error"),
-                a.status,
-                a.error_message()
-            ))
-        }
+        Ok(format!("done: {what} (event {event})"))
     })
 }
 
+/// `console`: the state directory's log, with the daemon for actions.
 pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
     let key = home.public_key()?;
     let (dir, k) = (home.log_dir(), key);
     let tables: TablesFn = Arc::new(move || {
-        crate::core::replay(&dir, &k)
+        crate::daemon::replay(&dir, &k)
             .map(|st| tables_of(&st))
             .map_err(|e| format!("{e:#}"))
     });
@@ -280,7 +307,7 @@ pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Auditor mode: the bundle is verified with `key` before anything is shown.
+/// `console --bundle`, auditor mode: the bundle is verified with `key` before anything is shown.
 pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
     let key = scopehold_log::PublicKey::from_arg(key).map_err(anyhow::Error::msg)?;
     scopehold_tui::run(scopehold_tui::Config {

@@ -1,0 +1,538 @@
+//! Request and response bodies: one serde type each, shared by the server, the client, the
+//! CLI and the console. Names arrive typed, so a malformed name is refused where the body is
+//! decoded. Secret values and credentials travel in [`SecretString`], which zeroizes its
+//! buffer on drop and never prints.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::domain::{Identity, IdentityRef, Name, ProjectName, SecretName};
+
+/// A secret value or a credential: zeroized when dropped, `Debug` without the content.
+///
+/// Decoding copies the JSON string straight from the request buffer into a zeroizing
+/// buffer of exact size. (A value with JSON escapes passes through serde_json's scratch
+/// buffer first, which is not wiped; provider API keys do not contain escapes.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    /// Wraps a value already in a zeroizing buffer.
+    pub fn new(s: Zeroizing<String>) -> Self {
+        Self(s)
+    }
+    /// The value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The zeroizing buffer, moved out.
+    pub fn into_inner(self) -> Zeroizing<String> {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
+impl Serialize for SecretString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SecretString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretString, E> {
+                let mut s = Zeroizing::new(String::with_capacity(v.len()));
+                s.push_str(v);
+                Ok(SecretString(s))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretString, E> {
+                Ok(SecretString(Zeroizing::new(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A body for requests that carry none (GET routes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// An error: `{"error":{"code":...,"message":...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+impl From<&super::error::ApiError> for ErrorBody {
+    fn from(e: &super::error::ApiError) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// The code to act on and the message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable: `denied`, `unauthenticated`, `rate_limited`, `log_unavailable`...
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// `POST /v1/resolve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// `provider/name`.
+    pub secret: SecretName,
+    /// The project it is asked for in.
+    pub project: ProjectName,
+    /// A version still in its grace period.
+    pub version: Option<u32>,
+}
+
+/// The answer to a resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveResponse {
+    /// The value.
+    pub value: SecretString,
+    /// Its version.
+    pub version: u32,
+    /// The log event that recorded the resolution.
+    pub event: u64,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoamiResponse {
+    /// Who the daemon takes the caller for.
+    pub identity: Identity,
+    /// The caller's uid, from the kernel.
+    pub uid: u32,
+    /// The caller's grants that are not revoked.
+    pub grants: Vec<WhoamiGrant>,
+}
+
+/// One grant of the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoamiGrant {
+    /// Its id.
+    pub id: u64,
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `ok`, or `log_unavailable` when the log cannot be written.
+    pub status: String,
+    /// The log.
+    pub log: HealthLog,
+}
+
+/// The log's state in `/v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthLog {
+    /// Events in the log.
+    pub events: u64,
+    /// The head hash, hex.
+    pub head: String,
+    /// The size the last signed checkpoint covers.
+    pub checkpoint_size: u64,
+    /// Why the log cannot be written, if it cannot.
+    pub error: Option<String>,
+}
+
+/// `POST /v1/projects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreateRequest {
+    /// The project.
+    pub name: ProjectName,
+}
+
+/// A project was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectCreated {
+    /// The project.
+    pub project: ProjectName,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/projects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectList {
+    /// Every project.
+    pub projects: Vec<ProjectName>,
+}
+
+/// `POST /v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPutRequest {
+    /// `provider/name`.
+    pub name: SecretName,
+    /// The projects it is assigned to.
+    pub projects: Vec<ProjectName>,
+    /// Its value.
+    pub value: SecretString,
+}
+
+/// `POST /v1/secrets/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRotateRequest {
+    /// The secret.
+    pub name: SecretName,
+    /// The new value.
+    pub value: SecretString,
+    /// How long the previous version stays resolvable.
+    #[serde(default)]
+    pub grace_secs: Option<u64>,
+}
+
+/// A secret version was stored (put or rotate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionStored {
+    /// The secret.
+    pub secret: SecretName,
+    /// The version now current.
+    pub version: u32,
+    /// The last event that recorded it.
+    pub event: u64,
+}
+
+/// `POST /v1/secrets/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRevokeRequest {
+    /// The secret.
+    pub name: SecretName,
+}
+
+/// A secret was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRevoked {
+    /// The secret.
+    pub secret: SecretName,
+    /// Always true.
+    pub revoked: bool,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/secrets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretList {
+    /// Every secret.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// A secret in a listing (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// `provider/name`.
+    pub name: SecretName,
+    /// Its projects.
+    pub projects: Vec<ProjectName>,
+    /// The current version.
+    pub version: u32,
+    /// How many versions it has.
+    pub versions: usize,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// The previous version's grace period, if one is set.
+    pub grace: Option<Grace>,
+    /// Who holds a grant that is not revoked.
+    pub granted_to: Vec<Identity>,
+}
+
+/// A previous version kept resolvable until a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grace {
+    /// The previous version.
+    pub version: u32,
+    /// Until when (ms since the epoch).
+    pub until_ms: u64,
+}
+
+/// `POST /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCreateRequest {
+    /// The agent.
+    pub name: Name,
+    /// The uid it must run as.
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
+/// `POST /v1/agents/revoke` and `/v1/agents/reissue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentNameRequest {
+    /// The agent.
+    pub name: Name,
+}
+
+/// An agent's credential, issued (created or reissued): shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCredential {
+    /// The agent.
+    pub agent: Name,
+    /// The credential, for `SCOPEHOLD_TOKEN`.
+    pub credential: SecretString,
+    /// The last event that recorded it.
+    pub event: u64,
+}
+
+/// An agent was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRevoked {
+    /// The agent.
+    pub agent: Name,
+    /// Always true.
+    pub revoked: bool,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// Every agent.
+    pub agents: Vec<AgentInfo>,
+}
+
+/// An agent in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent.
+    pub name: Name,
+    /// The uid it must run as.
+    pub uid: Option<u32>,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// When it last resolved a secret.
+    pub last_used_ms: Option<u64>,
+    /// Its grants that are not revoked.
+    pub grants: Vec<u64>,
+}
+
+/// `POST /v1/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAddRequest {
+    /// The member.
+    pub name: Name,
+    /// Their uid.
+    pub uid: u32,
+    /// Whether they administer.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A member was added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAdded {
+    /// The member.
+    pub member: Name,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/members`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberList {
+    /// Every member.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member.
+    pub name: Name,
+    /// Their uid.
+    pub uid: u32,
+    /// Whether they administer.
+    pub admin: bool,
+}
+
+/// `POST /v1/grants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantCreateRequest {
+    /// `agent:NAME`, `member:NAME`, or a bare name (an agent if there is one, else a member).
+    pub identity: IdentityRef,
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+    /// Expires after this many seconds.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// At most this many resolutions.
+    #[serde(default)]
+    pub max_uses: Option<u64>,
+    /// At most this many resolutions a minute.
+    #[serde(default)]
+    pub rate_per_min: Option<u32>,
+    /// Only for callers running as this uid.
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
+/// A grant was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantCreated {
+    /// Its id.
+    pub grant: u64,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `POST /v1/grants/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRevokeRequest {
+    /// The grant.
+    pub id: u64,
+}
+
+/// A grant was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRevoked {
+    /// The grant.
+    pub grant: u64,
+    /// Always true.
+    pub revoked: bool,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/grants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantList {
+    /// Every grant, revoked ones too.
+    pub grants: Vec<GrantInfo>,
+}
+
+/// A grant in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// Its id.
+    pub id: u64,
+    /// Who holds it.
+    pub identity: Identity,
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+    /// When it expires.
+    pub expires_at_ms: Option<u64>,
+    /// Its maximum uses.
+    pub max_uses: Option<u64>,
+    /// Uses so far.
+    pub uses: u64,
+    /// Its rate a minute.
+    pub rate_per_min: Option<u32>,
+    /// The uid it is bound to.
+    pub uid: Option<u32>,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// When it was last used.
+    pub last_used_ms: Option<u64>,
+}
+
+/// Ties a route to its request and response types, so the server and the client cannot
+/// disagree on what a route takes and gives.
+pub trait Endpoint {
+    /// The route.
+    const ROUTE: crate::api::routes::Route;
+    /// What it takes.
+    type Request: Serialize + for<'de> Deserialize<'de>;
+    /// What it gives.
+    type Response: Serialize + for<'de> Deserialize<'de>;
+}
+
+macro_rules! endpoints {
+    ($($marker:ident: $route:ident, $req:ty => $resp:ty;)*) => {$(
+        #[doc = concat!("The `", stringify!($route), "` endpoint.")]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $marker;
+        impl Endpoint for $marker {
+            const ROUTE: crate::api::routes::Route = crate::api::routes::Route::$route;
+            type Request = $req;
+            type Response = $resp;
+        }
+    )*};
+}
+
+/// One marker type per route.
+pub mod endpoint {
+    use super::*;
+    endpoints! {
+        Health: Health, Empty => HealthResponse;
+        Resolve: Resolve, ResolveRequest => ResolveResponse;
+        Whoami: Whoami, Empty => WhoamiResponse;
+        ProjectList: ProjectList, Empty => super::ProjectList;
+        ProjectCreate: ProjectCreate, ProjectCreateRequest => ProjectCreated;
+        SecretList: SecretList, Empty => super::SecretList;
+        SecretPut: SecretPut, SecretPutRequest => SecretVersionStored;
+        SecretRotate: SecretRotate, SecretRotateRequest => SecretVersionStored;
+        SecretRevoke: SecretRevoke, SecretRevokeRequest => SecretRevoked;
+        AgentList: AgentList, Empty => super::AgentList;
+        AgentCreate: AgentCreate, AgentCreateRequest => AgentCredential;
+        AgentRevoke: AgentRevoke, AgentNameRequest => AgentRevoked;
+        AgentReissue: AgentReissue, AgentNameRequest => AgentCredential;
+        MemberList: MemberList, Empty => super::MemberList;
+        MemberAdd: MemberAdd, MemberAddRequest => MemberAdded;
+        GrantList: GrantList, Empty => super::GrantList;
+        GrantCreate: GrantCreate, GrantCreateRequest => GrantCreated;
+        GrantRevoke: GrantRevoke, GrantRevokeRequest => GrantRevoked;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_strings_never_print_and_round_trip() {
+        let r: SecretPutRequest = serde_json::from_str(
+            r#"{"name":"openai/prod","projects":["demo"],"value":"sk-CANARY-1"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.value.expose(), "sk-CANARY-1");
+        assert!(!format!("{r:?}").contains("CANARY"));
+        let back = serde_json::to_string(&r).unwrap();
+        assert!(back.contains("\"value\":\"sk-CANARY-1\""));
+        // Names are checked where the body is decoded.
+        assert!(
+            serde_json::from_str::<ResolveRequest>(r#"{"secret":"../../etc","project":"demo"}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! A small blocking HTTP/1.1 client over the daemon's unix socket, for the CLI and the
+//! console. One request per connection (`Connection: close`); the daemon always sends
+//! `Content-Length`.
+//!
+//! [`call`] is typed by [`Endpoint`]: the route's method, path, request and response come
+//! from the API's one table. Requests and answers are held in zeroizing buffers sized once,
+//! since they may carry a secret value or a credential.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::api::wire::{ErrorBody, ErrorDetail};
+use crate::api::{Endpoint, Method};
+
+/// Why a request did not get an answer from the daemon.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing answered on the socket.
+    #[error("cannot reach the daemon at {path}: {source} (is `scopehold daemon` running?)")]
+    Unreachable {
+        /// The socket.
+        path: String,
+        /// What the connection said.
+        source: std::io::Error,
+    },
+    /// Something answered, not in the daemon's protocol.
+    #[error("bad answer from the daemon: {0}")]
+    Protocol(String),
+}
+
+/// Why a typed call did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The daemon answered with an error.
+    #[error("{} ({status}): {}", error.code, error.message)]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The stable code and the message.
+        error: ErrorDetail,
+    },
+}
+
+/// An answer: status and the raw body, in a zeroizing buffer.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+const MAX_ANSWER: usize = 16 << 20;
+
+/// Counts what a serialiser writes, so the real buffer is allocated once at its final size.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `v` as JSON in a zeroizing buffer that is never reallocated.
+fn to_json<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let bad = |e: serde_json::Error| ClientError::Protocol(format!("encoding the request: {e}"));
+    let mut n = Counter(0);
+    serde_json::to_writer(&mut n, v).map_err(bad)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(n.0));
+    serde_json::to_writer(&mut *buf, v).map_err(bad)?;
+    Ok(buf)
+}
+
+/// Sends one request and reads the whole answer.
+pub fn request_raw(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> Result<RawAnswer, ClientError> {
+    let unreachable = |source| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(unreachable)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(unreachable)?;
+    let head = format!(
+        "{} {path} HTTP/1.1\r\nHost: scopehold\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        method.as_str(),
+        body.len()
+    );
+    let auth = token.map_or(0, |t| t.len() + 32);
+    let mut req = Zeroizing::new(Vec::with_capacity(head.len() + auth + 2 + body.len()));
+    req.extend_from_slice(head.as_bytes());
+    if let Some(t) = token {
+        req.extend_from_slice(b"Authorization: Bearer ");
+        req.extend_from_slice(t.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    s.write_all(&req).map_err(unreachable)?;
+    drop(req);
+    let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
+    s.take(MAX_ANSWER as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
+    let head = std::str::from_utf8(&buf[..split])
+        .map_err(|_| ClientError::Protocol("non-UTF-8 headers".into()))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClientError::Protocol("no status".into()))?;
+    let mut body = Zeroizing::new(Vec::with_capacity(buf.len() - split - 4));
+    body.extend_from_slice(&buf[split + 4..]);
+    Ok(RawAnswer { status, body })
+}
+
+/// Calls an endpoint: its method and path from the route table, its request and response
+/// types from [`Endpoint`].
+pub fn call<E: Endpoint>(
+    socket: &Path,
+    req: &E::Request,
+    token: Option<&str>,
+) -> Result<E::Response, CallError> {
+    let spec = E::ROUTE.spec();
+    let body = match spec.method {
+        Method::Get => Zeroizing::new(Vec::new()),
+        Method::Post => to_json(req)?,
+    };
+    let a = request_raw(socket, spec.method, spec.path, &body, token)?;
+    drop(body);
+    if a.status == 200 {
+        return serde_json::from_slice(&a.body).map_err(|e| {
+            CallError::Client(ClientError::Protocol(format!("malformed answer: {e}")))
+        });
+    }
+    let error = serde_json::from_slice::<ErrorBody>(&a.body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| ErrorDetail {
+            code: "error".into(),
+            message: String::new(),
+        });
+    Err(CallError::Refused {
+        status: a.status,
+        error,
+    })
+}
+
+/// An untyped answer: status and JSON body (for tests and scripts that speak raw JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, parsed.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The stable error code, if this is an error.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+    /// The error message, if this is an error.
+    pub fn error_message(&self) -> String {
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// An untyped request: any method and path, any JSON body.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> Result<Answer, ClientError> {
+    let method = match method {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        m => return Err(ClientError::Protocol(format!("unsupported method {m}"))),
+    };
+    let body = match body {
+        Some(b) => to_json(b)?,
+        None => Zeroizing::new(Vec::new()),
+    };
+    let a = request_raw(socket, method, path, &body, token)?;
+    let body = if a.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&a.body)
+            .map_err(|e| ClientError::Protocol(format!("malformed JSON: {e}")))?
+    };
+    Ok(Answer {
+        status: a.status,
+        body,
+    })
+}

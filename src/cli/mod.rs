@@ -1,0 +1,97 @@
+//! The command line: `args` (clap), then `commands` (calls to the daemon through typed
+//! endpoints), `logcmd` (the log files read directly), `console` (the glue between the
+//! domain and the `scopehold-tui` crate); `client` speaks HTTP over the socket; `exit` and
+//! `output` are shared by them all. Nothing here imports this file back.
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod console;
+pub mod exit;
+pub mod logcmd;
+pub mod output;
+
+pub use args::Cli;
+pub use exit::{EXIT_OK, Exit};
+
+use args::{Command, LogCommand};
+
+/// Carries out a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Exit> {
+    let home = crate::daemon::Home::new(cli.home.clone(), cli.checkpoint_file.clone())?;
+    let ctx = commands::Ctx {
+        socket: crate::daemon::socket_path(&home, cli.socket.as_deref()),
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Init => {
+            let public = home.init()?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "home": home.root,
+                        "log_public_key": public.to_hex(),
+                        "log_public_key_file": home.log_pub(),
+                    })
+                );
+            } else {
+                println!("Initialised ScopeHold state in {}", home.root.display());
+                println!("log public key: {public}");
+                println!(
+                    "(also in {}; give it to auditors)",
+                    home.log_pub().display()
+                );
+            }
+            Ok(())
+        }
+        Command::Daemon {
+            socket_group,
+            accept_missing_checkpoint,
+        } => {
+            let home = crate::daemon::Home {
+                accept_missing_checkpoint,
+                ..home
+            };
+            Ok(crate::daemon::run(home, cli.socket, socket_group)?)
+        }
+        Command::Project(c) => commands::project(&ctx, c),
+        Command::Secret(c) => commands::secret(&ctx, c),
+        Command::Agent(c) => commands::agent(&ctx, c),
+        Command::Member(c) => commands::member(&ctx, c),
+        Command::Grant(c) => commands::grant(&ctx, c),
+        Command::Resolve {
+            secret,
+            project,
+            version,
+        } => commands::resolve(&ctx, &secret, &project, version),
+        Command::Run {
+            project,
+            envs,
+            command,
+        } => commands::run(&ctx, &project, &envs, &command),
+        Command::Log(LogCommand::Show {
+            identity,
+            secret,
+            kind,
+            denied,
+        }) => logcmd::show(
+            &home,
+            identity.as_deref(),
+            secret.as_deref(),
+            kind,
+            denied,
+            cli.json,
+        ),
+        Command::Console {
+            bundle: Some(b),
+            key,
+        } => Ok(console::run_bundle(&b, key.as_deref().unwrap_or_default())?),
+        Command::Console { bundle: None, .. } => Ok(console::run(&home, &ctx.socket)?),
+        Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
+        Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
+        Command::Log(LogCommand::Checkpoint { out }) => {
+            logcmd::checkpoint(&home, out.as_deref(), cli.json)
+        }
+    }
+}

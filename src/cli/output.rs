@@ -1,0 +1,50 @@
+//! Text output shared by the commands and the console glue.
+
+/// A time (ms since the epoch) as RFC 3339 with milliseconds.
+pub fn time_str(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// An optional value, or `-`.
+pub fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or("-".into(), |x| x.to_string())
+}
+
+/// Items joined with commas.
+pub fn joined<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `revoked` or `active`.
+pub fn state(revoked: bool) -> String {
+    if revoked { "revoked" } else { "active" }.into()
+}
+
+/// Rows as a table: columns padded to their widest cell, two spaces apart.
+pub fn table(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, |r| r.len()))
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A header row from static strings.
+pub fn header(cols: &[&str]) -> Vec<String> {
+    cols.iter().map(|c| c.to_string()).collect()
+}

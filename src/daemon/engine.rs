@@ -1,0 +1,388 @@
+//! The engine: the projection, the log, the master key, and the rule that ties them.
+//!
+//! Every command is decided under the state lock, its events applied to the in-memory state
+//! and submitted to the log in the same critical section, so the log's order is the order
+//! of decisions and concurrent requests can never exceed a grant's maximum or rate. The
+//! caller's answer waits for the log's receipt: nothing (no secret byte, no "ok") leaves
+//! before the event recording it is durable and covered by a signed checkpoint. If the log
+//! fails, the writer is poisoned, every later request is refused with 503, and a restart
+//! rebuilds the state from the log.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use scopehold_log::writer::Clock;
+use scopehold_log::{Log, LogReader, Receipt};
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use super::home::Home;
+use super::seal::{DataKey, MasterKey};
+use crate::api::ApiError;
+use crate::domain::{
+    self, Caller, Command, CredentialHash, Event, Identified, Refusal, SecretName, State,
+};
+
+/// Credentials look like `shk_` followed by 64 hex characters (256 random bits).
+pub const CREDENTIAL_PREFIX: &str = "shk_";
+
+/// Unauthenticated denials from one peer uid are recorded at most once per this window; the
+/// event carries how many it stands for.
+const UNAUTH_WINDOW_MS: u64 = 10_000;
+
+/// Who is on the other end of the socket, from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's uid.
+    pub uid: u32,
+    /// The peer's pid, when the kernel reports one.
+    pub pid: Option<i32>,
+}
+
+/// A resolved value: zeroized when dropped, never printed.
+pub struct Resolved {
+    /// The value.
+    pub value: Zeroizing<Vec<u8>>,
+    /// Its version.
+    pub version: u32,
+    /// The event that recorded the resolution.
+    pub event: u64,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Resolved {{ version: {}, event: {} }}",
+            self.version, self.event
+        )
+    }
+}
+
+/// A command carried out: the events it appended (now durable) and the last one's number.
+#[derive(Debug)]
+pub struct Executed {
+    /// The events, in log order.
+    pub events: Vec<Event>,
+    /// The sequence number of the last of them.
+    pub seq: u64,
+}
+
+/// The daemon's state, log and keys.
+pub struct Engine {
+    state: Mutex<State>,
+    log: Log,
+    master: MasterKey,
+    clock: Clock,
+    unauth: Mutex<HashMap<u32, (u64, u64)>>,
+    /// Unwrapped data keys of versions resolved so far (zeroized when dropped). The master
+    /// key that unwraps them is in memory anyway; this saves one decryption per resolution.
+    data_keys: Mutex<HashMap<(SecretName, u32), Arc<DataKey>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+type Pending = oneshot::Receiver<Result<Vec<Receipt>, scopehold_log::AppendError>>;
+
+/// Rebuilds the state by folding every event of the log (the log alone rebuilds state).
+pub fn replay(log_dir: &Path, public: &scopehold_log::PublicKey) -> Result<State> {
+    let reader = LogReader::open(log_dir, Some(public)).context("opening the log to replay it")?;
+    let mut state = State::default();
+    for rec in reader.events_from(0)? {
+        let rec = rec?;
+        let body = rec.body.as_ref().context("a log record without its body")?;
+        let ev = Event::from_body(rec.envelope.kind, &body.bytes)
+            .with_context(|| format!("event {}", rec.seq()))?;
+        state
+            .apply(&ev)
+            .with_context(|| format!("event {}", rec.seq()))?;
+    }
+    Ok(state)
+}
+
+fn log_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::LogUnavailable(format!("the audit log cannot be written: {e}"))
+}
+
+impl Engine {
+    /// Opens the log (recovering from a crash), replays it, and loads the master key.
+    pub fn open(home: &Home, clock: Clock) -> Result<Self> {
+        Self::open_with_storage(home, clock, Arc::new(scopehold_log::StdStorage))
+    }
+
+    /// As [`open`](Self::open), writing the log through `storage` (tests inject faults here).
+    pub fn open_with_storage(
+        home: &Home,
+        clock: Clock,
+        storage: Arc<dyn scopehold_log::Storage>,
+    ) -> Result<Self> {
+        let key = scopehold_log::LogKey::load(&home.log_key())?;
+        let public = key.public();
+        let opts = scopehold_log::LogOptions {
+            clock: clock.clone(),
+            storage,
+            ..home.log_options()
+        };
+        let log = Log::open(&home.log_dir(), key, opts).map_err(|e| match e {
+            scopehold_log::LogError::Locked(_) => anyhow::anyhow!(
+                "another scopehold daemon is already running on {} (its log is locked)",
+                home.root.display()
+            ),
+            e => anyhow::Error::new(e)
+                .context(format!("opening the log in {}", home.log_dir().display())),
+        })?;
+        let state = replay(&home.log_dir(), &public)?;
+        let master = MasterKey::load(&home.master_key())?;
+        Ok(Self {
+            state: Mutex::new(state),
+            log,
+            master,
+            clock,
+            unauth: Mutex::new(HashMap::new()),
+            data_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine's clock (ms since the epoch).
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Reads the state under the lock: for listings and for what a command needs prepared
+    /// (the version a rotation will seal). Keep `f` short: resolutions wait on this lock.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn check_log(&self) -> Result<(), ApiError> {
+        match self.log.status().poisoned {
+            Some(why) => Err(ApiError::LogUnavailable(format!(
+                "the audit log cannot be written ({why}); restart the daemon once the fault is cleared"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `events` and submits them to the log, in one critical section with the
+    /// decision that produced them (the caller holds `state`).
+    fn apply_and_submit(&self, state: &mut State, events: &[Event]) -> Result<Pending, ApiError> {
+        let entries = events
+            .iter()
+            .map(Event::to_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::LogUnavailable(e.to_string()))?;
+        // Decisions return only events that apply (a property test holds `decide` to it), so
+        // this cannot fail; if it ever does, refuse rather than log a history the projection
+        // would reject. The state is applied on a copy only when the batch has more than one
+        // event, so a failure part-way leaves nothing half-applied.
+        if let [one] = events {
+            state.apply(one).map_err(inconsistent)?;
+        } else {
+            let mut next = state.clone();
+            for e in events {
+                next.apply(e).map_err(inconsistent)?;
+            }
+            *state = next;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.log.submit(
+            entries,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        Ok(rx)
+    }
+
+    async fn durable(&self, pending: Pending) -> Result<Vec<Receipt>, ApiError> {
+        match pending.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(log_failed(e)),
+            Err(_) => Err(ApiError::LogUnavailable(
+                "the audit log writer stopped".into(),
+            )),
+        }
+    }
+
+    /// Appends events decided outside [`execute`](Self::execute) (denials recorded at
+    /// authentication) and waits until they are durable.
+    async fn record(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+        self.check_log()?;
+        let pending = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            self.apply_and_submit(&mut st, &events)?
+        };
+        let receipts = self.durable(pending).await?;
+        Ok(receipts.last().map_or(0, |r| r.seq))
+    }
+
+    /// Decides `command` for `caller` under the state lock, appends its events (or, for a
+    /// refused resolution, the denial) and waits until they are durable.
+    pub async fn execute(&self, caller: &Caller, command: &Command) -> Result<Executed, ApiError> {
+        self.check_log()?;
+        let (decision, pending) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = self.now();
+            match domain::decide(&st, caller, command, now) {
+                Ok(events) => {
+                    let pending = self.apply_and_submit(&mut st, &events)?;
+                    (Ok(events), pending)
+                }
+                Err(refusal) => match domain::recorded_refusal(caller, command, &refusal, now) {
+                    Some(ev) => (Err(refusal), self.apply_and_submit(&mut st, &[ev])?),
+                    None => return Err(refusal.into()),
+                },
+            }
+        };
+        let receipts = self.durable(pending).await?;
+        let seq = receipts.last().map_or(0, |r| r.seq);
+        decision
+            .map(|events| Executed { events, seq })
+            .map_err(ApiError::from)
+    }
+
+    /// Establishes the caller: an agent by its credential (and, if bound, its uid), or else a
+    /// member by the peer's uid. Never from request fields. A refused caller is recorded.
+    pub async fn authenticate(
+        &self,
+        credential: Option<&str>,
+        peer: Peer,
+    ) -> Result<Caller, ApiError> {
+        self.check_log()?;
+        let hash = credential.map(|t| self.master.credential_hash(t));
+        let who = self.read(|st| domain::identify(st, hash.as_ref(), peer.uid, peer.pid));
+        match who {
+            Identified::Caller(c) => Ok(c),
+            Identified::Denied(c, reason) => {
+                let ev = domain::denial_event(&c, None, reason, self.now());
+                self.record(vec![ev]).await?;
+                Err(Refusal::Denied(reason).into())
+            }
+            Identified::Unknown => {
+                self.record_unauthenticated(peer).await?;
+                Err(Refusal::Unauthenticated.into())
+            }
+        }
+    }
+
+    /// Refuses callers who are not admin members (by their uid).
+    pub fn authorize_admin(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.read(|st| domain::authorize_admin(st, caller))
+            .map_err(ApiError::from)
+    }
+
+    /// Counts denials of peers without a valid credential; records one event per peer uid per
+    /// window, standing for all the denials it counted.
+    async fn record_unauthenticated(&self, peer: Peer) -> Result<(), ApiError> {
+        let now = self.now();
+        let count = {
+            let mut m = self.unauth.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(peer.uid).or_insert((0, 0));
+            e.1 += 1;
+            if e.0 != 0 && now < e.0 + UNAUTH_WINDOW_MS {
+                return Ok(());
+            }
+            let c = e.1;
+            *e = (now, 0);
+            c
+        };
+        let ev = Event::UnauthenticatedDenied {
+            uid: peer.uid,
+            pid: peer.pid,
+            count,
+            at_ms: now,
+        };
+        self.record(vec![ev]).await.map(|_| ())
+    }
+
+    /// The agent's call: [`Command::Resolve`], then, only once its event is durable, the
+    /// value decrypted.
+    pub async fn resolve(&self, caller: &Caller, command: &Command) -> Result<Resolved, ApiError> {
+        let done = self.execute(caller, command).await?;
+        let Some(Event::SecretResolved {
+            secret, version, ..
+        }) = done.events.first()
+        else {
+            return Err(ApiError::Internal(
+                "a resolution decided no resolution event".into(),
+            ));
+        };
+        let value = self.open_cached(secret, *version).map_err(|_| {
+            ApiError::Internal("a stored value does not open with this master key".into())
+        })?;
+        Ok(Resolved {
+            value,
+            version: *version,
+            event: done.seq,
+        })
+    }
+
+    /// Opens a granted version's value, unwrapping its data key once per version.
+    fn open_cached(&self, secret: &SecretName, version: u32) -> Result<Zeroizing<Vec<u8>>> {
+        let key = (secret.clone(), version);
+        let cached = self
+            .data_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let dk = match cached {
+            Some(dk) => dk,
+            None => {
+                let sealed = self
+                    .read(|st| {
+                        st.secrets
+                            .get(secret)
+                            .and_then(|s| s.versions.get(&version))
+                            .cloned()
+                    })
+                    .context("granted version has no sealed value")?;
+                let dk = Arc::new(self.master.data_key(secret.as_str(), version, &sealed)?);
+                self.data_keys
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, dk.clone());
+                dk
+            }
+        };
+        dk.open(secret.as_str(), version)
+    }
+
+    /// The master key (sealing new values, hashing fresh credentials).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Flushes and closes the log (kept checkpoint written). Returns the writer's failure.
+    pub fn close(self) -> Result<()> {
+        self.log.close().map_err(anyhow::Error::msg)
+    }
+}
+
+fn inconsistent(e: domain::ApplyError) -> ApiError {
+    ApiError::Internal(format!("refused an inconsistent change: {e}"))
+}
+
+/// A fresh agent credential and its keyed hash. The credential is returned once, to the admin
+/// who created the agent; only the hash is stored.
+pub fn new_credential(master: &MasterKey) -> Result<(Zeroizing<String>, CredentialHash), ApiError> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    getrandom::fill(raw.as_mut())
+        .map_err(|e| ApiError::Internal(format!("OS random source: {e}")))?;
+    let cred = Zeroizing::new(format!("{CREDENTIAL_PREFIX}{}", hex::encode(raw.as_ref())));
+    let h = master.credential_hash(&cred);
+    Ok((cred, CredentialHash(h)))
+}

@@ -1,0 +1,436 @@
+//! One handler per route: decode the typed request, prepare what the decision cannot make
+//! itself (a sealed value, a fresh credential), execute the command, answer with the typed
+//! response. Who may call was settled by the route table before any of this runs.
+
+use zeroize::Zeroizing;
+
+use super::engine::{Engine, new_credential};
+use super::http::{Reply, RequestBody};
+use super::seal::MAX_VALUE_LEN;
+use crate::api::wire::{self, SecretString};
+use crate::api::{ApiError, Endpoint, Route, endpoint};
+use crate::domain::{Caller, Command, Event, GrantSpec, SecretName, State, next_version};
+
+/// Room for the JSON around a value: field names, numbers.
+const FRAME: usize = 128;
+/// JSON escaping can grow a string up to six times (`\u00XX`); sizing for that means the
+/// zeroizing answer buffer is never reallocated.
+const ESCAPE: usize = 6;
+
+/// Routes anyone may call, without a credential.
+pub fn anyone(engine: &Engine, route: Route) -> Result<Reply, ApiError> {
+    match route {
+        Route::Health => {
+            let s = engine.log().status();
+            give::<endpoint::Health>(
+                &wire::HealthResponse {
+                    status: if s.poisoned.is_some() {
+                        "log_unavailable"
+                    } else {
+                        "ok"
+                    }
+                    .into(),
+                    log: wire::HealthLog {
+                        events: s.size,
+                        head: hex::encode(s.head),
+                        checkpoint_size: s.checkpoint.body.size,
+                        error: s.poisoned,
+                    },
+                },
+                FRAME * 4,
+            )
+        }
+        _ => Err(ApiError::Internal(format!(
+            "route {route:?} is not open to anyone"
+        ))),
+    }
+}
+
+/// Routes for an authenticated caller (and, where the table says so, an admin).
+pub async fn call(
+    engine: &Engine,
+    caller: &Caller,
+    route: Route,
+    body: RequestBody,
+) -> Result<Reply, ApiError> {
+    match route {
+        Route::Resolve => {
+            let r = take::<endpoint::Resolve>(body).await?;
+            let command = Command::Resolve {
+                secret: r.secret,
+                project: r.project,
+                version: r.version,
+            };
+            let mut res = engine.resolve(caller, &command).await?;
+            // Move the bytes into a string without copying; a value that is not UTF-8 is
+            // wiped all the same.
+            let value = String::from_utf8(std::mem::take(&mut *res.value)).map_err(|e| {
+                drop(Zeroizing::new(e.into_bytes()));
+                ApiError::Internal("stored value is not UTF-8".into())
+            })?;
+            let value = SecretString::new(Zeroizing::new(value));
+            let hint = value.expose().len() * ESCAPE + FRAME;
+            give::<endpoint::Resolve>(
+                &wire::ResolveResponse {
+                    value,
+                    version: res.version,
+                    event: res.event,
+                },
+                hint,
+            )
+        }
+        Route::Whoami => {
+            let me = engine.read(|st| wire::WhoamiResponse {
+                identity: caller.identity.clone(),
+                uid: caller.uid,
+                grants: st
+                    .grants
+                    .iter()
+                    .filter(|(_, g)| g.identity == caller.identity && !g.revoked)
+                    .map(|(id, g)| wire::WhoamiGrant {
+                        id: *id,
+                        secret: g.secret.clone(),
+                        project: g.project.clone(),
+                    })
+                    .collect(),
+            });
+            give::<endpoint::Whoami>(&me, FRAME * (1 + me.grants.len()))
+        }
+        Route::ProjectList
+        | Route::SecretList
+        | Route::AgentList
+        | Route::MemberList
+        | Route::GrantList => engine.read(|st| list(st, route)),
+        Route::ProjectCreate => {
+            let r = take::<endpoint::ProjectCreate>(body).await?;
+            let done = engine
+                .execute(caller, &Command::CreateProject { project: r.name })
+                .await?;
+            let Some(Event::ProjectCreated { project, .. }) = done.events.first() else {
+                return Err(unexpected(route));
+            };
+            give::<endpoint::ProjectCreate>(
+                &wire::ProjectCreated {
+                    project: project.clone(),
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::SecretPut => {
+            let r = take::<endpoint::SecretPut>(body).await?;
+            check_value(&r.value)?;
+            let sealed = seal(engine, &r.name, 1, &r.value)?;
+            drop(r.value);
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::PutSecret {
+                        secret: r.name.clone(),
+                        projects: r.projects,
+                        sealed,
+                    },
+                )
+                .await?;
+            give::<endpoint::SecretPut>(
+                &wire::SecretVersionStored {
+                    secret: r.name,
+                    version: 1,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::SecretRotate => {
+            let r = take::<endpoint::SecretRotate>(body).await?;
+            check_value(&r.value)?;
+            // Seal for the version that comes next, then decide under the lock; a concurrent
+            // rotation in between is refused (409) rather than mis-numbered.
+            let version = engine.read(|st| next_version(st, &r.name))?;
+            let sealed = seal(engine, &r.name, version, &r.value)?;
+            drop(r.value);
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::RotateSecret {
+                        secret: r.name.clone(),
+                        version,
+                        sealed,
+                        grace_ms: r.grace_secs.map(|s| s.saturating_mul(1000)),
+                    },
+                )
+                .await?;
+            give::<endpoint::SecretRotate>(
+                &wire::SecretVersionStored {
+                    secret: r.name,
+                    version,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::SecretRevoke => {
+            let r = take::<endpoint::SecretRevoke>(body).await?;
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::RevokeSecret {
+                        secret: r.name.clone(),
+                    },
+                )
+                .await?;
+            give::<endpoint::SecretRevoke>(
+                &wire::SecretRevoked {
+                    secret: r.name,
+                    revoked: true,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::AgentCreate | Route::AgentReissue => {
+            let (name, uid) = if route == Route::AgentCreate {
+                let r = take::<endpoint::AgentCreate>(body).await?;
+                (r.name, Some(r.uid))
+            } else {
+                let r = take::<endpoint::AgentReissue>(body).await?;
+                (r.name, None)
+            };
+            let (credential, credential_hash) = new_credential(engine.master())?;
+            let command = match uid {
+                Some(uid) => Command::CreateAgent {
+                    agent: name.clone(),
+                    uid,
+                    credential_hash,
+                },
+                None => Command::ReissueAgent {
+                    agent: name.clone(),
+                    credential_hash,
+                },
+            };
+            let done = engine.execute(caller, &command).await?;
+            let hint = credential.len() + name.as_str().len() + FRAME;
+            // Create and reissue answer alike.
+            give::<endpoint::AgentCreate>(
+                &wire::AgentCredential {
+                    agent: name,
+                    credential: SecretString::new(credential),
+                    event: done.seq,
+                },
+                hint,
+            )
+        }
+        Route::AgentRevoke => {
+            let r = take::<endpoint::AgentRevoke>(body).await?;
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::RevokeAgent {
+                        agent: r.name.clone(),
+                    },
+                )
+                .await?;
+            give::<endpoint::AgentRevoke>(
+                &wire::AgentRevoked {
+                    agent: r.name,
+                    revoked: true,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::MemberAdd => {
+            let r = take::<endpoint::MemberAdd>(body).await?;
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::AddMember {
+                        member: r.name.clone(),
+                        uid: r.uid,
+                        admin: r.admin,
+                    },
+                )
+                .await?;
+            give::<endpoint::MemberAdd>(
+                &wire::MemberAdded {
+                    member: r.name,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::GrantCreate => {
+            let r = take::<endpoint::GrantCreate>(body).await?;
+            let spec = GrantSpec {
+                identity: r.identity,
+                secret: r.secret,
+                project: r.project,
+                ttl_ms: r.ttl_secs.map(|s| s.saturating_mul(1000)),
+                max_uses: r.max_uses,
+                rate_per_min: r.rate_per_min,
+                uid: r.uid,
+            };
+            let done = engine.execute(caller, &Command::CreateGrant(spec)).await?;
+            let Some(Event::GrantCreated { grant, .. }) = done.events.first() else {
+                return Err(unexpected(route));
+            };
+            give::<endpoint::GrantCreate>(
+                &wire::GrantCreated {
+                    grant: *grant,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::GrantRevoke => {
+            let r = take::<endpoint::GrantRevoke>(body).await?;
+            let done = engine
+                .execute(caller, &Command::RevokeGrant { grant: r.id })
+                .await?;
+            give::<endpoint::GrantRevoke>(
+                &wire::GrantRevoked {
+                    grant: r.id,
+                    revoked: true,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::Health => anyone(engine, route),
+    }
+}
+
+/// Decodes the body as the route's request type: the server and the client share it through
+/// [`Endpoint`], so they cannot disagree on it.
+async fn take<E: Endpoint>(body: RequestBody) -> Result<E::Request, ApiError> {
+    body.json().await
+}
+
+/// Answers with the route's response type.
+fn give<E: Endpoint>(response: &E::Response, hint: usize) -> Result<Reply, ApiError> {
+    Reply::json(response, hint)
+}
+
+fn unexpected(route: Route) -> ApiError {
+    ApiError::Internal(format!("{route:?} decided an unexpected event"))
+}
+
+fn check_value(v: &SecretString) -> Result<(), ApiError> {
+    let n = v.expose().len();
+    if n == 0 || n > MAX_VALUE_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "a secret value is 1 to {MAX_VALUE_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn seal(
+    engine: &Engine,
+    name: &SecretName,
+    version: u32,
+    value: &SecretString,
+) -> Result<crate::domain::Sealed, ApiError> {
+    engine
+        .master()
+        .seal(name.as_str(), version, value.expose().as_bytes())
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The listing behind a GET route (under the state lock: keep it to building the answer).
+fn list(st: &State, route: Route) -> Result<Reply, ApiError> {
+    let holders = |name: &SecretName| {
+        st.grants
+            .values()
+            .filter(|g| &g.secret == name && !g.revoked)
+            .map(|g| g.identity.clone())
+            .collect()
+    };
+    let hint = FRAME * (1 + st.secrets.len() + st.agents.len() + st.grants.len());
+    match route {
+        Route::ProjectList => give::<endpoint::ProjectList>(
+            &wire::ProjectList {
+                projects: st.projects.iter().cloned().collect(),
+            },
+            FRAME * (1 + st.projects.len()),
+        ),
+        Route::SecretList => give::<endpoint::SecretList>(
+            &wire::SecretList {
+                secrets: st
+                    .secrets
+                    .iter()
+                    .map(|(n, s)| wire::SecretInfo {
+                        name: n.clone(),
+                        projects: s.projects.iter().cloned().collect(),
+                        version: s.current,
+                        versions: s.versions.len(),
+                        revoked: s.revoked,
+                        grace: s
+                            .grace
+                            .map(|(version, until_ms)| wire::Grace { version, until_ms }),
+                        granted_to: holders(n),
+                    })
+                    .collect(),
+            },
+            hint,
+        ),
+        Route::AgentList => give::<endpoint::AgentList>(
+            &wire::AgentList {
+                agents: st
+                    .agents
+                    .iter()
+                    .map(|(n, a)| wire::AgentInfo {
+                        name: n.clone(),
+                        uid: a.uid,
+                        revoked: a.revoked,
+                        last_used_ms: a.last_used_ms,
+                        grants: st
+                            .grants
+                            .iter()
+                            .filter(|(_, g)| g.identity.agent() == Some(n) && !g.revoked)
+                            .map(|(id, _)| *id)
+                            .collect(),
+                    })
+                    .collect(),
+            },
+            hint,
+        ),
+        Route::MemberList => give::<endpoint::MemberList>(
+            &wire::MemberList {
+                members: st
+                    .members
+                    .iter()
+                    .map(|(n, m)| wire::MemberInfo {
+                        name: n.clone(),
+                        uid: m.uid,
+                        admin: m.admin,
+                    })
+                    .collect(),
+            },
+            FRAME * (1 + st.members.len()),
+        ),
+        Route::GrantList => give::<endpoint::GrantList>(
+            &wire::GrantList {
+                grants: st
+                    .grants
+                    .iter()
+                    .map(|(id, g)| wire::GrantInfo {
+                        id: *id,
+                        identity: g.identity.clone(),
+                        secret: g.secret.clone(),
+                        project: g.project.clone(),
+                        expires_at_ms: g.expires_at_ms,
+                        max_uses: g.max_uses,
+                        uses: g.uses,
+                        rate_per_min: g.rate_per_min,
+                        uid: g.uid,
+                        revoked: g.revoked,
+                        last_used_ms: g.last_used_ms,
+                    })
+                    .collect(),
+            },
+            hint,
+        ),
+        _ => Err(unexpected(route)),
+    }
+}

@@ -1,0 +1,202 @@
+//! The local socket: HTTP/1.1 with JSON bodies, versioned under `/v1/`.
+//!
+//! Every request is bounded before it touches state: header bytes and time, body bytes and
+//! time, connections. The route is looked up in the one table (`api::routes`) before
+//! authentication; identity comes from the bearer credential and the kernel's peer
+//! credentials of the connection, never from request fields. Errors are
+//! `{"error":{"code":...,"message":...}}` with the code from `api::error`'s table.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use super::engine::{Engine, Peer};
+use super::handlers;
+use super::http::{Reply, RequestBody};
+use crate::api::{self, Access, ApiError, RouteSpec};
+use crate::domain::Caller;
+
+/// Largest request head (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Time allowed for a request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+type Resp = Response<Full<Bytes>>;
+
+fn response(status: u16, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Resp {
+    // An error body holds no secret: a plain buffer will do.
+    let body = serde_json::to_vec(&crate::api::wire::ErrorBody::from(e)).unwrap_or_default();
+    response(e.status(), Bytes::from(body))
+}
+
+/// Serves connections until `shutdown` completes, then stops accepting and lets in-flight
+/// requests finish (bounded by `drain`).
+pub async fn run(
+    listener: UnixListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!("connection limit reached; refusing a connection");
+            continue;
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; refusing a connection");
+                continue;
+            }
+        };
+        let engine = engine.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let engine = engine.clone();
+            async move { Ok::<_, Infallible>(handle(&engine, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {drain:?}; stopping anyway");
+    }
+}
+
+fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError> {
+    match req.headers().get(AUTHORIZATION) {
+        None => Ok(None),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::from(crate::domain::Refusal::Unauthenticated))?;
+            match v.strip_prefix("Bearer ") {
+                Some(t) if !t.is_empty() => Ok(Some(Zeroizing::new(t.trim().to_string()))),
+                _ => Err(crate::domain::Refusal::Unauthenticated.into()),
+            }
+        }
+    }
+}
+
+async fn handle(engine: &Engine, peer: Peer, req: Request<Incoming>) -> Resp {
+    let route = match api::lookup(req.method().as_str(), req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(method = %req.method(), path = %req.uri().path(), uid = peer.uid, status = e.status(), code = e.code(), "request refused");
+            return error_response(&e);
+        }
+    };
+    // Per request, at debug level: at the default level a disabled span costs next to
+    // nothing on the resolution path. Refusals are logged at info with the same fields.
+    let span = tracing::debug_span!(
+        "request",
+        route = route.name,
+        uid = peer.uid,
+        identity = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    async move {
+        let mut who: Option<Caller> = None;
+        let result = serve(engine, peer, route, req, &mut who).await;
+        let identity = who.as_ref().map(|c| c.identity.to_string());
+        if let Some(i) = &identity {
+            tracing::Span::current().record("identity", i.as_str());
+        }
+        match result {
+            Ok(reply) => {
+                tracing::Span::current().record("outcome", "ok");
+                response(200, reply.into_bytes())
+            }
+            Err(e) => {
+                tracing::Span::current().record("outcome", e.code());
+                tracing::info!(
+                    route = route.name,
+                    uid = peer.uid,
+                    identity = identity.as_deref().unwrap_or("-"),
+                    status = e.status(),
+                    code = e.code(),
+                    "request refused"
+                );
+                error_response(&e)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    engine: &Engine,
+    peer: Peer,
+    route: &'static RouteSpec,
+    req: Request<Incoming>,
+    who: &mut Option<Caller>,
+) -> Result<Reply, ApiError> {
+    if route.access == Access::Anyone {
+        return handlers::anyone(engine, route.route);
+    }
+    let token = bearer(&req)?;
+    let caller = engine
+        .authenticate(token.as_deref().map(|t| t.as_str()), peer)
+        .await?;
+    drop(token);
+    let caller = &*who.insert(caller);
+    if route.access == Access::Admin {
+        engine.authorize_admin(caller)?;
+    }
+    handlers::call(engine, caller, route.route, RequestBody::new(req)).await
+}

@@ -1,0 +1,658 @@
+//! Decisions: a [`Command`] from an established [`Caller`], decided against the [`State`] at
+//! a time, becomes the events to append, or a [`Refusal`].
+//!
+//! [`decide`] is a pure function of its arguments: no I/O, no clock, no randomness (a fresh
+//! credential's hash and a sealed value are prepared by the daemon and arrive inside the
+//! command). Refusals carry no HTTP: the API layer maps each to a status and a stable code in
+//! one table (`api::error`).
+
+use std::fmt;
+
+use super::event::{CredentialHash, Event, Sealed};
+use super::names::{Actor, Identity, IdentityRef, Name, ProjectName, SecretName};
+use super::state::{MINUTE_MS, State};
+
+/// Who is asking, as established by the credential and the kernel, never by request fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The agent (by credential) or member (by uid).
+    pub identity: Identity,
+    /// The peer's uid, from the kernel.
+    pub uid: u32,
+    /// The peer's pid, from the kernel, when it reported one.
+    pub pid: Option<i32>,
+}
+
+/// A grant as an admin asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSpec {
+    /// Who receives it: `agent:NAME`, `member:NAME`, or a bare name.
+    pub identity: IdentityRef,
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+    /// Expires this long after it is created.
+    pub ttl_ms: Option<u64>,
+    /// At most this many resolutions.
+    pub max_uses: Option<u64>,
+    /// At most this many resolutions a minute.
+    pub rate_per_min: Option<u32>,
+    /// Only for callers running as this uid.
+    pub uid: Option<u32>,
+}
+
+/// Every change a caller can ask for, and resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Create a project.
+    CreateProject {
+        /// Its name.
+        project: ProjectName,
+    },
+    /// Add a member (a human, by uid).
+    AddMember {
+        /// Their name.
+        member: Name,
+        /// Their uid.
+        uid: u32,
+        /// Whether they may administer.
+        admin: bool,
+    },
+    /// Create an agent with a fresh credential (its keyed hash, made by the daemon).
+    CreateAgent {
+        /// Its name.
+        agent: Name,
+        /// The uid it must run as, if any.
+        uid: Option<u32>,
+        /// The keyed hash of the credential handed to the admin once.
+        credential_hash: CredentialHash,
+    },
+    /// Replace an agent's credential.
+    ReissueAgent {
+        /// The agent.
+        agent: Name,
+        /// The keyed hash of the new credential.
+        credential_hash: CredentialHash,
+    },
+    /// Revoke an agent.
+    RevokeAgent {
+        /// The agent.
+        agent: Name,
+    },
+    /// Store a new secret, sealed by the daemon as version 1.
+    PutSecret {
+        /// Its name.
+        secret: SecretName,
+        /// The projects it is assigned to.
+        projects: Vec<ProjectName>,
+        /// Its first value, sealed for version 1.
+        sealed: Sealed,
+    },
+    /// Add a version that becomes current, sealed by the daemon for `version`.
+    RotateSecret {
+        /// The secret.
+        secret: SecretName,
+        /// The version the value was sealed for ([`next_version`] when it was sealed).
+        version: u32,
+        /// The new value, sealed.
+        sealed: Sealed,
+        /// How long the previous version stays resolvable.
+        grace_ms: Option<u64>,
+    },
+    /// Revoke a secret.
+    RevokeSecret {
+        /// The secret.
+        secret: SecretName,
+    },
+    /// Create a grant.
+    CreateGrant(GrantSpec),
+    /// Revoke a grant.
+    RevokeGrant {
+        /// Its id.
+        grant: u64,
+    },
+    /// Resolve a secret's value: granted or denied, either way an event records it.
+    Resolve {
+        /// The secret.
+        secret: SecretName,
+        /// The project it is asked for in.
+        project: ProjectName,
+        /// A version still in its grace period, instead of the current one.
+        version: Option<u32>,
+    },
+}
+
+/// Why a resolution (or a caller) was denied. The caller gets one answer ("not granted")
+/// whatever the reason; the reason is recorded in the log for the security team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DenyReason {
+    /// No secret of that name.
+    NoSuchSecret,
+    /// The secret is revoked.
+    SecretRevoked,
+    /// The secret is not assigned to the project asked for.
+    NotInProject,
+    /// The version asked for is neither current nor in its grace period.
+    GraceOver,
+    /// No grant covers caller, secret and project.
+    NotGranted,
+    /// The grant is revoked.
+    GrantRevoked,
+    /// The grant has expired.
+    Expired,
+    /// The grant's uses are used up.
+    Exhausted,
+    /// The grant is bound to another uid.
+    GrantUid,
+    /// Over the grant's rate.
+    RateLimited,
+    /// The agent is revoked.
+    AgentRevoked,
+    /// The agent is bound to another uid.
+    AgentUid,
+}
+
+impl DenyReason {
+    /// The reason as recorded in the log (stable: logs carry it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoSuchSecret => "no such secret",
+            DenyReason::SecretRevoked => "secret revoked",
+            DenyReason::NotInProject => "secret not assigned to project",
+            DenyReason::GraceOver => "version not current and not in a grace period",
+            DenyReason::NotGranted => "not granted",
+            DenyReason::GrantRevoked => "grant revoked",
+            DenyReason::Expired => "grant expired",
+            DenyReason::Exhausted => "grant exhausted",
+            DenyReason::GrantUid => "caller uid not bound to grant",
+            DenyReason::RateLimited => "rate limit",
+            DenyReason::AgentRevoked => "agent revoked",
+            DenyReason::AgentUid => "caller uid not bound to agent",
+        }
+    }
+}
+
+/// The kinds of thing a refusal can be about, as named in its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Thing {
+    /// A project.
+    Project,
+    /// A member.
+    Member,
+    /// An agent.
+    Agent,
+    /// An agent or a member.
+    Identity,
+    /// A secret.
+    Secret,
+    /// A grant.
+    Grant,
+}
+
+impl fmt::Display for Thing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Thing::Project => "project",
+            Thing::Member => "member",
+            Thing::Agent => "agent",
+            Thing::Identity => "identity",
+            Thing::Secret => "secret",
+            Thing::Grant => "grant",
+        })
+    }
+}
+
+/// Why a command was refused. No HTTP here: `api::error` maps each to a status and a code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No valid credential and no member with the caller's uid.
+    #[error("no valid credential")]
+    Unauthenticated,
+    /// Denied, for a reason recorded in the log and not told to the caller.
+    #[error("not granted")]
+    Denied(DenyReason),
+    /// A grant allows it, but not now: over its rate. The reason recorded in the log is
+    /// that of the last grant examined (normally [`DenyReason::RateLimited`]).
+    #[error("over the grant's rate; retry later")]
+    RateLimited(DenyReason),
+    /// An admin route, and the caller is not an admin member (by uid).
+    #[error("admin operations are for admin members (by their uid)")]
+    NotAdmin,
+    /// The thing named does not exist.
+    #[error("no {0} {1}")]
+    Unknown(Thing, String),
+    /// The thing named exists already.
+    #[error("{0} {1} already exists{hint}", hint = if *.0 == Thing::Secret { ": rotate it instead" } else { "" })]
+    AlreadyExists(Thing, String),
+    /// The thing named is already revoked.
+    #[error("{0} {1} is already revoked")]
+    AlreadyRevoked(Thing, String),
+    /// The thing named is revoked, so this cannot be done.
+    #[error("{0} {1} is revoked{hint}", hint = if *.0 == Thing::Agent { "; create a new agent" } else { "" })]
+    Revoked(Thing, String),
+    /// Another member has the uid.
+    #[error("uid {uid} is already member {member}")]
+    UidTaken {
+        /// The uid.
+        uid: u32,
+        /// The member who has it.
+        member: Name,
+    },
+    /// The secret was rotated between sealing the value and deciding.
+    #[error("secret {0} was rotated concurrently")]
+    ConcurrentRotation(SecretName),
+    /// A secret must be assigned to a project.
+    #[error("a secret is assigned to at least one project (--project P)")]
+    NoProjects,
+    /// A grant for a project the secret is not assigned to.
+    #[error("secret {secret} is not assigned to project {project}")]
+    NotInProject {
+        /// The secret.
+        secret: SecretName,
+        /// The project.
+        project: ProjectName,
+    },
+    /// A maximum of 0 uses or 0 a minute.
+    #[error("--max-uses and --rate must be at least 1")]
+    ZeroLimit,
+    /// A request that does not make sense on its own.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn by(caller: &Caller) -> Actor {
+    Actor::Identity(caller.identity.clone())
+}
+
+/// Whether the caller may administer: a member with the admin flag, calling from their uid.
+pub fn authorize_admin(state: &State, caller: &Caller) -> Result<(), Refusal> {
+    match caller.identity.member().and_then(|n| state.members.get(n)) {
+        Some(m) if m.admin && m.uid == caller.uid => Ok(()),
+        _ => Err(Refusal::NotAdmin),
+    }
+}
+
+/// The outcome of establishing who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identified {
+    /// A known, live caller.
+    Caller(Caller),
+    /// A known agent that may not call (revoked, or another uid): denied and recorded.
+    Denied(Caller, DenyReason),
+    /// Neither a valid credential nor a member's uid: counted, not named.
+    Unknown,
+}
+
+/// Establishes the caller: an agent by its credential's keyed hash (and, if bound, its uid),
+/// or else, with no credential, a member by the peer's uid. Never from request fields.
+pub fn identify(
+    state: &State,
+    credential_hash: Option<&[u8; 32]>,
+    uid: u32,
+    pid: Option<i32>,
+) -> Identified {
+    let caller = |identity| Caller { identity, uid, pid };
+    match credential_hash {
+        Some(h) => {
+            let h = blake3::Hash::from_bytes(*h);
+            // Constant-time comparison (blake3::Hash's PartialEq) against every agent, with
+            // no early exit on a match: the time taken says nothing of which agent matched.
+            let mut hit = None;
+            for (name, a) in &state.agents {
+                if let Some(stored) = a.credential_hash
+                    && blake3::Hash::from_bytes(stored) == h
+                {
+                    hit = Some((name, a));
+                }
+            }
+            let Some((name, a)) = hit else {
+                return Identified::Unknown;
+            };
+            let c = caller(Identity::Agent(name.clone()));
+            if a.revoked {
+                Identified::Denied(c, DenyReason::AgentRevoked)
+            } else if a.uid.is_some_and(|u| u != uid) {
+                Identified::Denied(c, DenyReason::AgentUid)
+            } else {
+                Identified::Caller(c)
+            }
+        }
+        None => match state.member_by_uid(uid) {
+            Some((n, _)) => Identified::Caller(caller(Identity::Member(n.clone()))),
+            None => Identified::Unknown,
+        },
+    }
+}
+
+/// The event that records a denial: for a refused resolution, the secret and project asked
+/// for; for a caller refused before its request was read, neither.
+pub fn denial_event(
+    caller: &Caller,
+    asked: Option<(&SecretName, &ProjectName)>,
+    reason: DenyReason,
+    now_ms: u64,
+) -> Event {
+    Event::ResolutionDenied {
+        identity: caller.identity.clone(),
+        secret: asked.map(|(s, _)| s.clone()),
+        project: asked.map(|(_, p)| p.clone()),
+        reason: reason.as_str().to_string(),
+        pid: caller.pid,
+        uid: caller.uid,
+        at_ms: now_ms,
+    }
+}
+
+/// The event a refusal leaves in the log, if it leaves one: every denied resolution is
+/// recorded; refused changes are not (nothing happened).
+pub fn recorded_refusal(
+    caller: &Caller,
+    command: &Command,
+    refusal: &Refusal,
+    now_ms: u64,
+) -> Option<Event> {
+    match (command, refusal) {
+        (
+            Command::Resolve {
+                secret, project, ..
+            },
+            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+        ) => Some(denial_event(
+            caller,
+            Some((secret, project)),
+            *reason,
+            now_ms,
+        )),
+        _ => None,
+    }
+}
+
+/// The version a rotation would create (the daemon seals the value for it).
+pub fn next_version(state: &State, secret: &SecretName) -> Result<u32, Refusal> {
+    match state.secrets.get(secret) {
+        None => Err(Refusal::Unknown(Thing::Secret, secret.to_string())),
+        Some(s) if s.revoked => Err(Refusal::Revoked(Thing::Secret, secret.to_string())),
+        Some(s) => Ok(s.next_version()),
+    }
+}
+
+/// Decides a command. Decisions are taken in log order under the daemon's state lock, and
+/// their events are applied before the next decision, so concurrent requests never exceed a
+/// grant's maximum uses or rate. Every event returned applies to `state` without error.
+pub fn decide(
+    state: &State,
+    caller: &Caller,
+    command: &Command,
+    now_ms: u64,
+) -> Result<Vec<Event>, Refusal> {
+    match command {
+        Command::Resolve {
+            secret,
+            project,
+            version,
+        } => decide_resolve(state, caller, secret, project, *version, now_ms).map(|e| vec![e]),
+        Command::CreateProject { project } => {
+            if state.projects.contains(project) {
+                return Err(Refusal::AlreadyExists(Thing::Project, project.to_string()));
+            }
+            Ok(vec![Event::ProjectCreated {
+                project: project.clone(),
+                by: by(caller),
+            }])
+        }
+        Command::AddMember { member, uid, admin } => {
+            if state.members.contains_key(member) {
+                return Err(Refusal::AlreadyExists(Thing::Member, member.to_string()));
+            }
+            if let Some((other, _)) = state.member_by_uid(*uid) {
+                return Err(Refusal::UidTaken {
+                    uid: *uid,
+                    member: other.clone(),
+                });
+            }
+            Ok(vec![Event::MemberAdded {
+                member: member.clone(),
+                uid: *uid,
+                admin: *admin,
+                by: by(caller),
+            }])
+        }
+        Command::CreateAgent {
+            agent,
+            uid,
+            credential_hash,
+        } => {
+            if state.agents.contains_key(agent) {
+                return Err(Refusal::AlreadyExists(Thing::Agent, agent.to_string()));
+            }
+            Ok(vec![
+                Event::AgentCreated {
+                    agent: agent.clone(),
+                    uid: *uid,
+                    by: by(caller),
+                },
+                Event::AgentCredentialIssued {
+                    agent: agent.clone(),
+                    credential_hash: *credential_hash,
+                    by: by(caller),
+                },
+            ])
+        }
+        Command::ReissueAgent {
+            agent,
+            credential_hash,
+        } => match state.agents.get(agent) {
+            None => Err(Refusal::Unknown(Thing::Agent, agent.to_string())),
+            Some(a) if a.revoked => Err(Refusal::Revoked(Thing::Agent, agent.to_string())),
+            Some(_) => Ok(vec![Event::AgentCredentialIssued {
+                agent: agent.clone(),
+                credential_hash: *credential_hash,
+                by: by(caller),
+            }]),
+        },
+        Command::RevokeAgent { agent } => match state.agents.get(agent) {
+            None => Err(Refusal::Unknown(Thing::Agent, agent.to_string())),
+            Some(a) if a.revoked => Err(Refusal::AlreadyRevoked(Thing::Agent, agent.to_string())),
+            Some(_) => Ok(vec![Event::AgentRevoked {
+                agent: agent.clone(),
+                by: by(caller),
+            }]),
+        },
+        Command::PutSecret {
+            secret,
+            projects,
+            sealed,
+        } => {
+            if projects.is_empty() {
+                return Err(Refusal::NoProjects);
+            }
+            if let Some(p) = projects.iter().find(|p| !state.projects.contains(*p)) {
+                return Err(Refusal::Unknown(Thing::Project, p.to_string()));
+            }
+            if state.secrets.contains_key(secret) {
+                return Err(Refusal::AlreadyExists(Thing::Secret, secret.to_string()));
+            }
+            Ok(vec![
+                Event::SecretStored {
+                    secret: secret.clone(),
+                    projects: projects.clone(),
+                    by: by(caller),
+                },
+                Event::SecretVersionSealed {
+                    secret: secret.clone(),
+                    version: 1,
+                    sealed: sealed.clone(),
+                },
+            ])
+        }
+        Command::RotateSecret {
+            secret,
+            version,
+            sealed,
+            grace_ms,
+        } => {
+            if next_version(state, secret)? != *version {
+                return Err(Refusal::ConcurrentRotation(secret.clone()));
+            }
+            Ok(vec![
+                Event::SecretVersionSealed {
+                    secret: secret.clone(),
+                    version: *version,
+                    sealed: sealed.clone(),
+                },
+                Event::SecretRotated {
+                    secret: secret.clone(),
+                    version: *version,
+                    grace_until_ms: grace_ms.map(|g| now_ms.saturating_add(g)),
+                    by: by(caller),
+                },
+            ])
+        }
+        Command::RevokeSecret { secret } => match state.secrets.get(secret) {
+            None => Err(Refusal::Unknown(Thing::Secret, secret.to_string())),
+            Some(s) if s.revoked => Err(Refusal::AlreadyRevoked(Thing::Secret, secret.to_string())),
+            Some(_) => Ok(vec![Event::SecretRevoked {
+                secret: secret.clone(),
+                by: by(caller),
+            }]),
+        },
+        Command::CreateGrant(spec) => decide_grant(state, caller, spec, now_ms),
+        Command::RevokeGrant { grant } => match state.grants.get(grant) {
+            None => Err(Refusal::Unknown(Thing::Grant, grant.to_string())),
+            Some(g) if g.revoked => Err(Refusal::AlreadyRevoked(Thing::Grant, grant.to_string())),
+            Some(_) => Ok(vec![Event::GrantRevoked {
+                grant: *grant,
+                by: by(caller),
+            }]),
+        },
+    }
+}
+
+fn decide_resolve(
+    state: &State,
+    caller: &Caller,
+    secret: &SecretName,
+    project: &ProjectName,
+    version: Option<u32>,
+    now_ms: u64,
+) -> Result<Event, Refusal> {
+    let deny = |r| Err(Refusal::Denied(r));
+    let Some(s) = state.secrets.get(secret) else {
+        return deny(DenyReason::NoSuchSecret);
+    };
+    if s.revoked {
+        return deny(DenyReason::SecretRevoked);
+    }
+    if !s.projects.contains(project) {
+        return deny(DenyReason::NotInProject);
+    }
+    let want = match version {
+        None => s.current,
+        Some(v) if v == s.current => v,
+        Some(v) => match s.grace {
+            Some((prev, until)) if prev == v && now_ms < until => v,
+            _ => return deny(DenyReason::GraceOver),
+        },
+    };
+    // Of several grants, the first that allows the call is used; if none does, the reason
+    // of the last one examined is recorded (a rate limit wins, as it is the one to retry).
+    let mut reason = DenyReason::NotGranted;
+    let mut rate_limited = false;
+    for (id, g) in &state.grants {
+        if g.identity != caller.identity || &g.secret != secret || &g.project != project {
+            continue;
+        }
+        if g.revoked {
+            reason = DenyReason::GrantRevoked;
+            continue;
+        }
+        if g.expires_at_ms.is_some_and(|e| now_ms >= e) {
+            reason = DenyReason::Expired;
+            continue;
+        }
+        if g.max_uses.is_some_and(|m| g.uses >= m) {
+            reason = DenyReason::Exhausted;
+            continue;
+        }
+        if g.uid.is_some_and(|u| u != caller.uid) {
+            reason = DenyReason::GrantUid;
+            continue;
+        }
+        if let Some(r) = g.rate_per_min {
+            let in_window = g.recent.iter().filter(|t| **t + MINUTE_MS > now_ms).count();
+            if in_window >= r as usize {
+                rate_limited = true;
+                reason = DenyReason::RateLimited;
+                continue;
+            }
+        }
+        return Ok(Event::SecretResolved {
+            identity: caller.identity.clone(),
+            secret: secret.clone(),
+            version: want,
+            project: project.clone(),
+            grant: *id,
+            pid: caller.pid,
+            uid: caller.uid,
+            at_ms: now_ms,
+        });
+    }
+    if rate_limited {
+        // Some grant would allow it, but not now: the caller is told to retry (429), while
+        // the log records the reason of the last grant examined, as it always has.
+        return Err(Refusal::RateLimited(reason));
+    }
+    deny(reason)
+}
+
+fn decide_grant(
+    state: &State,
+    caller: &Caller,
+    spec: &GrantSpec,
+    now_ms: u64,
+) -> Result<Vec<Event>, Refusal> {
+    let identity = match &spec.identity {
+        IdentityRef::Qualified(i) => i.clone(),
+        IdentityRef::Bare(n) if state.agents.contains_key(n) => Identity::Agent(n.clone()),
+        IdentityRef::Bare(n) => Identity::Member(n.clone()),
+    };
+    if !state.identity_exists(&identity) {
+        return Err(Refusal::Unknown(Thing::Identity, spec.identity.to_string()));
+    }
+    if let Identity::Agent(n) = &identity
+        && state.agents.get(n).is_some_and(|a| a.revoked)
+    {
+        return Err(Refusal::Revoked(Thing::Agent, n.to_string()));
+    }
+    let Some(s) = state.secrets.get(&spec.secret) else {
+        return Err(Refusal::Unknown(Thing::Secret, spec.secret.to_string()));
+    };
+    if s.revoked {
+        return Err(Refusal::Revoked(Thing::Secret, spec.secret.to_string()));
+    }
+    if !s.projects.contains(&spec.project) {
+        return Err(Refusal::NotInProject {
+            secret: spec.secret.clone(),
+            project: spec.project.clone(),
+        });
+    }
+    if spec.max_uses == Some(0) || spec.rate_per_min == Some(0) {
+        return Err(Refusal::ZeroLimit);
+    }
+    Ok(vec![Event::GrantCreated {
+        grant: state.next_grant.max(1),
+        identity,
+        secret: spec.secret.clone(),
+        project: spec.project.clone(),
+        expires_at_ms: spec.ttl_ms.map(|t| now_ms.saturating_add(t)),
+        max_uses: spec.max_uses,
+        rate_per_min: spec.rate_per_min,
+        uid: spec.uid,
+        by: by(caller),
+    }])
+}

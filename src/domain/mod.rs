@@ -1,0 +1,23 @@
+//! The domain: names and identities as types, events (what happened, in the past tense), the
+//! state they fold into, and the decisions that turn a command into events.
+//!
+//! Pure: nothing here does I/O, reads a clock or knows of HTTP or tokio. `state::State::apply`
+//! holds no decision; `decide::decide` holds them all, and is tested given/when/then.
+
+pub mod decide;
+pub mod event;
+pub mod names;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+pub use decide::{
+    Caller, Command, DenyReason, GrantSpec, Identified, Refusal, Thing, authorize_admin, decide,
+    denial_event, identify, next_version, recorded_refusal,
+};
+pub use event::{CredentialHash, DecodeError, Event, EventKind, Sealed};
+pub use names::{
+    Actor, Identity, IdentityRef, Name, NameError, ProjectName, SecretName, valid_name,
+};
+pub use state::{Agent, ApplyError, Grant, Member, SecretEntry, State};

@@ -1,0 +1,306 @@
+//! The projection: the state that the log's events fold into.
+//!
+//! [`State::apply`] holds no decisions: it folds one event and refuses an impossible history
+//! (a grant for a secret that does not exist, a version out of order), so a log that does
+//! not make sense stops the daemon instead of being silently accepted.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::event::{Event, Sealed};
+use super::names::{Identity, Name, ProjectName, SecretName};
+
+/// A member: a human, identified by their unix uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The uid the kernel reports for the member's processes.
+    pub uid: u32,
+    /// Whether the member may administer (store, grant, revoke...).
+    pub admin: bool,
+}
+
+/// An agent: a program, identified by its credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// If set, the agent is accepted only from processes running as this uid.
+    pub uid: Option<u32>,
+    /// The keyed hash of its current credential.
+    pub credential_hash: Option<[u8; 32]>,
+    /// Revoked agents are still recognised, so their attempts are denied by name.
+    pub revoked: bool,
+    /// When it last resolved a secret.
+    pub last_used_ms: Option<u64>,
+}
+
+/// A provider secret and its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEntry {
+    /// The projects it is assigned to.
+    pub projects: BTreeSet<ProjectName>,
+    /// The version resolutions get.
+    pub current: u32,
+    /// Every version's sealed value.
+    pub versions: BTreeMap<u32, Sealed>,
+    /// The previous version and until when it stays resolvable.
+    pub grace: Option<(u32, u64)>,
+    /// Revoked secrets resolve for nobody.
+    pub revoked: bool,
+}
+
+impl SecretEntry {
+    /// The number the next sealed version takes.
+    pub fn next_version(&self) -> u32 {
+        self.versions.keys().next_back().map_or(1, |v| v + 1)
+    }
+}
+
+/// A grant: identity x secret x project, optionally narrowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who may resolve.
+    pub identity: Identity,
+    /// What (whichever version is current).
+    pub secret: SecretName,
+    /// In which project.
+    pub project: ProjectName,
+    /// After this, the grant is expired.
+    pub expires_at_ms: Option<u64>,
+    /// At most this many resolutions in all.
+    pub max_uses: Option<u64>,
+    /// At most this many resolutions in any minute.
+    pub rate_per_min: Option<u32>,
+    /// Only for callers running as this uid.
+    pub uid: Option<u32>,
+    /// Resolutions so far.
+    pub uses: u64,
+    /// Times of resolutions in the last minute (for the rate limit).
+    pub recent: VecDeque<u64>,
+    /// Revoked grants allow nothing.
+    pub revoked: bool,
+    /// When it was last used.
+    pub last_used_ms: Option<u64>,
+}
+
+/// The projection: a pure fold over the log's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// Every project.
+    pub projects: BTreeSet<ProjectName>,
+    /// Members by name.
+    pub members: BTreeMap<Name, Member>,
+    /// Agents by name.
+    pub agents: BTreeMap<Name, Agent>,
+    /// Secrets by name.
+    pub secrets: BTreeMap<SecretName, SecretEntry>,
+    /// Grants by id.
+    pub grants: BTreeMap<u64, Grant>,
+    /// The id the next grant takes (at least 1).
+    pub next_grant: u64,
+}
+
+/// Why the log's history cannot be folded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("impossible history: {0}")]
+pub struct ApplyError(pub String);
+
+/// A minute, for rate limits.
+pub(crate) const MINUTE_MS: u64 = 60_000;
+
+impl State {
+    /// Whether the identity names an existing agent or member.
+    pub fn identity_exists(&self, identity: &Identity) -> bool {
+        match identity {
+            Identity::Agent(n) => self.agents.contains_key(n),
+            Identity::Member(n) => self.members.contains_key(n),
+            Identity::Host(_) => false,
+        }
+    }
+
+    /// The member the kernel's uid belongs to.
+    pub fn member_by_uid(&self, uid: u32) -> Option<(&Name, &Member)> {
+        self.members.iter().find(|(_, m)| m.uid == uid)
+    }
+
+    /// Folds one event. Holds no decisions; refuses what cannot have happened.
+    pub fn apply(&mut self, ev: &Event) -> Result<(), ApplyError> {
+        let bad = |s: String| Err(ApplyError(s));
+        match ev {
+            Event::ProjectCreated { project, .. } => {
+                if !self.projects.insert(project.clone()) {
+                    return bad(format!("project {project} created twice"));
+                }
+            }
+            Event::MemberAdded {
+                member, uid, admin, ..
+            } => {
+                self.members.insert(
+                    member.clone(),
+                    Member {
+                        uid: *uid,
+                        admin: *admin,
+                    },
+                );
+            }
+            Event::AgentCreated { agent, uid, .. } => {
+                if self.agents.contains_key(agent) {
+                    return bad(format!("agent {agent} created twice"));
+                }
+                self.agents.insert(
+                    agent.clone(),
+                    Agent {
+                        uid: *uid,
+                        credential_hash: None,
+                        revoked: false,
+                        last_used_ms: None,
+                    },
+                );
+            }
+            Event::AgentCredentialIssued {
+                agent,
+                credential_hash,
+                ..
+            } => {
+                let Some(a) = self.agents.get_mut(agent) else {
+                    return bad(format!("credential for unknown agent {agent}"));
+                };
+                a.credential_hash = Some(credential_hash.0);
+            }
+            Event::AgentRevoked { agent, .. } => {
+                let Some(a) = self.agents.get_mut(agent) else {
+                    return bad(format!("revocation of unknown agent {agent}"));
+                };
+                // The hash is kept so that a revoked agent is still recognised, and its
+                // attempts are denied and recorded by name.
+                a.revoked = true;
+            }
+            Event::SecretStored {
+                secret, projects, ..
+            } => {
+                if let Some(p) = projects.iter().find(|p| !self.projects.contains(*p)) {
+                    return bad(format!("secret {secret} assigned to unknown project {p}"));
+                }
+                let e = self
+                    .secrets
+                    .entry(secret.clone())
+                    .or_insert_with(|| SecretEntry {
+                        projects: BTreeSet::new(),
+                        current: 0,
+                        versions: BTreeMap::new(),
+                        grace: None,
+                        revoked: false,
+                    });
+                e.projects.extend(projects.iter().cloned());
+            }
+            Event::SecretVersionSealed {
+                secret,
+                version,
+                sealed,
+            } => {
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("sealed value for unknown secret {secret}"));
+                };
+                let expected = s.next_version();
+                if *version != expected {
+                    return bad(format!(
+                        "secret {secret}: version {version} sealed where {expected} was next"
+                    ));
+                }
+                s.versions.insert(*version, sealed.clone());
+                if s.current == 0 {
+                    s.current = *version;
+                }
+            }
+            Event::SecretRotated {
+                secret,
+                version,
+                grace_until_ms,
+                ..
+            } => {
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("rotation of unknown secret {secret}"));
+                };
+                if !s.versions.contains_key(version) || *version <= s.current {
+                    return bad(format!(
+                        "secret {secret}: rotation to version {version} without its sealed value"
+                    ));
+                }
+                s.grace = grace_until_ms.map(|g| (s.current, g));
+                s.current = *version;
+            }
+            Event::SecretRevoked { secret, .. } => {
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("revocation of unknown secret {secret}"));
+                };
+                s.revoked = true;
+            }
+            Event::GrantCreated {
+                grant,
+                identity,
+                secret,
+                project,
+                expires_at_ms,
+                max_uses,
+                rate_per_min,
+                uid,
+                ..
+            } => {
+                if !self.secrets.contains_key(secret)
+                    || !self.projects.contains(project)
+                    || !self.identity_exists(identity)
+                {
+                    return bad(format!(
+                        "grant {grant} names an unknown identity, secret or project"
+                    ));
+                }
+                if self.grants.contains_key(grant) {
+                    return bad(format!("grant {grant} created twice"));
+                }
+                self.grants.insert(
+                    *grant,
+                    Grant {
+                        identity: identity.clone(),
+                        secret: secret.clone(),
+                        project: project.clone(),
+                        expires_at_ms: *expires_at_ms,
+                        max_uses: *max_uses,
+                        rate_per_min: *rate_per_min,
+                        uid: *uid,
+                        uses: 0,
+                        recent: VecDeque::new(),
+                        revoked: false,
+                        last_used_ms: None,
+                    },
+                );
+                self.next_grant = self.next_grant.max(grant + 1);
+            }
+            Event::GrantRevoked { grant, .. } => {
+                let Some(g) = self.grants.get_mut(grant) else {
+                    return bad(format!("revocation of unknown grant {grant}"));
+                };
+                g.revoked = true;
+            }
+            Event::SecretResolved {
+                identity,
+                grant,
+                at_ms,
+                ..
+            } => {
+                let Some(g) = self.grants.get_mut(grant) else {
+                    return bad(format!("resolution under unknown grant {grant}"));
+                };
+                g.uses += 1;
+                while g.recent.front().is_some_and(|t| *t + MINUTE_MS <= *at_ms) {
+                    g.recent.pop_front();
+                }
+                g.recent.push_back(*at_ms);
+                g.last_used_ms = Some(*at_ms);
+                if let Identity::Agent(n) = identity
+                    && let Some(a) = self.agents.get_mut(n)
+                {
+                    a.last_used_ms = Some(*at_ms);
+                }
+            }
+            Event::ResolutionDenied { .. } | Event::UnauthenticatedDenied { .. } => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,652 @@
+//! Given (events), when (a command), then (exact events, or an exact refusal). And a property:
+//! whatever `decide` returns applies to the state it was decided on.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn sealed(tag: &str) -> Sealed {
+    Sealed {
+        wrapped_key: tag.into(),
+        key_nonce: "00".into(),
+        nonce: "00".into(),
+        ciphertext: "00".into(),
+    }
+}
+
+fn n(s: &str) -> Name {
+    s.parse().unwrap()
+}
+fn p(s: &str) -> ProjectName {
+    s.parse().unwrap()
+}
+fn sec(s: &str) -> SecretName {
+    s.parse().unwrap()
+}
+fn id(s: &str) -> Identity {
+    s.parse().unwrap()
+}
+fn root_by() -> Actor {
+    Actor::Identity(id("member:root"))
+}
+
+fn given(events: &[Event]) -> State {
+    let mut s = State::default();
+    for e in events {
+        s.apply(e).unwrap();
+    }
+    s
+}
+
+fn world() -> Vec<Event> {
+    vec![
+        Event::ProjectCreated {
+            project: p("demo"),
+            by: root_by(),
+        },
+        Event::MemberAdded {
+            member: n("root"),
+            uid: 0,
+            admin: true,
+            by: Actor::Init,
+        },
+        Event::AgentCreated {
+            agent: n("a"),
+            uid: None,
+            by: root_by(),
+        },
+        Event::AgentCreated {
+            agent: n("b"),
+            uid: None,
+            by: root_by(),
+        },
+        Event::SecretStored {
+            secret: sec("openai/prod"),
+            projects: vec![p("demo")],
+            by: root_by(),
+        },
+        Event::SecretVersionSealed {
+            secret: sec("openai/prod"),
+            version: 1,
+            sealed: sealed("v1"),
+        },
+    ]
+}
+
+fn root() -> Caller {
+    Caller {
+        identity: id("member:root"),
+        uid: 0,
+        pid: Some(1),
+    }
+}
+
+fn agent(name: &str) -> Caller {
+    Caller {
+        identity: Identity::Agent(n(name)),
+        uid: 1000,
+        pid: Some(42),
+    }
+}
+
+fn spec(identity: &str) -> GrantSpec {
+    GrantSpec {
+        identity: identity.parse().unwrap(),
+        secret: sec("openai/prod"),
+        project: p("demo"),
+        ttl_ms: None,
+        max_uses: None,
+        rate_per_min: None,
+        uid: None,
+    }
+}
+
+fn resolve(secret: &str, project: &str, version: Option<u32>) -> Command {
+    Command::Resolve {
+        secret: sec(secret),
+        project: p(project),
+        version,
+    }
+}
+
+/// Decides and applies, as the daemon does; panics on a refusal.
+fn when(s: &mut State, caller: &Caller, c: &Command, now: u64) -> Vec<Event> {
+    let evs = decide(s, caller, c, now).unwrap();
+    for e in &evs {
+        s.apply(e).unwrap();
+    }
+    evs
+}
+
+fn resolved(caller: &Caller, version: u32, grant: u64, at_ms: u64) -> Event {
+    Event::SecretResolved {
+        identity: caller.identity.clone(),
+        secret: sec("openai/prod"),
+        version,
+        project: p("demo"),
+        grant,
+        pid: caller.pid,
+        uid: caller.uid,
+        at_ms,
+    }
+}
+
+#[test]
+fn a_grant_is_created_with_the_next_id_by_its_admin() {
+    let s = given(&world());
+    let evs = decide(
+        &s,
+        &root(),
+        &Command::CreateGrant(GrantSpec {
+            ttl_ms: Some(60_000),
+            max_uses: Some(3),
+            ..spec("a")
+        }),
+        1_000,
+    )
+    .unwrap();
+    assert_eq!(
+        evs,
+        vec![Event::GrantCreated {
+            grant: 1,
+            identity: id("agent:a"),
+            secret: sec("openai/prod"),
+            project: p("demo"),
+            expires_at_ms: Some(61_000),
+            max_uses: Some(3),
+            rate_per_min: None,
+            uid: None,
+            by: root_by(),
+        }]
+    );
+    // A bare name is an agent if there is one, else a member.
+    let evs = decide(&s, &root(), &Command::CreateGrant(spec("root")), 1).unwrap();
+    assert!(
+        matches!(&evs[0], Event::GrantCreated { identity: Identity::Member(m), .. } if m.as_str() == "root")
+    );
+}
+
+#[test]
+fn a_granted_agent_resolves_the_current_version_and_others_are_denied() {
+    let mut s = given(&world());
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1_000);
+    assert_eq!(
+        decide(
+            &s,
+            &agent("a"),
+            &resolve("openai/prod", "demo", None),
+            2_000
+        ),
+        Ok(vec![resolved(&agent("a"), 1, 1, 2_000)])
+    );
+    // Another agent's key, an unknown secret and another project: one answer.
+    for (caller, secret, project, reason) in [
+        (agent("b"), "openai/prod", "demo", DenyReason::NotGranted),
+        (agent("a"), "openai/nope", "demo", DenyReason::NoSuchSecret),
+        (agent("a"), "openai/prod", "other", DenyReason::NotInProject),
+    ] {
+        let c = resolve(secret, project, None);
+        let r = decide(&s, &caller, &c, 2_000).unwrap_err();
+        assert_eq!(r, Refusal::Denied(reason));
+        assert_eq!(r.to_string(), "not granted");
+        assert_eq!(
+            recorded_refusal(&caller, &c, &r, 2_000),
+            Some(Event::ResolutionDenied {
+                identity: caller.identity.clone(),
+                secret: Some(sec(secret)),
+                project: Some(p(project)),
+                reason: reason.as_str().into(),
+                pid: caller.pid,
+                uid: caller.uid,
+                at_ms: 2_000,
+            })
+        );
+    }
+}
+
+#[test]
+fn grants_follow_rotation_and_grace_keeps_the_previous_version_for_a_while() {
+    let mut s = given(&world());
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1_000);
+    let v = next_version(&s, &sec("openai/prod")).unwrap();
+    assert_eq!(v, 2);
+    let rotate = Command::RotateSecret {
+        secret: sec("openai/prod"),
+        version: v,
+        sealed: sealed("v2"),
+        grace_ms: Some(10_000),
+    };
+    assert_eq!(
+        when(&mut s, &root(), &rotate, 5_000),
+        vec![
+            Event::SecretVersionSealed {
+                secret: sec("openai/prod"),
+                version: 2,
+                sealed: sealed("v2"),
+            },
+            Event::SecretRotated {
+                secret: sec("openai/prod"),
+                version: 2,
+                grace_until_ms: Some(15_000),
+                by: root_by(),
+            },
+        ]
+    );
+    // The same rotation again was decided on an older state: refused, not mis-numbered.
+    assert_eq!(
+        decide(&s, &root(), &rotate, 5_001),
+        Err(Refusal::ConcurrentRotation(sec("openai/prod")))
+    );
+    let a = agent("a");
+    assert_eq!(
+        decide(&s, &a, &resolve("openai/prod", "demo", None), 6_000),
+        Ok(vec![resolved(&a, 2, 1, 6_000)])
+    );
+    assert_eq!(
+        decide(&s, &a, &resolve("openai/prod", "demo", Some(1)), 6_000),
+        Ok(vec![resolved(&a, 1, 1, 6_000)])
+    );
+    assert_eq!(
+        decide(&s, &a, &resolve("openai/prod", "demo", Some(1)), 15_000),
+        Err(Refusal::Denied(DenyReason::GraceOver))
+    );
+}
+
+#[test]
+fn max_uses_expiry_rate_and_uid_constrain_a_grant() {
+    let a = agent("a");
+    let r = resolve("openai/prod", "demo", None);
+    let with = |g: GrantSpec| {
+        let mut s = given(&world());
+        when(&mut s, &root(), &Command::CreateGrant(g), 1_000);
+        s
+    };
+
+    let mut s = with(GrantSpec {
+        max_uses: Some(2),
+        ttl_ms: Some(60_000),
+        ..spec("a")
+    });
+    for t in [2_000, 3_000] {
+        assert_eq!(when(&mut s, &a, &r, t), vec![resolved(&a, 1, 1, t)]);
+    }
+    assert_eq!(
+        decide(&s, &a, &r, 4_000),
+        Err(Refusal::Denied(DenyReason::Exhausted))
+    );
+
+    let s = with(GrantSpec {
+        ttl_ms: Some(60_000),
+        ..spec("a")
+    });
+    assert!(decide(&s, &a, &r, 60_999).is_ok());
+    assert_eq!(
+        decide(&s, &a, &r, 61_000),
+        Err(Refusal::Denied(DenyReason::Expired))
+    );
+
+    let mut s = with(GrantSpec {
+        rate_per_min: Some(2),
+        ..spec("a")
+    });
+    for t in [10_000, 20_000] {
+        when(&mut s, &a, &r, t);
+    }
+    let limited = decide(&s, &a, &r, 30_000).unwrap_err();
+    assert_eq!(limited, Refusal::RateLimited(DenyReason::RateLimited));
+    assert!(matches!(
+        recorded_refusal(&a, &r, &limited, 30_000),
+        Some(Event::ResolutionDenied { reason, .. }) if reason == "rate limit"
+    ));
+    assert_eq!(
+        decide(&s, &a, &r, 70_000),
+        Ok(vec![resolved(&a, 1, 1, 70_000)])
+    );
+
+    let s = with(GrantSpec {
+        uid: Some(1000),
+        ..spec("a")
+    });
+    assert!(decide(&s, &a, &r, 1).is_ok());
+    let other_uid = Caller { uid: 1001, ..a };
+    assert_eq!(
+        decide(&s, &other_uid, &r, 1),
+        Err(Refusal::Denied(DenyReason::GrantUid))
+    );
+}
+
+#[test]
+fn revoking_a_grant_an_agent_or_a_secret_stops_resolution() {
+    let mut base = given(&world());
+    when(&mut base, &root(), &Command::CreateGrant(spec("a")), 1_000);
+    let r = resolve("openai/prod", "demo", None);
+    for (revoke, event, reason) in [
+        (
+            Command::RevokeGrant { grant: 1 },
+            Event::GrantRevoked {
+                grant: 1,
+                by: root_by(),
+            },
+            DenyReason::GrantRevoked,
+        ),
+        (
+            Command::RevokeSecret {
+                secret: sec("openai/prod"),
+            },
+            Event::SecretRevoked {
+                secret: sec("openai/prod"),
+                by: root_by(),
+            },
+            DenyReason::SecretRevoked,
+        ),
+    ] {
+        let mut s = base.clone();
+        assert_eq!(when(&mut s, &root(), &revoke, 5), vec![event]);
+        assert_eq!(decide(&s, &agent("a"), &r, 5), Err(Refusal::Denied(reason)));
+        assert!(matches!(
+            decide(&s, &root(), &revoke, 6),
+            Err(Refusal::AlreadyRevoked(..))
+        ));
+    }
+    let mut s = base.clone();
+    assert_eq!(
+        when(&mut s, &root(), &Command::RevokeAgent { agent: n("a") }, 5),
+        vec![Event::AgentRevoked {
+            agent: n("a"),
+            by: root_by(),
+        }]
+    );
+    assert!(s.agents[&n("a")].revoked);
+    let reissue = Command::ReissueAgent {
+        agent: n("a"),
+        credential_hash: CredentialHash([1; 32]),
+    };
+    let refused = decide(&s, &root(), &reissue, 6).unwrap_err();
+    assert_eq!(refused, Refusal::Revoked(Thing::Agent, "a".into()));
+    assert_eq!(
+        refused.to_string(),
+        "agent a is revoked; create a new agent"
+    );
+}
+
+#[test]
+fn agents_are_identified_by_credential_and_members_by_uid() {
+    let mut s = given(&world());
+    when(
+        &mut s,
+        &root(),
+        &Command::ReissueAgent {
+            agent: n("a"),
+            credential_hash: CredentialHash([7; 32]),
+        },
+        1,
+    );
+    assert_eq!(
+        identify(&s, Some(&[7; 32]), 1000, Some(3)),
+        Identified::Caller(Caller {
+            identity: id("agent:a"),
+            uid: 1000,
+            pid: Some(3)
+        })
+    );
+    assert_eq!(identify(&s, Some(&[8; 32]), 0, None), Identified::Unknown);
+    assert!(
+        matches!(identify(&s, None, 0, None), Identified::Caller(c) if c.identity == id("member:root"))
+    );
+    assert_eq!(identify(&s, None, 4242, None), Identified::Unknown);
+    when(&mut s, &root(), &Command::RevokeAgent { agent: n("a") }, 2);
+    assert!(matches!(
+        identify(&s, Some(&[7; 32]), 1000, None),
+        Identified::Denied(_, DenyReason::AgentRevoked)
+    ));
+    // Only admin members administer, and only from their own uid.
+    assert_eq!(authorize_admin(&s, &root()), Ok(()));
+    assert_eq!(authorize_admin(&s, &agent("b")), Err(Refusal::NotAdmin));
+    assert_eq!(
+        authorize_admin(&s, &Caller { uid: 5, ..root() }),
+        Err(Refusal::NotAdmin)
+    );
+}
+
+#[test]
+fn changes_that_cannot_be_made_are_refused_with_their_reason() {
+    let s = given(&world());
+    let cases: Vec<(Command, Refusal)> = vec![
+        (
+            Command::CreateProject { project: p("demo") },
+            Refusal::AlreadyExists(Thing::Project, "demo".into()),
+        ),
+        (
+            Command::AddMember {
+                member: n("alice"),
+                uid: 0,
+                admin: false,
+            },
+            Refusal::UidTaken {
+                uid: 0,
+                member: n("root"),
+            },
+        ),
+        (
+            Command::PutSecret {
+                secret: sec("openai/prod"),
+                projects: vec![p("demo")],
+                sealed: sealed("x"),
+            },
+            Refusal::AlreadyExists(Thing::Secret, "openai/prod".into()),
+        ),
+        (
+            Command::PutSecret {
+                secret: sec("openai/dev"),
+                projects: vec![],
+                sealed: sealed("x"),
+            },
+            Refusal::NoProjects,
+        ),
+        (
+            Command::PutSecret {
+                secret: sec("openai/dev"),
+                projects: vec![p("nope")],
+                sealed: sealed("x"),
+            },
+            Refusal::Unknown(Thing::Project, "nope".into()),
+        ),
+        (
+            Command::CreateGrant(spec("ghost")),
+            Refusal::Unknown(Thing::Identity, "ghost".into()),
+        ),
+        (
+            Command::CreateGrant(GrantSpec {
+                project: p("other"),
+                ..spec("a")
+            }),
+            Refusal::NotInProject {
+                secret: sec("openai/prod"),
+                project: p("other"),
+            },
+        ),
+        (
+            Command::CreateGrant(GrantSpec {
+                max_uses: Some(0),
+                ..spec("a")
+            }),
+            Refusal::ZeroLimit,
+        ),
+        (
+            Command::RevokeGrant { grant: 9 },
+            Refusal::Unknown(Thing::Grant, "9".into()),
+        ),
+    ];
+    for (c, want) in cases {
+        assert_eq!(decide(&s, &root(), &c, 1), Err(want), "{c:?}");
+    }
+    assert_eq!(
+        Refusal::AlreadyExists(Thing::Secret, "openai/prod".into()).to_string(),
+        "secret openai/prod already exists: rotate it instead"
+    );
+}
+
+#[test]
+fn an_impossible_history_is_refused() {
+    let mut s = State::default();
+    assert!(
+        s.apply(&Event::GrantRevoked {
+            grant: 9,
+            by: Actor::Init
+        })
+        .is_err()
+    );
+    let mut s = given(&world());
+    assert!(
+        s.apply(&Event::SecretVersionSealed {
+            secret: sec("openai/prod"),
+            version: 3,
+            sealed: sealed("x")
+        })
+        .is_err()
+    );
+    assert!(
+        s.apply(&Event::ProjectCreated {
+            project: p("demo"),
+            by: Actor::Init
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
+    let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
+    numbers.dedup();
+    assert_eq!(numbers, (1..=14).collect::<Vec<_>>(), "numbers are stable");
+    for k in EventKind::ALL {
+        assert_eq!(EventKind::from_number(k.number()), Some(*k));
+        assert_eq!(EventKind::from_name(k.name()), Some(*k));
+    }
+    let mut s = given(&world());
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1);
+    let mut samples = world();
+    samples.extend(decide(&s, &root(), &Command::CreateGrant(spec("b")), 1).unwrap());
+    samples.push(resolved(&agent("a"), 1, 1, 1));
+    for e in samples {
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], e.kind().name());
+        let back = Event::from_body(e.kind().number(), &serde_json::to_vec(&e).unwrap());
+        assert_eq!(back.as_ref(), Ok(&e));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Property: every event `decide` returns applies without error. The core applies a
+// decision's events before submitting them and relies on this; a command sequence drawn at
+// random over a small universe of names reaches every refusal and every change.
+
+fn arb_command() -> impl Strategy<Value = (usize, Command)> {
+    let name = prop::sample::select(vec!["a", "b", "root", "zed"]);
+    let secret = prop::sample::select(vec!["openai/prod", "openai/dev", "github/ci"]);
+    let project = prop::sample::select(vec!["demo", "other"]);
+    let caller = 0usize..3;
+    let small = prop::option::of(0u64..4);
+    let cmd = prop_oneof![
+        project
+            .clone()
+            .prop_map(|x| Command::CreateProject { project: p(x) }),
+        (name.clone(), 0u32..3, any::<bool>()).prop_map(|(m, uid, admin)| Command::AddMember {
+            member: n(m),
+            uid,
+            admin
+        }),
+        (name.clone(), prop::option::of(999u32..1002), any::<u8>()).prop_map(|(a, uid, h)| {
+            Command::CreateAgent {
+                agent: n(a),
+                uid,
+                credential_hash: CredentialHash([h; 32]),
+            }
+        }),
+        (name.clone(), any::<u8>()).prop_map(|(a, h)| Command::ReissueAgent {
+            agent: n(a),
+            credential_hash: CredentialHash([h; 32])
+        }),
+        name.clone()
+            .prop_map(|a| Command::RevokeAgent { agent: n(a) }),
+        (secret.clone(), prop::collection::vec(project.clone(), 0..3)).prop_map(|(x, ps)| {
+            Command::PutSecret {
+                secret: sec(x),
+                projects: ps.into_iter().map(p).collect(),
+                sealed: sealed("s"),
+            }
+        }),
+        (secret.clone(), 1u32..5, prop::option::of(0u64..20_000)).prop_map(|(x, v, g)| {
+            Command::RotateSecret {
+                secret: sec(x),
+                version: v,
+                sealed: sealed("r"),
+                grace_ms: g,
+            }
+        }),
+        secret
+            .clone()
+            .prop_map(|x| Command::RevokeSecret { secret: sec(x) }),
+        (
+            prop::sample::select(vec!["a", "b", "root", "agent:a", "member:root", "member:b"]),
+            secret.clone(),
+            project.clone(),
+            (
+                small.clone(),
+                small.clone(),
+                prop::option::of(0u32..3),
+                prop::option::of(999u32..1002)
+            ),
+        )
+            .prop_map(|(i, x, pr, (ttl, max, rate, uid))| Command::CreateGrant(
+                GrantSpec {
+                    identity: i.parse().unwrap(),
+                    secret: sec(x),
+                    project: p(pr),
+                    ttl_ms: ttl.map(|t| t * 10_000),
+                    max_uses: max,
+                    rate_per_min: rate,
+                    uid,
+                }
+            )),
+        (0u64..5).prop_map(|g| Command::RevokeGrant { grant: g }),
+        (secret, project, prop::option::of(1u32..4)).prop_map(|(x, pr, v)| Command::Resolve {
+            secret: sec(x),
+            project: p(pr),
+            version: v
+        }),
+    ];
+    (caller, cmd)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn every_event_decide_returns_applies(
+        script in prop::collection::vec((arb_command(), 0u64..30_000), 1..60)
+    ) {
+        let callers = [root(), agent("a"), Caller { identity: id("member:b"), uid: 2, pid: None }];
+        // Start from a small world so that most commands have something to act on.
+        let mut s = given(&world());
+        let mut now = 1_000u64;
+        for ((who, c), dt) in script {
+            now += dt;
+            let caller = &callers[who];
+            match decide(&s, caller, &c, now) {
+                Ok(events) => {
+                    let mut next = s.clone();
+                    for e in &events {
+                        prop_assert!(next.apply(e).is_ok(), "{c:?} gave {e:?}, which does not apply");
+                    }
+                    s = next;
+                }
+                Err(r) => {
+                    // A recorded refusal's event applies too (the core appends it).
+                    if let Some(e) = recorded_refusal(caller, &c, &r, now) {
+                        prop_assert!(s.clone().apply(&e).is_ok());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! A state directory written by the previous release (`tests/fixtures/prev-release`, made by
+//! `tests/fixtures/make-prev-release.sh` with that release's binary) opens with this one and
+//! replays to the same state: the same listings, byte for byte the same event bodies, the
+//! same value for the same credential.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scopehold::domain::{Event, EventKind};
+use scopehold_log::{BodyClass, LogReader, PublicKey, VerifyOptions, verify_log};
+use serde_json::Value;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/prev-release");
+
+/// A private copy of the fixture's state directory, with the modes git does not keep.
+fn copy_state() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("state");
+    let from = Path::new(FIXTURE).join("state");
+    std::fs::create_dir_all(home.join("log")).unwrap();
+    for sub in ["", "log"] {
+        for e in std::fs::read_dir(from.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                let to = home.join(sub).join(p.file_name().unwrap());
+                std::fs::copy(&p, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+    }
+    for d in [home.clone(), home.join("log")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    (t, home)
+}
+
+fn expected(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURE).join("expected").join(name)).unwrap()
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn bin(home: &Path, socket: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
+    c.env_remove("SCOPEHOLD_CHECKPOINT_FILE")
+        .env_remove("SCOPEHOLD_TOKEN")
+        .env("HOME", "/nonexistent-home")
+        .arg("--home")
+        .arg(home)
+        .arg("--socket")
+        .arg(socket);
+    c
+}
+
+#[test]
+fn every_event_body_of_the_previous_release_decodes_and_reencodes_to_the_same_bytes() {
+    let (_t, home) = copy_state();
+    let key = PublicKey::from_arg(&home.join("log.pub").to_string_lossy()).unwrap();
+    let reader = LogReader::open(&home.join("log"), Some(&key)).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for rec in reader.events_from(0).unwrap() {
+        let rec = rec.unwrap();
+        let body = rec.body.as_ref().unwrap();
+        let ev = Event::from_body(rec.envelope.kind, &body.bytes).unwrap();
+        assert_eq!(
+            serde_json::to_vec(&ev).unwrap(),
+            &body.bytes[..],
+            "event {} re-encodes differently",
+            rec.seq()
+        );
+        assert_eq!(
+            rec.class() == BodyClass::Secret,
+            ev.kind().class() == BodyClass::Secret,
+            "event {}: class",
+            rec.seq()
+        );
+        kinds.insert(ev.kind());
+    }
+    // The fixture holds every kind of event there is.
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        EventKind::ALL.to_vec()
+    );
+    verify_log(&home.join("log"), &key, &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn the_previous_release_state_opens_and_replays_to_the_same_listings_and_value() {
+    let (t, home) = copy_state();
+    let socket = t.path().join("s.sock");
+    let _d = Daemon(
+        bin(&home, &socket)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut up = false;
+    for _ in 0..200 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        up,
+        "the daemon did not start on the previous release's state"
+    );
+    for what in ["project", "secret", "agent", "member", "grant"] {
+        let o = bin(&home, &socket)
+            .args(["--json", what, "list"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{what} list: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let now: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let then: Value = serde_json::from_str(&expected(&format!("{what}.json"))).unwrap();
+        assert_eq!(now, then, "{what} list differs from the previous release's");
+    }
+    // The credential the previous release issued still resolves, to the rotated value.
+    let o = bin(&home, &socket)
+        .env("SCOPEHOLD_TOKEN", expected("credential"))
+        .args(["resolve", "openai/prod", "--project", "demo"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"sk-prev-release-CANARY-3");
+}
