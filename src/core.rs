@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use scopehold_log::writer::Clock;
+use scopehold_log::Clock;
 use scopehold_log::{Log, LogReader, Receipt};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
@@ -433,7 +433,7 @@ impl Core {
     }
 
     /// Flushes and closes the log (kept checkpoint written). Returns the writer's failure.
-    pub fn close(self) -> Result<(), String> {
+    pub fn close(self) -> Result<(), scopehold_log::CloseError> {
         self.log.close()
     }
 }
