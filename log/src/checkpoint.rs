@@ -175,4 +175,30 @@ mod tests {
         assert!(cp.verify(&other.public()).is_err());
         assert!(SignedCheckpoint::from_text(&(cp.to_text() + "extra\n")).is_err());
     }
+
+    #[test]
+    fn text_errors_are_typed_and_say_what_is_wrong() {
+        let k = LogKey::from_seed(&[9; 32]);
+        let text = SignedCheckpoint::sign(&k, [1; 32], 42, [2; 32], 1234).to_text();
+        let err = |t: &str| SignedCheckpoint::from_text(t).unwrap_err();
+        assert_eq!(
+            err(&(text.clone() + "extra\n")),
+            CheckpointTextError::TrailingLines
+        );
+        assert_eq!(err(""), CheckpointTextError::MissingLine(TEXT_HEADER));
+        assert_eq!(
+            err("nope\n").to_string(),
+            "expected `scopehold-checkpoint v1` as the first line"
+        );
+        let e = err(&text.replace("size 42", "size x"));
+        assert_eq!(e, CheckpointTextError::NotANumber("size"));
+        assert_eq!(e.to_string(), "size: not a number");
+        let e = err(&text.replace("log-id ", "log-id 00"));
+        assert_eq!(e.to_string(), "log-id: expected 64 hex characters");
+        let e = err(&text.replace("head ", "tip "));
+        assert!(
+            e.to_string()
+                .starts_with("expected line `head ...`, found `tip ")
+        );
+    }
 }

@@ -574,6 +574,9 @@ mod tests {
                 let _ = decode_event_payload(f.payload);
                 let _ = decode_checkpoint_payload(f.payload);
             }
+            if let Ok(d) = decode_frame(&bytes) {
+                prop_assert!(d.total_len <= bytes.len());
+            }
         }
 
         #[test]
@@ -611,6 +614,38 @@ mod tests {
             Envelope::decode(&env.encode()),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_one_length_check_refuses_zero_and_over_the_limit() {
+        let header = |len: u32| {
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h[..4].copy_from_slice(&len.to_le_bytes());
+            h
+        };
+        assert_eq!(
+            frame_len(&header(0)),
+            Err(FrameError::BadLength("frame", 0))
+        );
+        assert_eq!(
+            frame_len(&header(MAX_FRAME_LEN)),
+            Ok(FRAME_HEADER_LEN + MAX_FRAME_LEN as usize)
+        );
+        assert_eq!(
+            frame_len(&header(MAX_FRAME_LEN + 1)),
+            Err(FrameError::TooLarge(MAX_FRAME_LEN as u64 + 1))
+        );
+        // Fewer than a header's bytes, or a frame longer than the buffer: truncated.
+        assert_eq!(frame_extent(&[1, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(frame_extent(&header(5)), Err(FrameError::Truncated));
+        // An unknown type with a valid CRC is refused by the decoder, not skipped.
+        let mut out = Vec::new();
+        put_frame(&mut out, 9, &[b"x"]);
+        assert!(read_frame(&out).is_ok());
+        assert_eq!(
+            decode_frame(&out).map(|d| d.total_len),
+            Err(FrameError::UnknownFrameType(9))
+        );
     }
 
     #[test]

@@ -191,6 +191,30 @@ mod tests {
     }
 
     #[test]
+    fn public_key_errors_are_typed() {
+        let k = LogKey::from_seed(&[7; 32]).public();
+        assert_eq!(PublicKey::from_arg(&k.to_hex()).unwrap(), k);
+        let e = PublicKey::from_hex("zz").unwrap_err();
+        assert!(matches!(e, PublicKeyError::NotHex));
+        assert_eq!(e.to_string(), "expected 64 hex characters");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.pub");
+        let arg = p.to_string_lossy().into_owned();
+        assert!(matches!(
+            PublicKey::from_arg(&arg),
+            Err(PublicKeyError::Read { .. })
+        ));
+        k.write_file(&p).unwrap();
+        assert_eq!(PublicKey::from_arg(&arg).unwrap(), k);
+        fs::write(&p, "not hex\n").unwrap();
+        let e = PublicKey::from_arg(&arg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("public key file {arg}: expected 64 hex characters")
+        );
+    }
+
+    #[test]
     fn debug_shows_no_secret() {
         let k = LogKey::from_seed(&[0x42; 32]);
         let d = format!("{k:?}");

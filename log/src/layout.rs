@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::SEGMENT_HEADER_LEN;
-use crate::error::LogError;
+use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::index;
 use crate::keys::PublicKey;
@@ -36,7 +36,7 @@ pub(crate) struct Layout {
     /// Whether the index file had to be corrected or rebuilt.
     pub(crate) index_changed: bool,
     /// Offset and reason of the first damaged frame after the last checkpoint, if any.
-    pub(crate) torn: Option<(u64, String)>,
+    pub(crate) torn: Option<(u64, FrameError)>,
 }
 
 impl Layout {
@@ -214,7 +214,7 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
         let index_changed = index::reconcile(&mut index_entries, &segments, cp.body.size)?
             || index_cleared
             || index_entries.len() != loaded_len;
-        let torn = scan.bad.as_ref().map(|(o, e)| (*o, e.to_string()));
+        let torn = scan.bad.clone();
         return Ok(Layout {
             dir: dir.to_path_buf(),
             log_id,

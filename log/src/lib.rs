@@ -26,8 +26,10 @@
 // Outside tests, no `unwrap`: an `expect` names the invariant that makes it safe.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-// Module dependencies run one way (no cycles): error, hash, storage <- codec, keys <-
-// checkpoint <- segment <- index <- layout <- reader <- verify <- bundle, and writer on top.
+// Module dependencies run one way (no cycles). Bottom up: error, hash, storage; codec and
+// keys; checkpoint; segment (files, frames read from them, the scanner, the lock); index;
+// layout (the committed end); then reader and verify side by side, bundle on both, and the
+// writer on layout, index and storage.
 mod bundle;
 mod checkpoint;
 pub mod codec;
