@@ -83,7 +83,7 @@ fn main() {
     let tmp = tempfile::tempdir_in(&base).unwrap();
     let home = Home::new(Some(tmp.path().join("state")), None).unwrap();
     home.init().unwrap();
-    let core = Arc::new(Engine::open(&home, scopehold_log::writer::system_clock()).unwrap());
+    let core = Arc::new(Engine::open(&home, scopehold_log::system_clock()).unwrap());
     let socket = tmp.path().join("scopehold.sock");
     let std_listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     std_listener.set_nonblocking(true).unwrap();

@@ -7,22 +7,28 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::codec::{self, BUNDLE_HEADER_LEN, BodyClass, BundleHeader};
-use crate::error::LogError;
+use crate::checkpoint::SignedCheckpoint;
+use crate::codec::{self, BUNDLE_HEADER_LEN, BodyClass, BundleHeader, Frame};
+use crate::error::{FrameError, LogError};
 use crate::keys::PublicKey;
-use crate::reader::{Item, LogReader};
+use crate::reader::{Item, LogReader, Record};
 use crate::verify::{Chain, Failure, VerifyError, VerifyOptions, VerifyReport};
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// First event included.
     pub from: u64,
     /// Last event included. Checkpoints are signed per group commit, so a requested end
     /// inside a batch is extended to the batch's end, where its checkpoint is.
     pub to: u64,
+    /// The end the caller asked for (or the last committed event).
     pub requested_to: u64,
+    /// Events written.
     pub events: u64,
+    /// Secret-bearing events whose bodies were left out.
     pub redacted: u64,
+    /// Checkpoints written.
     pub checkpoints: u64,
 }
 
@@ -228,18 +234,20 @@ pub fn verify_bundle(
 }
 
 /// Reads the header of a bundle (to show what it claims before verifying).
-pub fn bundle_header(bytes: &[u8]) -> Result<BundleHeader, crate::error::FrameError> {
+pub fn bundle_header(bytes: &[u8]) -> Result<BundleHeader, FrameError> {
     codec::decode_bundle_header(bytes)
 }
 
 /// A verified bundle's contents, for reading (the console's auditor mode).
 #[derive(Debug)]
 pub struct BundleContents {
+    /// What the bundle says it holds: log, key and range.
     pub header: BundleHeader,
     /// Events `from..=to`, in order (secret-bearing bodies left out).
-    pub records: Vec<crate::reader::Record>,
+    pub records: Vec<Record>,
     /// The checkpoints in the bundle, in order.
-    pub checkpoints: Vec<crate::checkpoint::SignedCheckpoint>,
+    pub checkpoints: Vec<SignedCheckpoint>,
+    /// What verification established (every checkpoint's signature was checked).
     pub report: VerifyReport,
 }
 
@@ -266,32 +274,18 @@ pub fn read_bundle(
     let mut checkpoints = Vec::new();
     let mut pos = BUNDLE_HEADER_LEN;
     while pos < bytes.len() {
-        let f = codec::read_frame(&bytes[pos..]).map_err(|e| VerifyError {
+        let d = codec::decode_frame(&bytes[pos..]).map_err(|e| VerifyError {
             seq: None,
             location: Some(format!("bundle@{pos}")),
             failure: Failure::Frame(e),
         })?;
-        match f.frame_type {
-            codec::FRAME_EVENT => {
-                records.push(crate::reader::Record::from_payload(f.payload).map_err(|e| {
-                    VerifyError {
-                        seq: None,
-                        location: Some(format!("bundle@{pos}")),
-                        failure: Failure::Frame(e),
-                    }
-                })?)
-            }
-            _ => {
-                let (body, signature) =
-                    codec::decode_checkpoint_payload(f.payload).map_err(|e| VerifyError {
-                        seq: None,
-                        location: Some(format!("bundle@{pos}")),
-                        failure: Failure::Frame(e),
-                    })?;
-                checkpoints.push(crate::checkpoint::SignedCheckpoint { body, signature });
+        match d.frame {
+            Frame::Event(p) => records.push(Record::from_parts(&p)),
+            Frame::Checkpoint { body, signature } => {
+                checkpoints.push(SignedCheckpoint { body, signature })
             }
         }
-        pos += f.total_len;
+        pos += d.total_len;
     }
     Ok(BundleContents {
         header,

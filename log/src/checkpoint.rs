@@ -10,14 +10,16 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer};
 
 use crate::codec::{CheckpointBody, FORMAT_VERSION};
-use crate::error::LogError;
+use crate::error::{CheckpointTextError, LogError};
 use crate::hash::checkpoint_message;
 use crate::keys::{LogKey, PublicKey};
 
 /// A checkpoint with its signature, not yet checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignedCheckpoint {
+    /// The signed fields: log identity, size, head hash, time.
     pub body: CheckpointBody,
+    /// ed25519 signature by the log key over `"ScopeHold log v1 checkpoint\n" || body`.
     pub signature: [u8; 64],
 }
 
@@ -27,17 +29,22 @@ pub struct SignedCheckpoint {
 pub struct VerifiedCheckpoint(SignedCheckpoint);
 
 impl VerifiedCheckpoint {
+    /// The checkpoint that was verified.
     pub fn checkpoint(&self) -> &SignedCheckpoint {
         &self.0
     }
+    /// Number of events it covers (events `0..size`).
     pub fn size(&self) -> u64 {
         self.0.body.size
     }
+    /// Hash of the last event it covers (the genesis hash when it covers none).
     pub fn head(&self) -> [u8; 32] {
         self.0.body.head
     }
 }
 
+/// A checkpoint whose signature does not verify with the key given: signed by another key,
+/// or altered after signing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid checkpoint signature")]
 pub struct BadSignature;
@@ -45,6 +52,7 @@ pub struct BadSignature;
 const TEXT_HEADER: &str = "scopehold-checkpoint v1";
 
 impl SignedCheckpoint {
+    /// Signs a checkpoint over `log_id`, `size` events and their `head` hash at `time_ms`.
     pub fn sign(key: &LogKey, log_id: [u8; 32], size: u64, head: [u8; 32], time_ms: u64) -> Self {
         let body = CheckpointBody {
             version: FORMAT_VERSION,
@@ -60,6 +68,8 @@ impl SignedCheckpoint {
         }
     }
 
+    /// Checks the signature (ed25519, strict) with `key`; a [`VerifiedCheckpoint`] is the
+    /// proof that it held.
     pub fn verify(&self, key: &PublicKey) -> Result<VerifiedCheckpoint, BadSignature> {
         let sig = Signature::from_bytes(&self.signature);
         key.0
@@ -81,42 +91,47 @@ impl SignedCheckpoint {
     }
 
     /// Strict parser for [`to_text`](Self::to_text): every line, in order, nothing else.
-    pub fn from_text(text: &str) -> Result<Self, String> {
+    pub fn from_text(text: &str) -> Result<Self, CheckpointTextError> {
         let mut lines = text.lines();
-        let mut next = |name: &str| -> Result<String, String> {
-            let line = lines
-                .next()
-                .ok_or_else(|| format!("missing line `{name}`"))?;
+        let mut next = |name: &'static str| -> Result<&str, CheckpointTextError> {
+            let line = lines.next().ok_or(CheckpointTextError::MissingLine(name))?;
             if name == TEXT_HEADER {
                 return if line == TEXT_HEADER {
-                    Ok(String::new())
+                    Ok("")
                 } else {
-                    Err(format!("expected `{TEXT_HEADER}` as the first line"))
+                    Err(CheckpointTextError::BadHeader(TEXT_HEADER))
                 };
             }
             line.strip_prefix(name)
                 .and_then(|r| r.strip_prefix(' '))
-                .map(str::to_string)
-                .ok_or_else(|| format!("expected line `{name} ...`, found `{line}`"))
+                .ok_or_else(|| CheckpointTextError::UnexpectedLine {
+                    expected: name,
+                    found: line.to_string(),
+                })
         };
-        fn hex_n<const N: usize>(s: &str, what: &str) -> Result<[u8; N], String> {
+        fn hex_n<const N: usize>(
+            s: &str,
+            field: &'static str,
+        ) -> Result<[u8; N], CheckpointTextError> {
             let mut b = [0u8; N];
-            hex::decode_to_slice(s, &mut b)
-                .map_err(|_| format!("{what}: expected {} hex characters", 2 * N))?;
+            hex::decode_to_slice(s, &mut b).map_err(|_| CheckpointTextError::BadHex {
+                field,
+                chars: 2 * N,
+            })?;
             Ok(b)
         }
+        let number = |s: &str, field: &'static str| {
+            s.parse::<u64>()
+                .map_err(|_| CheckpointTextError::NotANumber(field))
+        };
         next(TEXT_HEADER)?;
-        let log_id = hex_n::<32>(&next("log-id")?, "log-id")?;
-        let size = next("size")?
-            .parse::<u64>()
-            .map_err(|_| "size: not a number".to_string())?;
-        let head = hex_n::<32>(&next("head")?, "head")?;
-        let time_ms = next("time-ms")?
-            .parse::<u64>()
-            .map_err(|_| "time-ms: not a number".to_string())?;
-        let signature = hex_n::<64>(&next("signature")?, "signature")?;
+        let log_id = hex_n::<32>(next("log-id")?, "log-id")?;
+        let size = number(next("size")?, "size")?;
+        let head = hex_n::<32>(next("head")?, "head")?;
+        let time_ms = number(next("time-ms")?, "time-ms")?;
+        let signature = hex_n::<64>(next("signature")?, "signature")?;
         if lines.next().is_some() {
-            return Err("unexpected lines after the signature".into());
+            return Err(CheckpointTextError::TrailingLines);
         }
         Ok(Self {
             body: CheckpointBody {
@@ -130,12 +145,14 @@ impl SignedCheckpoint {
         })
     }
 
+    /// Reads a checkpoint kept in text form (see [`from_text`](Self::from_text)). Its
+    /// signature is not checked: call [`verify`](Self::verify).
     pub fn read_file(path: &Path) -> Result<Self, LogError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| LogError::io(format!("reading checkpoint {}", path.display()), e))?;
-        Self::from_text(&text).map_err(|reason| LogError::BadCheckpointFile {
+        Self::from_text(&text).map_err(|e| LogError::BadCheckpointFile {
             path: path.to_path_buf(),
-            reason,
+            reason: e.to_string(),
         })
     }
 }
@@ -157,5 +174,31 @@ mod tests {
         let other = LogKey::from_seed(&[8; 32]);
         assert!(cp.verify(&other.public()).is_err());
         assert!(SignedCheckpoint::from_text(&(cp.to_text() + "extra\n")).is_err());
+    }
+
+    #[test]
+    fn text_errors_are_typed_and_say_what_is_wrong() {
+        let k = LogKey::from_seed(&[9; 32]);
+        let text = SignedCheckpoint::sign(&k, [1; 32], 42, [2; 32], 1234).to_text();
+        let err = |t: &str| SignedCheckpoint::from_text(t).unwrap_err();
+        assert_eq!(
+            err(&(text.clone() + "extra\n")),
+            CheckpointTextError::TrailingLines
+        );
+        assert_eq!(err(""), CheckpointTextError::MissingLine(TEXT_HEADER));
+        assert_eq!(
+            err("nope\n").to_string(),
+            "expected `scopehold-checkpoint v1` as the first line"
+        );
+        let e = err(&text.replace("size 42", "size x"));
+        assert_eq!(e, CheckpointTextError::NotANumber("size"));
+        assert_eq!(e.to_string(), "size: not a number");
+        let e = err(&text.replace("log-id ", "log-id 00"));
+        assert_eq!(e.to_string(), "log-id: expected 64 hex characters");
+        let e = err(&text.replace("head ", "tip "));
+        assert!(
+            e.to_string()
+                .starts_with("expected line `head ...`, found `tip ")
+        );
     }
 }

@@ -26,8 +26,9 @@ pub const MAX_BODY_LEN: usize = (MAX_FRAME_LEN as usize) - 1024;
 /// Frame header: `len: u32 LE`, `crc32c: u32 LE`.
 pub const FRAME_HEADER_LEN: usize = 8;
 
-/// Frame types (the first byte inside a frame).
+/// Frame type (the first byte inside a frame) of an event.
 pub const FRAME_EVENT: u8 = 1;
+/// Frame type of a checkpoint.
 pub const FRAME_CHECKPOINT: u8 = 2;
 
 /// Length of an encoded [`Envelope`].
@@ -37,9 +38,15 @@ pub const CHECKPOINT_BODY_LEN: usize = 2 + 32 + 8 + 32 + 8;
 /// Length of a salt for a secret-bearing body.
 pub const SALT_LEN: usize = 32;
 
+/// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHLOGSEG";
+/// Length of a segment header: `magic | version | log_id | first_seq | crc32c`. The first
+/// frame of a segment starts here.
 pub const SEGMENT_HEADER_LEN: usize = 8 + 2 + 32 + 8 + 4;
+/// First bytes of every export bundle.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"SHBUNDLE";
+/// Length of a bundle header: `magic | version | log_id | public_key | from | to | crc32c`.
+/// The first frame of a bundle starts here.
 pub const BUNDLE_HEADER_LEN: usize = 8 + 2 + 32 + 32 + 8 + 8 + 4;
 
 type Cfg = config::Configuration<config::LittleEndian, config::Fixint, config::Limit<4096>>;
@@ -60,6 +67,7 @@ pub enum BodyClass {
 }
 
 impl BodyClass {
+    /// The class stored as byte `b`, if it is one.
     pub fn from_u8(b: u8) -> Option<Self> {
         match b {
             0 => Some(Self::Public),
@@ -67,6 +75,7 @@ impl BodyClass {
             _ => None,
         }
     }
+    /// Length of the salt committed with a body of this class (0 or [`SALT_LEN`]).
     pub fn salt_len(self) -> usize {
         match self {
             Self::Public => 0,
@@ -78,7 +87,9 @@ impl BodyClass {
 /// The hashed part of an event. Its stored bytes are what the chain hashes.
 #[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Envelope {
+    /// [`FORMAT_VERSION`].
     pub version: u16,
+    /// Sequence number: the event's position in the log, from 0, without gaps.
     pub seq: u64,
     /// Milliseconds since the Unix epoch, assigned by the writer, never decreasing.
     pub time_ms: u64,
@@ -90,18 +101,22 @@ pub struct Envelope {
     pub prev: [u8; 32],
     /// Commitment to `salt || body` (see `hash::commit_body`).
     pub commitment: [u8; 32],
+    /// Length of the body in bytes (the body itself is not hashed into the chain).
     pub body_len: u32,
 }
 
 /// The signed part of a checkpoint.
 #[derive(Encode, Decode, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckpointBody {
+    /// [`FORMAT_VERSION`].
     pub version: u16,
+    /// The log's identity: a checkpoint of one log never passes for another's.
     pub log_id: [u8; 32],
     /// Number of events covered: events `0..size`.
     pub size: u64,
     /// Hash of event `size - 1`, or the genesis hash when `size == 0`.
     pub head: [u8; 32],
+    /// When it was signed (milliseconds since the Unix epoch).
     pub time_ms: u64,
 }
 
@@ -139,12 +154,15 @@ fn decode_exact<T: Decode<()>>(bytes: &[u8], what: &'static str) -> Result<T, Fr
 }
 
 impl Envelope {
+    /// The envelope's bytes: what the chain hashes and the frame stores.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(ENVELOPE_LEN);
         encode(self, &mut v);
         debug_assert_eq!(v.len(), ENVELOPE_LEN);
         v
     }
+    /// Decodes exactly [`ENVELOPE_LEN`] bytes, refusing an unknown version or class and a
+    /// body length above [`MAX_BODY_LEN`].
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         if bytes.len() != ENVELOPE_LEN {
             return Err(FrameError::BadLength("envelope", bytes.len()));
@@ -161,6 +179,7 @@ impl Envelope {
         }
         Ok(e)
     }
+    /// The body's class.
     pub fn body_class(&self) -> BodyClass {
         // Envelope::decode rejects unknown classes and the writer only builds known ones.
         BodyClass::from_u8(self.class).unwrap_or(BodyClass::Secret)
@@ -168,11 +187,13 @@ impl Envelope {
 }
 
 impl CheckpointBody {
+    /// The bytes that are signed (after the signing prefix) and stored in the frame.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(CHECKPOINT_BODY_LEN);
         encode(self, &mut v);
         v
     }
+    /// Decodes exactly [`CHECKPOINT_BODY_LEN`] bytes, refusing an unknown version.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         if bytes.len() != CHECKPOINT_BODY_LEN {
             return Err(FrameError::BadLength("checkpoint", bytes.len()));
@@ -185,7 +206,7 @@ impl CheckpointBody {
     }
 }
 
-/// `magic | version | log_id | first_seq | crc32c(all before)`.
+/// A segment header: `magic | version | log_id | first_seq | crc32c(all before)`.
 pub fn encode_segment_header(log_id: &[u8; 32], first_seq: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(SEGMENT_HEADER_LEN);
     encode(
@@ -202,7 +223,8 @@ pub fn encode_segment_header(log_id: &[u8; 32], first_seq: u64) -> Vec<u8> {
     v
 }
 
-/// Returns `(log_id, first_seq)`.
+/// Checks and decodes the segment header at the start of `bytes` (CRC, magic, version);
+/// returns `(log_id, first_seq)`. Bytes after the header are the segment's frames.
 pub fn decode_segment_header(bytes: &[u8]) -> Result<([u8; 32], u64), FrameError> {
     if bytes.len() < SEGMENT_HEADER_LEN {
         return Err(FrameError::Truncated);
@@ -224,7 +246,10 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<([u8; 32], u64), FrameError
 /// Bundle header fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BundleHeader {
+    /// The identity of the log the events come from.
     pub log_id: [u8; 32],
+    /// The log's public key, as the exporter claims it (verification compares it with the
+    /// key the auditor brings).
     pub public_key: [u8; 32],
     /// First event sequence number in the bundle.
     pub from: u64,
@@ -232,6 +257,7 @@ pub struct BundleHeader {
     pub to: u64,
 }
 
+/// A bundle header: `magic | version | log_id | public_key | from | to | crc32c`.
 pub fn encode_bundle_header(h: &BundleHeader) -> Vec<u8> {
     let mut v = Vec::with_capacity(BUNDLE_HEADER_LEN);
     encode(
@@ -250,6 +276,8 @@ pub fn encode_bundle_header(h: &BundleHeader) -> Vec<u8> {
     v
 }
 
+/// Checks and decodes the bundle header at the start of `bytes` (CRC, magic, version). Bytes
+/// after the header are the bundle's frames.
 pub fn decode_bundle_header(bytes: &[u8]) -> Result<BundleHeader, FrameError> {
     if bytes.len() < BUNDLE_HEADER_LEN {
         return Err(FrameError::Truncated);
@@ -278,7 +306,7 @@ fn frame_crc(len: u32, data: &[u8]) -> u32 {
 }
 
 /// Appends a frame `len | crc32c(len || data) | data` where `data = frame_type || parts...`.
-pub fn put_frame(out: &mut Vec<u8>, frame_type: u8, parts: &[&[u8]]) {
+fn put_frame(out: &mut Vec<u8>, frame_type: u8, parts: &[&[u8]]) {
     let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
     debug_assert!(len <= MAX_FRAME_LEN as usize);
     let len = len as u32;
@@ -293,39 +321,49 @@ pub fn put_frame(out: &mut Vec<u8>, frame_type: u8, parts: &[&[u8]]) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// One frame read from a buffer.
+/// A frame whose length and CRC checked out: its type byte and payload, not yet decoded.
 #[derive(Debug, Clone, Copy)]
-pub struct RawFrame<'a> {
-    pub frame_type: u8,
-    pub payload: &'a [u8],
+pub(crate) struct RawFrame<'a> {
+    pub(crate) frame_type: u8,
+    pub(crate) payload: &'a [u8],
     /// Total bytes the frame occupies (header included).
-    pub total_len: usize,
+    pub(crate) total_len: usize,
 }
 
-/// The total length of the frame at the start of `buf`, from its length field alone (no
-/// CRC check): the length must be non-zero, within [`MAX_FRAME_LEN`] and within `buf`.
-pub fn frame_extent(buf: &[u8]) -> Result<usize, FrameError> {
-    if buf.len() < FRAME_HEADER_LEN {
-        return Err(FrameError::Truncated);
-    }
-    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+/// The total length (header included) of the frame whose 8-byte header is `header`, from its
+/// length field alone. This is the one length check of the crate: the declared length must be
+/// non-zero and at most [`MAX_FRAME_LEN`]. Readers of files call it on the header before they
+/// allocate or read the rest of the frame, so a damaged length never causes a large
+/// allocation; [`frame_extent`] adds the check against the bytes present.
+pub fn frame_len(header: &[u8; FRAME_HEADER_LEN]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     if len == 0 {
         return Err(FrameError::BadLength("frame", 0));
     }
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge(len as u64));
     }
-    let end = FRAME_HEADER_LEN + len as usize;
+    Ok(FRAME_HEADER_LEN + len as usize)
+}
+
+/// The total length of the frame at the start of `buf`, from its length field alone (no
+/// CRC check): [`frame_len`], and the frame must lie within `buf`.
+pub fn frame_extent(buf: &[u8]) -> Result<usize, FrameError> {
+    let Some(header) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
+        return Err(FrameError::Truncated);
+    };
+    let end = frame_len(header)?;
     if buf.len() < end {
         return Err(FrameError::Truncated);
     }
     Ok(end)
 }
 
-/// Parses the frame at the start of `buf`. The length is checked against [`MAX_FRAME_LEN`]
-/// and against the bytes present before anything else happens, so a corrupted length can
-/// never cause a large allocation (nothing is allocated here at all).
-pub fn read_frame(buf: &[u8]) -> Result<RawFrame<'_>, FrameError> {
+/// Checks the frame at the start of `buf`: its extent ([`frame_extent`]) and its CRC, before
+/// anything else happens (nothing is allocated here at all). The payload is not decoded:
+/// [`decode_frame`] does that; this lower layer serves the few places that only need the
+/// frame type (recovery's and verification's structure checks).
+pub(crate) fn read_frame(buf: &[u8]) -> Result<RawFrame<'_>, FrameError> {
     let end = frame_extent(buf)?;
     let len = (end - FRAME_HEADER_LEN) as u32;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
@@ -340,11 +378,59 @@ pub fn read_frame(buf: &[u8]) -> Result<RawFrame<'_>, FrameError> {
     })
 }
 
+/// A decoded frame: the two frame types of `FORMAT.md`.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Frame<'a> {
+    /// Type `1`: an event, borrowing its envelope and body from the buffer.
+    Event(EventParts<'a>),
+    /// Type `2`: a checkpoint (its signature not yet checked).
+    Checkpoint {
+        /// The signed fields.
+        body: CheckpointBody,
+        /// ed25519 signature over the checkpoint message (see `FORMAT.md`).
+        signature: [u8; 64],
+    },
+}
+
+/// A frame decoded by [`decode_frame`], with the number of bytes it occupies.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedFrame<'a> {
+    /// What the frame holds.
+    pub frame: Frame<'a>,
+    /// Total bytes the frame occupies, header included: the next frame starts here.
+    pub total_len: usize,
+}
+
+/// The frame decoder: every reader of frames (the log reader, recovery, the index,
+/// verification, bundles) goes through it. Checks, in order: the length against
+/// [`MAX_FRAME_LEN`] and against the bytes in `buf` ([`frame_extent`]), the CRC32C, the frame
+/// type, and the payload's own structure (exact lengths, no trailing bytes). Trailing bytes
+/// after the frame in `buf` are left for the caller (they are the next frame). Allocates
+/// nothing: the result borrows from `buf`.
+pub fn decode_frame(buf: &[u8]) -> Result<DecodedFrame<'_>, FrameError> {
+    let raw = read_frame(buf)?;
+    let frame = match raw.frame_type {
+        FRAME_EVENT => Frame::Event(decode_event_payload(raw.payload)?),
+        FRAME_CHECKPOINT => {
+            let (body, signature) = decode_checkpoint_payload(raw.payload)?;
+            Frame::Checkpoint { body, signature }
+        }
+        t => return Err(FrameError::UnknownFrameType(t)),
+    };
+    Ok(DecodedFrame {
+        frame,
+        total_len: raw.total_len,
+    })
+}
+
 /// The parts of an event frame's payload:
 /// `env_len: u16 | envelope | present: u8 | salt_len: u8 | salt | body`.
 #[derive(Clone, Copy)]
 pub struct EventParts<'a> {
+    /// The envelope as stored: what the chain hashes (never re-encoded).
     pub envelope_bytes: &'a [u8],
+    /// The decoded envelope.
     pub envelope: Envelope,
     /// `None` when the body (and salt) were left out of an export.
     pub salt_and_body: Option<(&'a [u8], &'a [u8])>,
@@ -360,7 +446,8 @@ impl std::fmt::Debug for EventParts<'_> {
     }
 }
 
-/// Appends an event frame.
+/// Appends an event frame holding `envelope_bytes` and, unless left out (`None`, exports of
+/// secret-bearing events), its salt and body.
 pub fn put_event_frame(
     out: &mut Vec<u8>,
     envelope_bytes: &[u8],
@@ -380,7 +467,8 @@ pub fn put_event_frame(
     }
 }
 
-pub fn decode_event_payload(payload: &[u8]) -> Result<EventParts<'_>, FrameError> {
+/// Decodes an event frame's payload (see [`EventParts`]).
+fn decode_event_payload(payload: &[u8]) -> Result<EventParts<'_>, FrameError> {
     if payload.len() < 2 {
         return Err(FrameError::Truncated);
     }
@@ -420,12 +508,13 @@ pub fn decode_event_payload(payload: &[u8]) -> Result<EventParts<'_>, FrameError
     })
 }
 
-/// A checkpoint frame's payload: `CheckpointBody | signature (64 bytes)`.
+/// Appends a checkpoint frame; its payload is `CheckpointBody | signature (64 bytes)`.
 pub fn put_checkpoint_frame(out: &mut Vec<u8>, body_bytes: &[u8], signature: &[u8; 64]) {
     put_frame(out, FRAME_CHECKPOINT, &[body_bytes, signature]);
 }
 
-pub fn decode_checkpoint_payload(payload: &[u8]) -> Result<(CheckpointBody, [u8; 64]), FrameError> {
+/// Decodes a checkpoint frame's payload: the body and its signature.
+fn decode_checkpoint_payload(payload: &[u8]) -> Result<(CheckpointBody, [u8; 64]), FrameError> {
     if payload.len() != CHECKPOINT_BODY_LEN + 64 {
         return Err(FrameError::BadLength("checkpoint frame", payload.len()));
     }
@@ -485,6 +574,9 @@ mod tests {
                 let _ = decode_event_payload(f.payload);
                 let _ = decode_checkpoint_payload(f.payload);
             }
+            if let Ok(d) = decode_frame(&bytes) {
+                prop_assert!(d.total_len <= bytes.len());
+            }
         }
 
         #[test]
@@ -522,6 +614,38 @@ mod tests {
             Envelope::decode(&env.encode()),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_one_length_check_refuses_zero_and_over_the_limit() {
+        let header = |len: u32| {
+            let mut h = [0u8; FRAME_HEADER_LEN];
+            h[..4].copy_from_slice(&len.to_le_bytes());
+            h
+        };
+        assert_eq!(
+            frame_len(&header(0)),
+            Err(FrameError::BadLength("frame", 0))
+        );
+        assert_eq!(
+            frame_len(&header(MAX_FRAME_LEN)),
+            Ok(FRAME_HEADER_LEN + MAX_FRAME_LEN as usize)
+        );
+        assert_eq!(
+            frame_len(&header(MAX_FRAME_LEN + 1)),
+            Err(FrameError::TooLarge(MAX_FRAME_LEN as u64 + 1))
+        );
+        // Fewer than a header's bytes, or a frame longer than the buffer: truncated.
+        assert_eq!(frame_extent(&[1, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(frame_extent(&header(5)), Err(FrameError::Truncated));
+        // An unknown type with a valid CRC is refused by the decoder, not skipped.
+        let mut out = Vec::new();
+        put_frame(&mut out, 9, &[b"x"]);
+        assert!(read_frame(&out).is_ok());
+        assert_eq!(
+            decode_frame(&out).map(|d| d.total_len),
+            Err(FrameError::UnknownFrameType(9))
+        );
     }
 
     #[test]

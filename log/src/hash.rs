@@ -4,8 +4,11 @@
 
 use std::sync::OnceLock;
 
+/// Key-derivation context of the genesis hash key (`K_genesis` in `FORMAT.md`).
 pub const CTX_GENESIS: &str = "ScopeHold log v1 2026-11-26 genesis";
+/// Key-derivation context of the body commitment key (`K_body`).
 pub const CTX_BODY: &str = "ScopeHold log v1 2026-11-26 body commitment";
+/// Key-derivation context of the event hash key (`K_event`).
 pub const CTX_EVENT: &str = "ScopeHold log v1 2026-11-26 event";
 /// Prefix of every message the log key signs; binds signatures to checkpoints of this format.
 pub const CHECKPOINT_SIGNING_PREFIX: &[u8] = b"ScopeHold log v1 checkpoint\n";

@@ -10,16 +10,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use crate::codec::{self, FRAME_EVENT};
+use crate::codec::{self, Frame};
 use crate::error::LogError;
 use crate::segment::{self, SegmentInfo};
 
-pub const INDEX_MAGIC: [u8; 8] = *b"SHLOGIDX";
-pub const INDEX_HEADER_LEN: u64 = 40;
-pub const ENTRY_LEN: usize = 12;
+pub(crate) const INDEX_MAGIC: [u8; 8] = *b"SHLOGIDX";
+pub(crate) const INDEX_HEADER_LEN: u64 = 40;
+pub(crate) const ENTRY_LEN: usize = 12;
 
 fn entry_check(seq: u64, offset: u64) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &offset.to_le_bytes())
@@ -34,7 +34,7 @@ fn encode_entries(first_seq: u64, offsets: &[u64], out: &mut Vec<u8>) {
 
 /// Loads the index's entries up to the first one that fails its check, if the header matches
 /// `log_id`. `None` when the index is missing or not for this log.
-pub fn load(path: &Path, log_id: &[u8; 32]) -> Option<Vec<u64>> {
+pub(crate) fn load(path: &Path, log_id: &[u8; 32]) -> Option<Vec<u64>> {
     let mut f = File::open(path).ok()?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).ok()?;
@@ -59,26 +59,27 @@ pub fn load(path: &Path, log_id: &[u8; 32]) -> Option<Vec<u64>> {
     Some(v)
 }
 
-/// Reads the frame at `offset` of `file` and returns its event sequence number, if it is a
-/// whole, valid event frame.
-pub fn event_seq_at(file: &File, offset: u64) -> Option<u64> {
-    let mut hdr = [0u8; codec::FRAME_HEADER_LEN];
-    file.read_exact_at(&mut hdr, offset).ok()?;
-    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    if len == 0 || len > codec::MAX_FRAME_LEN {
-        return None;
+/// Reads the frame at `offset` of `file` and returns its event sequence number and its
+/// total length, if it is a whole, valid event frame.
+pub(crate) fn event_at(file: &File, offset: u64) -> Option<(u64, usize)> {
+    let mut buf = Vec::new();
+    segment::read_frame_at(file, offset, &mut buf).ok()?;
+    match codec::decode_frame(&buf).ok()? {
+        codec::DecodedFrame {
+            frame: Frame::Event(p),
+            total_len,
+        } => Some((p.envelope.seq, total_len)),
+        _ => None,
     }
-    let mut buf = vec![0u8; codec::FRAME_HEADER_LEN + len as usize];
-    file.read_exact_at(&mut buf, offset).ok()?;
-    let f = codec::read_frame(&buf).ok()?;
-    if f.frame_type != FRAME_EVENT {
-        return None;
-    }
-    Some(codec::decode_event_payload(f.payload).ok()?.envelope.seq)
+}
+
+/// [`event_at`], the sequence number only.
+pub(crate) fn event_seq_at(file: &File, offset: u64) -> Option<u64> {
+    event_at(file, offset).map(|(seq, _)| seq)
 }
 
 /// The segment holding `seq`: the last one whose first sequence number is `<= seq`.
-pub fn segment_for(segments: &[SegmentInfo], seq: u64) -> Option<usize> {
+pub(crate) fn segment_for(segments: &[SegmentInfo], seq: u64) -> Option<usize> {
     let i = segments.partition_point(|s| s.first_seq <= seq);
     i.checked_sub(1)
 }
@@ -86,7 +87,7 @@ pub fn segment_for(segments: &[SegmentInfo], seq: u64) -> Option<usize> {
 /// Brings `entries` up to `size` events: checks that the last one points at its event (and
 /// drops everything if it does not: the index belongs to some other state of the log), then
 /// scans only the part of the log it lacks. Returns whether anything was added or dropped.
-pub fn reconcile(
+pub(crate) fn reconcile(
     entries: &mut Vec<u64>,
     segments: &[SegmentInfo],
     size: u64,
@@ -96,14 +97,18 @@ pub fn reconcile(
         entries.truncate(size as usize);
         changed = true;
     }
+    // Total length of the last indexed event's frame, once it checked out.
+    let mut last_len = None;
     if let Some(last) = entries.len().checked_sub(1) {
-        let ok = segment_for(segments, last as u64)
+        let found = segment_for(segments, last as u64)
             .and_then(|i| File::open(&segments[i].path).ok())
-            .and_then(|f| event_seq_at(&f, entries[last]))
-            == Some(last as u64);
-        if !ok {
-            entries.clear();
-            changed = true;
+            .and_then(|f| event_at(&f, entries[last]));
+        match found {
+            Some((seq, len)) if seq == last as u64 => last_len = Some(len),
+            _ => {
+                entries.clear();
+                changed = true;
+            }
         }
     }
     let have = entries.len() as u64;
@@ -114,17 +119,12 @@ pub fn reconcile(
     // indexed one when that is in the same segment).
     let start_seg = segment_for(segments, have).unwrap_or(0);
     for (i, seg) in segments.iter().enumerate().skip(start_seg) {
-        let start = if i == start_seg && have > 0 && have > seg.first_seq {
-            // Frame after the last indexed event: skip it by reading its length.
-            let f = File::open(&seg.path)
-                .map_err(|e| LogError::io(format!("opening {}", seg.path.display()), e))?;
-            let off = entries[have as usize - 1];
-            let mut hdr = [0u8; 4];
-            f.read_exact_at(&mut hdr, off)
-                .map_err(|e| LogError::io(format!("reading {}", seg.path.display()), e))?;
-            off + codec::FRAME_HEADER_LEN as u64 + u32::from_le_bytes(hdr) as u64
-        } else {
-            codec::SEGMENT_HEADER_LEN as u64
+        let start = match last_len {
+            // The frame after the last indexed event (checked above, with its length).
+            Some(len) if i == start_seg && have > seg.first_seq => {
+                entries[have as usize - 1] + len as u64
+            }
+            _ => codec::SEGMENT_HEADER_LEN as u64,
         };
         let buf = segment::read_from(&seg.path, start)?;
         let scan = segment::scan(&buf, start);
@@ -156,7 +156,7 @@ pub fn reconcile(
 
 /// The writer's handle: appends entries after each commit.
 #[derive(Debug)]
-pub struct IndexWriter {
+pub(crate) struct IndexWriter {
     file: File,
     entries: u64,
 }
@@ -165,7 +165,7 @@ impl IndexWriter {
     /// With `rewrite`, replaces the index file with `entries`; otherwise opens the existing
     /// file, whose first `entries.len()` entries are known good, and drops whatever follows
     /// them so that appends stay aligned.
-    pub fn open(
+    pub(crate) fn open(
         path: &Path,
         log_id: &[u8; 32],
         entries: &[u64],
@@ -198,7 +198,7 @@ impl IndexWriter {
         Ok(Self { file, entries: n })
     }
 
-    pub fn append(&mut self, offsets: &[u64]) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, offsets: &[u64]) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(offsets.len() * ENTRY_LEN);
         encode_entries(self.entries, offsets, &mut bytes);
         self.file.write_all(&bytes)?;

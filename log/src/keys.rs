@@ -9,7 +9,7 @@ use std::path::Path;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
-use crate::error::LogError;
+use crate::error::{LogError, PublicKeyError};
 
 /// The log's signing key. No `Clone`, no `Display`; `Debug` shows only the public key.
 pub struct LogKey(SigningKey);
@@ -42,6 +42,7 @@ impl LogKey {
         Self(SigningKey::from_bytes(seed))
     }
 
+    /// The public key, which is all an auditor needs.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
     }
@@ -114,31 +115,40 @@ impl std::fmt::Display for PublicKey {
 }
 
 impl PublicKey {
-    pub fn from_bytes(b: &[u8; 32]) -> Result<Self, String> {
+    /// From the 32 bytes of an ed25519 public key.
+    pub fn from_bytes(b: &[u8; 32]) -> Result<Self, PublicKeyError> {
         VerifyingKey::from_bytes(b)
             .map(Self)
-            .map_err(|_| "not a valid ed25519 public key".to_string())
+            .map_err(|_| PublicKeyError::Invalid)
     }
+    /// The key's 32 bytes (as in bundle headers).
     pub fn as_bytes(&self) -> &[u8; 32] {
         self.0.as_bytes()
     }
+    /// The key as 64 lower-case hex characters (the `log.pub` form).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0.as_bytes())
     }
     /// Parses 64 hex characters (surrounding white space ignored).
-    pub fn from_hex(s: &str) -> Result<Self, String> {
+    pub fn from_hex(s: &str) -> Result<Self, PublicKeyError> {
         let s = s.trim();
         let mut b = [0u8; 32];
-        hex::decode_to_slice(s, &mut b).map_err(|_| "expected 64 hex characters".to_string())?;
+        hex::decode_to_slice(s, &mut b).map_err(|_| PublicKeyError::NotHex)?;
         Self::from_bytes(&b)
     }
     /// `ARG` is either 64 hex characters or the path of a `.pub` file holding them.
-    pub fn from_arg(arg: &str) -> Result<Self, String> {
+    pub fn from_arg(arg: &str) -> Result<Self, PublicKeyError> {
         if arg.len() == 64 && arg.bytes().all(|c| c.is_ascii_hexdigit()) {
             return Self::from_hex(arg);
         }
-        let text = fs::read_to_string(arg).map_err(|e| format!("reading public key {arg}: {e}"))?;
-        Self::from_hex(&text).map_err(|e| format!("public key file {arg}: {e}"))
+        let text = fs::read_to_string(arg).map_err(|source| PublicKeyError::Read {
+            path: arg.to_string(),
+            source,
+        })?;
+        Self::from_hex(&text).map_err(|e| PublicKeyError::BadFile {
+            path: arg.to_string(),
+            source: Box::new(e),
+        })
     }
     /// Writes `hex\n` (a public key is not secret; mode 0644).
     pub fn write_file(&self, path: &Path) -> Result<(), LogError> {
@@ -178,6 +188,30 @@ mod tests {
         // Refuses a readable key.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(LogKey::load(&p), Err(LogError::BadKey { .. })));
+    }
+
+    #[test]
+    fn public_key_errors_are_typed() {
+        let k = LogKey::from_seed(&[7; 32]).public();
+        assert_eq!(PublicKey::from_arg(&k.to_hex()).unwrap(), k);
+        let e = PublicKey::from_hex("zz").unwrap_err();
+        assert!(matches!(e, PublicKeyError::NotHex));
+        assert_eq!(e.to_string(), "expected 64 hex characters");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.pub");
+        let arg = p.to_string_lossy().into_owned();
+        assert!(matches!(
+            PublicKey::from_arg(&arg),
+            Err(PublicKeyError::Read { .. })
+        ));
+        k.write_file(&p).unwrap();
+        assert_eq!(PublicKey::from_arg(&arg).unwrap(), k);
+        fs::write(&p, "not hex\n").unwrap();
+        let e = PublicKey::from_arg(&arg).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("public key file {arg}: expected 64 hex characters")
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::SEGMENT_HEADER_LEN;
-use crate::error::LogError;
+use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::index;
 use crate::keys::PublicKey;
@@ -15,35 +15,35 @@ use crate::segment::{self, INDEX_FILE, SegmentInfo};
 
 /// Where a log's committed history ends, as found on disk.
 #[derive(Debug)]
-pub struct Layout {
-    pub dir: PathBuf,
-    pub log_id: [u8; 32],
+pub(crate) struct Layout {
+    pub(crate) dir: PathBuf,
+    pub(crate) log_id: [u8; 32],
     /// Segments holding committed data (an incomplete trailing segment is excluded).
-    pub segments: Vec<SegmentInfo>,
+    pub(crate) segments: Vec<SegmentInfo>,
     /// The last checkpoint (not yet signature-checked unless a key was given).
-    pub checkpoint: SignedCheckpoint,
+    pub(crate) checkpoint: SignedCheckpoint,
     /// Offset just past the last checkpoint in the last segment.
-    pub committed_end: u64,
+    pub(crate) committed_end: u64,
     /// Length of the last segment file (bytes past `committed_end` are uncommitted).
-    pub file_end: u64,
+    pub(crate) file_end: u64,
     /// Whole events found after the last checkpoint.
-    pub uncommitted_events: u64,
+    pub(crate) uncommitted_events: u64,
     /// A trailing segment that holds no committed data (a roll interrupted before its first
     /// checkpoint was synced).
-    pub incomplete_segment: Option<PathBuf>,
+    pub(crate) incomplete_segment: Option<PathBuf>,
     /// Frame offsets of events `0..checkpoint.size`.
-    pub index: Vec<u64>,
+    pub(crate) index: Vec<u64>,
     /// Whether the index file had to be corrected or rebuilt.
-    pub index_changed: bool,
+    pub(crate) index_changed: bool,
     /// Offset and reason of the first damaged frame after the last checkpoint, if any.
-    pub torn: Option<(u64, String)>,
+    pub(crate) torn: Option<(u64, FrameError)>,
 }
 
 impl Layout {
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.checkpoint.body.size
     }
-    pub fn last_segment(&self) -> &SegmentInfo {
+    pub(crate) fn last_segment(&self) -> &SegmentInfo {
         // `load` returns an error rather than a layout with no segments.
         self.segments
             .last()
@@ -51,7 +51,7 @@ impl Layout {
     }
 
     /// Reads a committed event's envelope hash through the index.
-    pub fn event_hash(&self, seq: u64) -> Result<[u8; 32], LogError> {
+    pub(crate) fn event_hash(&self, seq: u64) -> Result<[u8; 32], LogError> {
         if seq >= self.size() {
             return Err(LogError::OutOfRange(seq));
         }
@@ -60,22 +60,23 @@ impl Layout {
         let f = File::open(&seg.path)
             .map_err(|e| LogError::io(format!("opening {}", seg.path.display()), e))?;
         let off = self.index[seq as usize];
-        let rec = crate::reader::read_event_at(&f, off, &seg.path)?;
-        if rec.seq() != seq {
-            return Err(LogError::Corrupted {
-                segment: seg.path.clone(),
-                offset: off,
-                seq: Some(seq),
-                reason: format!("found event {} where {seq} belongs", rec.seq()),
-            });
+        let mut buf = Vec::new();
+        let p = segment::read_event_at(&f, off, &seg.path, &mut buf)?;
+        if p.envelope.seq != seq {
+            return Err(LogError::corrupted(
+                &seg.path,
+                off,
+                Some(seq),
+                format!("found event {} where {seq} belongs", p.envelope.seq),
+            ));
         }
-        Ok(rec.hash)
+        Ok(hash::event_hash(p.envelope_bytes))
     }
 }
 
 /// Loads the layout of the log in `dir`. With `key`, the last checkpoint's signature is
 /// checked. Never modifies anything except the in-memory index.
-pub fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
+pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
     let mut segments = segment::list_segments(dir)?;
     if segments.is_empty() {
         return Err(LogError::NotFound(dir.to_path_buf()));
@@ -213,7 +214,7 @@ pub fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
         let index_changed = index::reconcile(&mut index_entries, &segments, cp.body.size)?
             || index_cleared
             || index_entries.len() != loaded_len;
-        let torn = scan.bad.as_ref().map(|(o, e)| (*o, e.to_string()));
+        let torn = scan.bad.clone();
         return Ok(Layout {
             dir: dir.to_path_buf(),
             log_id,

@@ -4,23 +4,27 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::codec::{self, BodyClass, Envelope, FRAME_CHECKPOINT, FRAME_EVENT};
-use crate::error::{FrameError, LogError};
+use crate::codec::{
+    self, BodyClass, Envelope, EventParts, FRAME_HEADER_LEN, Frame, SEGMENT_HEADER_LEN,
+};
+use crate::error::LogError;
 use crate::hash;
 use crate::index;
 use crate::keys::PublicKey;
 use crate::layout::{self, Layout};
+use crate::segment;
 
 /// An event body as stored. May hold (sealed) secret material: no `Debug` of its bytes, and
 /// zeroized when dropped.
 pub struct Body {
+    /// The salt committed with a secret-bearing body (32 bytes); empty for a public body.
     pub salt: Vec<u8>,
+    /// The body's bytes, opaque to the log (the caller's encoding).
     pub bytes: Zeroizing<Vec<u8>>,
 }
 
@@ -33,6 +37,7 @@ impl std::fmt::Debug for Body {
 /// One event read from the log.
 #[derive(Debug)]
 pub struct Record {
+    /// The decoded envelope: sequence number, time, kind, class, chain link, commitment.
     pub envelope: Envelope,
     /// The stored envelope bytes (what the chain hashes).
     pub envelope_bytes: Vec<u8>,
@@ -43,9 +48,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// The event's sequence number.
     pub fn seq(&self) -> u64 {
         self.envelope.seq
     }
+    /// Whether the body is public or may carry secret material.
     pub fn class(&self) -> BodyClass {
         self.envelope.body_class()
     }
@@ -59,9 +66,9 @@ impl Record {
         })
     }
 
-    pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, FrameError> {
-        let p = codec::decode_event_payload(payload)?;
-        Ok(Record {
+    /// Copies a decoded event frame out of its buffer.
+    pub(crate) fn from_parts(p: &EventParts<'_>) -> Self {
+        Record {
             envelope: p.envelope,
             envelope_bytes: p.envelope_bytes.to_vec(),
             hash: hash::event_hash(p.envelope_bytes),
@@ -69,60 +76,17 @@ impl Record {
                 salt: s.to_vec(),
                 bytes: Zeroizing::new(b.to_vec()),
             }),
-        })
+        }
     }
 }
 
 /// A frame met while iterating.
 #[derive(Debug)]
 pub enum Item {
+    /// An event.
     Event(Record),
+    /// A checkpoint between batches (its signature not checked by the reader).
     Checkpoint(SignedCheckpoint),
-}
-
-/// Reads the whole frame at `offset` (length checked before allocating).
-fn read_frame_at(f: &File, offset: u64, path: &Path) -> Result<Vec<u8>, LogError> {
-    let ctx = |e| LogError::io(format!("reading {} at offset {offset}", path.display()), e);
-    let mut hdr = [0u8; codec::FRAME_HEADER_LEN];
-    f.read_exact_at(&mut hdr, offset).map_err(ctx)?;
-    let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    if len == 0 || len > codec::MAX_FRAME_LEN {
-        return Err(corrupt(
-            path,
-            offset,
-            None,
-            FrameError::TooLarge(len as u64).to_string(),
-        ));
-    }
-    let mut buf = vec![0u8; codec::FRAME_HEADER_LEN + len as usize];
-    f.read_exact_at(&mut buf, offset).map_err(ctx)?;
-    Ok(buf)
-}
-
-fn corrupt(path: &Path, offset: u64, seq: Option<u64>, reason: String) -> LogError {
-    LogError::Corrupted {
-        segment: path.to_path_buf(),
-        offset,
-        seq,
-        reason,
-    }
-}
-
-/// Reads the event frame at `offset`.
-pub(crate) fn read_event_at(f: &File, offset: u64, path: &Path) -> Result<Record, LogError> {
-    let buf = read_frame_at(f, offset, path)?;
-    let fr = codec::read_frame(&buf).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
-    if fr.frame_type != FRAME_EVENT {
-        return Err(corrupt(
-            path,
-            offset,
-            None,
-            "expected an event frame".into(),
-        ));
-    }
-    let rec =
-        Record::from_payload(fr.payload).map_err(|e| corrupt(path, offset, None, e.to_string()))?;
-    Ok(rec)
 }
 
 /// A read-only view of a log, up to its last checkpoint when opened (or refreshed).
@@ -151,9 +115,11 @@ impl LogReader {
     pub fn size(&self) -> u64 {
         self.layout.size()
     }
+    /// The log's identity.
     pub fn log_id(&self) -> [u8; 32] {
         self.layout.log_id
     }
+    /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.layout.dir
     }
@@ -161,6 +127,7 @@ impl LogReader {
     pub fn checkpoint(&self) -> &SignedCheckpoint {
         &self.layout.checkpoint
     }
+    /// The segment files holding committed events, in order.
     pub fn segments(&self) -> Vec<PathBuf> {
         self.layout
             .segments
@@ -184,16 +151,17 @@ impl LogReader {
         let path = &self.layout.segments[seg].path;
         let f =
             File::open(path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-        let rec = read_event_at(&f, off, path)?;
-        if rec.seq() != seq {
-            return Err(corrupt(
+        let mut buf = Vec::new();
+        let p = segment::read_event_at(&f, off, path, &mut buf)?;
+        if p.envelope.seq != seq {
+            return Err(LogError::corrupted(
                 path,
                 off,
                 Some(seq),
-                format!("found event {} where {seq} belongs", rec.seq()),
+                format!("found event {} where {seq} belongs", p.envelope.seq),
             ));
         }
-        Ok(rec)
+        Ok(Record::from_parts(&p))
     }
 
     /// The first checkpoint at or after event `seq`: the one that signs it.
@@ -209,14 +177,14 @@ impl LogReader {
     }
 
     /// Frames (events and checkpoints) from event `seq` to the committed end.
-    pub fn iter_from(&self, seq: u64) -> Result<Iter<'_>, LogError> {
+    pub fn iter_from(&self, seq: u64) -> Result<LogIter<'_>, LogError> {
         let (seg, off) = if seq >= self.size() {
             let last = self.layout.segments.len() - 1;
             (last, self.layout.committed_end)
         } else {
             self.locate(seq)?
         };
-        Ok(Iter {
+        Ok(LogIter {
             reader: self,
             seg,
             file: None,
@@ -239,9 +207,10 @@ impl LogReader {
     }
 }
 
-/// Sequential reader over segments; bounded memory (one frame at a time).
+/// Sequential reader over segments, from [`LogReader::iter_from`]; bounded memory (one frame
+/// at a time). Stops after the first error, which names the segment and offset.
 #[derive(Debug)]
-pub struct Iter<'a> {
+pub struct LogIter<'a> {
     reader: &'a LogReader,
     seg: usize,
     file: Option<BufReader<File>>,
@@ -250,7 +219,7 @@ pub struct Iter<'a> {
     done: bool,
 }
 
-impl Iter<'_> {
+impl LogIter<'_> {
     fn next_item(&mut self) -> Result<Option<Item>, LogError> {
         let segs = &self.reader.layout.segments;
         loop {
@@ -272,52 +241,37 @@ impl Iter<'_> {
                 self.file = Some(BufReader::with_capacity(256 * 1024, f));
             }
             let file = self.file.as_mut().expect("opened just above");
-            let mut hdr = [0u8; codec::FRAME_HEADER_LEN];
+            let mut hdr = [0u8; FRAME_HEADER_LEN];
             match read_full(file, &mut hdr) {
                 Ok(0) if !last => {
                     self.seg += 1;
                     self.file = None;
-                    self.pos = codec::SEGMENT_HEADER_LEN as u64;
+                    self.pos = SEGMENT_HEADER_LEN as u64;
                     continue;
                 }
                 Ok(n) if n == hdr.len() => {}
-                Ok(_) => return Err(corrupt(path, self.pos, None, "truncated frame".into())),
+                Ok(_) => {
+                    return Err(LogError::corrupted(path, self.pos, None, "truncated frame"));
+                }
                 Err(e) => return Err(LogError::io(format!("reading {}", path.display()), e)),
             }
-            let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-            if len == 0 || len > codec::MAX_FRAME_LEN {
-                return Err(corrupt(
-                    path,
-                    self.pos,
-                    None,
-                    FrameError::TooLarge(len as u64).to_string(),
-                ));
-            }
+            let at = self.pos;
+            let total = codec::frame_len(&hdr)
+                .map_err(|e| LogError::corrupted(path, at, None, e.to_string()))?;
             self.buf.clear();
             self.buf.extend_from_slice(&hdr);
-            self.buf.resize(codec::FRAME_HEADER_LEN + len as usize, 0);
-            file.read_exact(&mut self.buf[codec::FRAME_HEADER_LEN..])
+            self.buf.resize(total, 0);
+            file.read_exact(&mut self.buf[FRAME_HEADER_LEN..])
                 .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
-            let at = self.pos;
-            let fr =
-                codec::read_frame(&self.buf).map_err(|e| corrupt(path, at, None, e.to_string()))?;
-            self.pos += fr.total_len as u64;
-            return match fr.frame_type {
-                FRAME_EVENT => Record::from_payload(fr.payload)
-                    .map(|r| Some(Item::Event(r)))
-                    .map_err(|e| corrupt(path, at, None, e.to_string())),
-                FRAME_CHECKPOINT => codec::decode_checkpoint_payload(fr.payload)
-                    .map(|(body, signature)| {
-                        Some(Item::Checkpoint(SignedCheckpoint { body, signature }))
-                    })
-                    .map_err(|e| corrupt(path, at, None, e.to_string())),
-                t => Err(corrupt(
-                    path,
-                    at,
-                    None,
-                    FrameError::UnknownFrameType(t).to_string(),
-                )),
-            };
+            let d = codec::decode_frame(&self.buf)
+                .map_err(|e| LogError::corrupted(path, at, None, e.to_string()))?;
+            self.pos += d.total_len as u64;
+            return Ok(Some(match d.frame {
+                Frame::Event(p) => Item::Event(Record::from_parts(&p)),
+                Frame::Checkpoint { body, signature } => {
+                    Item::Checkpoint(SignedCheckpoint { body, signature })
+                }
+            }));
         }
     }
 }
@@ -333,7 +287,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-impl Iterator for Iter<'_> {
+impl Iterator for LogIter<'_> {
     type Item = Result<Item, LogError>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

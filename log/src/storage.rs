@@ -13,6 +13,7 @@ use std::path::Path;
 
 /// A file opened for appending.
 pub trait StorageFile: Send {
+    /// Appends all of `buf` (one call per batch: events and their checkpoint together).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// fdatasync: data and the metadata needed to read it back (the file size).
     fn sync_data(&mut self) -> io::Result<()>;
@@ -20,6 +21,8 @@ pub trait StorageFile: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
+/// The file-system operations that make the log durable. Implement it to inject faults; an
+/// implementation must not report success for data it did not make durable.
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a new file (failing if it exists) for appending.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;

@@ -11,13 +11,13 @@ use std::fmt;
 use std::path::Path;
 
 use crate::checkpoint::{SignedCheckpoint, VerifiedCheckpoint};
-use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, FRAME_EVENT, SEGMENT_HEADER_LEN};
+use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, Frame, SEGMENT_HEADER_LEN};
 use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::keys::PublicKey;
-use crate::segment;
-use crate::writer::is_live;
+use crate::segment::{self, is_live};
 
+/// What to check beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// Check the signature of every checkpoint, not only the last.
@@ -29,15 +29,19 @@ pub struct VerifyOptions {
 /// What a successful verification established.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The log's identity, from its first segment header (or the bundle header).
     pub log_id: [u8; 32],
     /// First event verified (non-zero only for bundles).
     pub from: u64,
     /// Events `from..events` were verified.
     pub events: u64,
+    /// Hash of the last event verified (the genesis hash for an empty log).
     pub head: [u8; 32],
     /// The last checkpoint, whose signature was checked.
     pub checkpoint: VerifiedCheckpoint,
+    /// Checkpoints checked against the chain.
     pub checkpoints: u64,
+    /// Checkpoint signatures checked (one, or every one with `all_signatures`).
     pub signatures_checked: u64,
     /// Bodies left out (bundles).
     pub redacted_bodies: u64,
@@ -52,21 +56,51 @@ pub struct VerifyReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Failure {
+    /// A file could not be listed or read (the message says which and why).
     Io(String),
+    /// A record that does not parse (damaged length, CRC, encoding).
     Frame(FrameError),
+    /// The files or records are not arranged as a log or bundle must be (the message says
+    /// how: a segment that does not open or end with a checkpoint, a misplaced checkpoint,
+    /// a bad header).
     Structure(String),
+    /// A segment or checkpoint of another log (its identity differs).
     WrongLog,
-    Sequence { expected: u64, found: u64 },
+    /// An event with the wrong sequence number: deleted, duplicated or reordered events.
+    Sequence {
+        /// The sequence number that belongs there.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// An event whose previous-hash is not the hash of the event before it.
     ChainBroken,
+    /// A body that does not match its envelope's commitment.
     BodyMismatch,
+    /// An event timestamp earlier than its predecessor's.
     TimeWentBackwards,
+    /// An export that carries a secret-bearing body (exports must leave them out).
     SecretBodyPresent,
+    /// A checkpoint whose size, head or time disagrees with the chain (the message says which).
     CheckpointMismatch(String),
-    BadSignature { covered_by_valid: u64 },
+    /// A checkpoint signature that does not verify.
+    BadSignature {
+        /// Events before this one are covered by a valid signature.
+        covered_by_valid: u64,
+    },
+    /// Events after the last checkpoint, in a log no writer holds open.
     NotCovered,
+    /// A bundle that names a different public key than the one given.
     WrongKey,
+    /// The trusted checkpoint given does not verify, belongs elsewhere or is not extended.
     TrustedCheckpoint(String),
-    Rollback { log_size: u64, trusted_size: u64 },
+    /// The log is shorter than the trusted checkpoint: cut back to an older state.
+    Rollback {
+        /// Events in the log.
+        log_size: u64,
+        /// Events the trusted checkpoint covers.
+        trusted_size: u64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -116,9 +150,11 @@ impl fmt::Display for Failure {
 /// A verification failure: the first bad event (when one can be named), where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
+    /// The first bad event, when one can be named.
     pub seq: Option<u64>,
     /// `file@offset` of the bad record, when known.
     pub location: Option<String>,
+    /// What is wrong.
     pub failure: Failure,
 }
 
@@ -148,8 +184,8 @@ fn fail(seq: Option<u64>, location: Option<String>, failure: Failure) -> VerifyE
 /// Where a record lies: rendered only when a failure is reported.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Loc<'a> {
-    pub name: &'a str,
-    pub offset: usize,
+    pub(crate) name: &'a str,
+    pub(crate) offset: usize,
 }
 
 impl Loc<'_> {
@@ -172,26 +208,20 @@ enum Pre {
 }
 
 fn precompute(frame: &[u8]) -> Pre {
-    let f = match codec::read_frame(frame) {
-        Ok(f) => f,
-        Err(e) => return Pre::Bad(e),
-    };
-    match f.frame_type {
-        FRAME_EVENT => match codec::decode_event_payload(f.payload) {
-            Ok(p) => Pre::Event {
+    match codec::decode_frame(frame) {
+        Ok(d) => match d.frame {
+            Frame::Event(p) => Pre::Event {
                 envelope: p.envelope,
                 hash: hash::event_hash(p.envelope_bytes),
                 body_ok: p.salt_and_body.map(|(salt, body)| {
                     hash::ct_eq(&hash::commit_body(salt, body), &p.envelope.commitment)
                 }),
             },
-            Err(e) => Pre::Bad(e),
+            Frame::Checkpoint { body, signature } => {
+                Pre::Checkpoint(SignedCheckpoint { body, signature })
+            }
         },
-        FRAME_CHECKPOINT => match codec::decode_checkpoint_payload(f.payload) {
-            Ok((body, signature)) => Pre::Checkpoint(SignedCheckpoint { body, signature }),
-            Err(e) => Pre::Bad(e),
-        },
-        t => Pre::Bad(FrameError::UnknownFrameType(t)),
+        Err(e) => Pre::Bad(e),
     }
 }
 
@@ -228,24 +258,24 @@ fn precompute_all(buf: &[u8], bounds: &[std::ops::Range<usize>]) -> Vec<Pre> {
 pub(crate) struct Chain<'k> {
     key: &'k PublicKey,
     opts: &'k VerifyOptions,
-    pub log_id: [u8; 32],
-    pub from: u64,
-    pub next_seq: u64,
+    pub(crate) log_id: [u8; 32],
+    pub(crate) from: u64,
+    pub(crate) next_seq: u64,
     /// `None` until known (a bundle that starts mid-log learns it from its first event).
-    pub head: Option<[u8; 32]>,
+    pub(crate) head: Option<[u8; 32]>,
     last_time: u64,
     /// Every checkpoint seen, with where it lies.
-    pub checkpoints: Vec<(SignedCheckpoint, Option<String>)>,
+    pub(crate) checkpoints: Vec<(SignedCheckpoint, Option<String>)>,
     /// Size covered by the last checkpoint.
-    pub covered: u64,
-    pub redacted: u64,
-    pub sigs: u64,
+    pub(crate) covered: u64,
+    pub(crate) redacted: u64,
+    pub(crate) sigs: u64,
     trusted_ok: Option<u64>,
-    pub is_bundle: bool,
+    pub(crate) is_bundle: bool,
 }
 
 impl<'k> Chain<'k> {
-    pub fn new(
+    pub(crate) fn new(
         key: &'k PublicKey,
         opts: &'k VerifyOptions,
         log_id: [u8; 32],
@@ -428,7 +458,7 @@ impl<'k> Chain<'k> {
     /// Ends verification: the last checkpoint must cover everything and carry a valid
     /// signature. If it does not, every checkpoint is checked to name the first event that no
     /// valid signature covers.
-    pub fn finish(mut self, pending_bytes: u64) -> Result<VerifyReport, VerifyError> {
+    pub(crate) fn finish(mut self, pending_bytes: u64) -> Result<VerifyReport, VerifyError> {
         let Some((last, loc)) = self.checkpoints.last().cloned() else {
             return Err(fail(
                 None,
@@ -489,7 +519,7 @@ impl<'k> Chain<'k> {
     /// Feeds every frame in `buf` (the bytes of one file from offset `base`). Returns the
     /// offset where parsing stopped and why, if a frame did not parse; chain failures are
     /// errors.
-    pub fn frames(
+    pub(crate) fn frames(
         &mut self,
         buf: &[u8],
         base: usize,

@@ -24,7 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{self, BodyClass, Envelope, FORMAT_VERSION, MAX_BODY_LEN, SALT_LEN};
-use crate::error::{AppendError, LogError};
+use crate::error::{AppendError, CloseError, LogError};
 use crate::hash;
 use crate::index::IndexWriter;
 use crate::keys::{LogKey, PublicKey};
@@ -32,9 +32,12 @@ use crate::layout;
 use crate::segment::{self, INDEX_FILE, LOCK_FILE};
 use crate::storage::{StdStorage, Storage, StorageFile};
 
-/// Milliseconds since the Unix epoch.
+/// The writer's time source: milliseconds since the Unix epoch. A seam so that tests and
+/// golden vectors get deterministic timestamps; the writer never lets time go backwards
+/// whatever the clock returns.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// The real clock (`SystemTime::now`), the default of [`LogOptions`].
 pub fn system_clock() -> Clock {
     Arc::new(|| {
         std::time::SystemTime::now()
@@ -47,11 +50,14 @@ pub fn system_clock() -> Clock {
 /// How a log is written.
 #[derive(Clone)]
 pub struct LogOptions {
+    /// Where durable writes go: [`StdStorage`] in production, a fault-injecting
+    /// implementation in tests.
     pub storage: Arc<dyn Storage>,
     /// The kept checkpoint: a copy of the latest checkpoint outside the log, replaced
     /// atomically at most `checkpoint_interval` after each commit and at close. A log shorter
     /// than it is refused as a rollback. `None` disables it (tests of the log alone).
     pub checkpoint_file: Option<PathBuf>,
+    /// How long after a commit the kept checkpoint may lag (default one second).
     pub checkpoint_interval: Duration,
     /// A new segment is started after a commit leaves the current one at least this large.
     pub segment_bytes: u64,
@@ -66,6 +72,7 @@ pub struct LogOptions {
     /// Open a log with events although its kept checkpoint file is missing (a new one is
     /// written from the log as found). For recovery by hand only.
     pub accept_missing_checkpoint: bool,
+    /// Where event and checkpoint times come from (default [`system_clock`]).
     pub clock: Clock,
 }
 
@@ -153,9 +160,11 @@ impl Entry {
         }
     }
 
+    /// Length of the body in bytes.
     pub fn len(&self) -> usize {
         self.body.len()
     }
+    /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
         self.body.is_empty()
     }
@@ -164,8 +173,11 @@ impl Entry {
 /// Proof that an event is durable and covered by a signed checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
+    /// The event's sequence number.
     pub seq: u64,
+    /// The event's hash (over its stored envelope).
     pub hash: [u8; 32],
+    /// The time the writer gave the event (milliseconds since the Unix epoch).
     pub time_ms: u64,
     /// The checkpoint written with the batch (covers `0..checkpoint.body.size`).
     pub checkpoint: SignedCheckpoint,
@@ -174,14 +186,18 @@ pub struct Receipt {
 /// What the writer has committed so far.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// Events durable and signed (`0..size`).
     pub size: u64,
+    /// Hash of the last durable event (the genesis hash for an empty log).
     pub head: [u8; 32],
+    /// The last checkpoint written.
     pub checkpoint: SignedCheckpoint,
-    /// Why the writer stopped, if it did.
+    /// Why the writer stopped, if it did (the message stored when it stopped).
     pub poisoned: Option<String>,
-    /// Group commits and bytes written since open (benchmarks compare against a raw ceiling
-    /// with the same batch sizes).
+    /// Group commits since open (benchmarks compare against a raw ceiling with the same batch
+    /// sizes).
     pub batches: u64,
+    /// Bytes written to segments since open.
     pub bytes_written: u64,
 }
 
@@ -194,14 +210,17 @@ pub struct Recovery {
     pub dropped_events: u64,
     /// A trailing segment whose creation was interrupted, removed.
     pub removed_segment: Option<PathBuf>,
+    /// The index was missing, stale or for another state of the log, and was rebuilt.
     pub index_rebuilt: bool,
 }
 
+/// What [`Log::submit`] calls, from the writer thread, once a batch is durable and signed
+/// (one receipt per entry, in order) or has failed.
 pub type Callback = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
 
 enum Msg {
     Append(Vec<Entry>, Callback),
-    Close(mpsc::SyncSender<Result<(), String>>),
+    Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
 
 /// An open, writable log. One per log directory (an exclusive lock enforces it).
@@ -253,14 +272,6 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
             }
         }
     }
-}
-
-/// Whether a writer currently holds the log in `dir` open.
-pub fn is_live(dir: &Path) -> bool {
-    let Ok(f) = File::open(dir.join(LOCK_FILE)) else {
-        return false;
-    };
-    matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 fn io_err(ctx: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
@@ -338,8 +349,8 @@ impl Log {
     }
 
     /// Opens an existing log for writing, recovering from a crash: a torn write past the last
-    /// checkpoint is truncated (and reported on stderr); anything else that is wrong stops the
-    /// open with an error that says where.
+    /// checkpoint is truncated (reported in [`recovery`](Self::recovery) and as a `tracing`
+    /// warning); anything else that is wrong stops the open with an error that says where.
     pub fn open(dir: &Path, key: LogKey, opts: LogOptions) -> Result<Self, LogError> {
         if !dir.is_dir() {
             return Err(LogError::NotFound(dir.to_path_buf()));
@@ -419,9 +430,9 @@ impl Log {
             ..Default::default()
         };
         if let Some(p) = &lay.incomplete_segment {
-            eprintln!(
-                "scopehold-log: removing {}: a segment whose creation was interrupted before it held any committed data",
-                p.display()
+            tracing::warn!(
+                segment = %p.display(),
+                "removing a segment whose creation was interrupted before it held any committed data"
             );
             st.remove(p)
                 .map_err(io_err(format!("removing {}", p.display())))?;
@@ -436,9 +447,12 @@ impl Log {
         if lay.file_end > lay.committed_end {
             recovery.truncated_bytes = lay.file_end - lay.committed_end;
             recovery.dropped_events = lay.uncommitted_events;
-            eprintln!(
-                "scopehold-log: {}: truncating {} bytes after the last checkpoint (offset {}, {} events): a torn write from an interrupted append, never acknowledged{}",
-                last.display(),
+            tracing::warn!(
+                segment = %last.display(),
+                bytes = recovery.truncated_bytes,
+                offset = lay.committed_end,
+                events = cp.body.size,
+                "truncating {} bytes after the last checkpoint (offset {}, {} events): a torn write from an interrupted append, never acknowledged{}",
                 recovery.truncated_bytes,
                 lay.committed_end,
                 cp.body.size,
@@ -451,10 +465,7 @@ impl Log {
                 .map_err(io_err(format!("truncating {}", last.display())))?;
         }
         if lay.index_changed {
-            eprintln!(
-                "scopehold-log: index of {} was missing or stale; rebuilt",
-                dir.display()
-            );
+            tracing::info!(log = %dir.display(), "the log's index was missing or stale; rebuilt");
         }
         let index = IndexWriter::open(
             &dir.join(INDEX_FILE),
@@ -531,18 +542,23 @@ impl Log {
         }
     }
 
+    /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The log's identity (random, chosen at creation, in every segment header).
     pub fn log_id(&self) -> [u8; 32] {
         self.log_id
     }
+    /// The public key that verifies this log's checkpoints.
     pub fn public_key(&self) -> PublicKey {
         self.public
     }
+    /// What recovery did when the log was opened (nothing for a new log).
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }
+    /// What the writer has committed so far, and whether it stopped.
     pub fn status(&self) -> Status {
         self.shared
             .lock()
@@ -585,11 +601,11 @@ impl Log {
 
     /// Stops the writer after everything already queued, writes the kept checkpoint and
     /// syncs the index. Returns the writer's failure, if it had one.
-    pub fn close(mut self) -> Result<(), String> {
+    pub fn close(mut self) -> Result<(), CloseError> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<(), String> {
+    fn shutdown(&mut self) -> Result<(), CloseError> {
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
@@ -700,7 +716,7 @@ struct Prepared {
 
 enum SyncMsg {
     Batch(Box<Prepared>),
-    Close(mpsc::SyncSender<Result<(), String>>),
+    Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
 
 fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
@@ -733,7 +749,7 @@ impl Stage2 {
                 SyncMsg::Batch(p) => sync.commit(*p),
                 SyncMsg::Close(ack) => {
                     sync.finish();
-                    let _ = ack.send(sync.poisoned.take().map_or(Ok(()), Err));
+                    let _ = ack.send(sync.close_result());
                 }
             },
         }
@@ -920,7 +936,7 @@ impl Syncer {
                 Ok(SyncMsg::Batch(p)) => self.commit(*p),
                 Ok(SyncMsg::Close(ack)) => {
                     self.finish();
-                    let _ = ack.send(self.poisoned.take().map_or(Ok(()), Err));
+                    let _ = ack.send(self.close_result());
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -936,8 +952,17 @@ impl Syncer {
         }
     }
 
+    fn close_result(&mut self) -> Result<(), CloseError> {
+        self.poisoned
+            .take()
+            .map_or(Ok(()), |why| Err(CloseError::Poisoned(why)))
+    }
+
     fn poison(&mut self, why: String) {
-        eprintln!("scopehold-log: writer stopped: {why}");
+        tracing::error!(
+            reason = %why,
+            "log writer stopped: every append fails until the log is reopened"
+        );
         self.shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -994,8 +1019,9 @@ impl Syncer {
         if let Some(ix) = &mut self.index
             && let Err(e) = ix.append(&p.offsets)
         {
-            eprintln!(
-                "scopehold-log: index write failed ({e}); it will be rebuilt on the next open"
+            tracing::warn!(
+                error = %e,
+                "log index write failed; it will be rebuilt on the next open"
             );
             let _ = std::fs::remove_file(self.dir.join(INDEX_FILE));
             self.index = None;

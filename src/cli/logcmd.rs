@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use scopehold_log::{
-    BodyClass, Item, LogReader, PublicKey, SignedCheckpoint, VerifyOptions, VerifyReport, bundle,
-    verify_log,
+    BodyClass, ExportSummary, Item, LogReader, PublicKey, SignedCheckpoint, VerifyOptions,
+    VerifyReport, export_items, export_range, export_to_file, verify_bundle, verify_log,
 };
 use serde_json::json;
 
@@ -52,7 +52,7 @@ pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
                 std::fs::read(b).with_context(|| format!("reading bundle {}", b.display()))?;
             (
                 format!("bundle {}", b.display()),
-                bundle::verify_bundle(&bytes, &key, &opts),
+                verify_bundle(&bytes, &key, &opts),
             )
         }
         None => (
@@ -168,7 +168,7 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
     let reader = LogReader::open(&home.log_dir(), Some(&key))
         .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
     let s = match a.format {
-        ExportFormat::Bundle => bundle::export_to_file(&reader, &key, a.from, a.to, &a.out)?,
+        ExportFormat::Bundle => export_to_file(&reader, &key, a.from, a.to, &a.out)?,
         ExportFormat::Jsonl => export_jsonl(&reader, &key, a.from, a.to, &a.out)?,
     };
     if json_out {
@@ -206,8 +206,8 @@ fn export_jsonl(
     from: u64,
     to: Option<u64>,
     out: &Path,
-) -> anyhow::Result<bundle::ExportSummary> {
-    let (real_to, _) = bundle::export_range(reader, from, to)?;
+) -> anyhow::Result<ExportSummary> {
+    let (real_to, _) = export_range(reader, from, to)?;
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
@@ -217,7 +217,7 @@ fn export_jsonl(
         "{}",
         json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": real_to})
     )?;
-    let s = bundle::export_items(reader, from, to, &mut |item| {
+    let s = export_items(reader, from, to, &mut |item| {
         let line = match item {
             Item::Event(r) => {
                 let mut o = json!({

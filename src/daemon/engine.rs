@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use scopehold_log::writer::Clock;
+use scopehold_log::Clock;
 use scopehold_log::{Log, LogReader, Receipt};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
@@ -367,8 +367,8 @@ impl Engine {
     }
 
     /// Flushes and closes the log (kept checkpoint written). Returns the writer's failure.
-    pub fn close(self) -> Result<()> {
-        self.log.close().map_err(anyhow::Error::msg)
+    pub fn close(self) -> Result<(), scopehold_log::CloseError> {
+        self.log.close()
     }
 }
 

@@ -114,7 +114,7 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
         tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");
     }
     let group = socket_group.as_deref().map(group_id).transpose()?;
-    let engine = Arc::new(Engine::open(&home, scopehold_log::writer::system_clock())?);
+    let engine = Arc::new(Engine::open(&home, scopehold_log::system_clock())?);
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     let path = socket_path(&home, socket.as_deref());

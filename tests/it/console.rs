@@ -441,7 +441,7 @@ fn auditor_mode_opens_a_verified_bundle_read_only_and_refuses_a_tampered_one() {
     let key = LogKey::from_seed(&SEED).public();
     let reader = scopehold_log::LogReader::open(d.path(), None).unwrap();
     let mut bytes = Vec::new();
-    scopehold_log::bundle::export(&reader, &key, 3, Some(9), &mut bytes).unwrap();
+    scopehold_log::export(&reader, &key, 3, Some(9), &mut bytes).unwrap();
     let path = d.path().join("audit.bundle");
     std::fs::write(&path, &bytes).unwrap();
     let open = |p: &Path| {
@@ -495,7 +495,7 @@ fn auditor_mode_in_tmux_needs_only_the_bundle_and_the_key() {
     let key = LogKey::from_seed(&SEED).public();
     let reader = scopehold_log::LogReader::open(d.path(), None).unwrap();
     let path = d.path().join("audit.bundle");
-    scopehold_log::bundle::export_to_file(&reader, &key, 0, None, &path).unwrap();
+    scopehold_log::export_to_file(&reader, &key, 0, None, &path).unwrap();
     let session = Session(format!("shb-{}", std::process::id()));
     let cmd = format!(
         "SCOPEHOLD_HOME=/nonexistent/state NO_COLOR=1 {} console --bundle {} --key {}",

@@ -1066,9 +1066,21 @@ fn routes_answer_404_and_405_from_the_table_before_authentication() {
     let cases: [(&str, &str, Option<&str>, u16, &str); 6] = [
         // An agent's GET on a POST-only route: 405, not 403.
         ("GET", "/v1/resolve", Some(&tok), 405, "method_not_allowed"),
-        ("GET", "/v1/grants/revoke", Some(&tok), 405, "method_not_allowed"),
+        (
+            "GET",
+            "/v1/grants/revoke",
+            Some(&tok),
+            405,
+            "method_not_allowed",
+        ),
         // No valid credential: still told the route's shape, and nothing is recorded.
-        ("GET", "/v1/resolve", Some("shk_wrong"), 405, "method_not_allowed"),
+        (
+            "GET",
+            "/v1/resolve",
+            Some("shk_wrong"),
+            405,
+            "method_not_allowed",
+        ),
         ("POST", "/v1/nope", Some("shk_wrong"), 404, "not_found"),
         ("POST", "/v1/health", None, 405, "method_not_allowed"),
         // An agent on an admin route: authenticated, then refused by the route's access.

@@ -25,10 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use scopehold_log::segment::INDEX_FILE;
 use scopehold_log::{
-    AppendError, Entry, Log, LogOptions, LogReader, Recovery, SignedCheckpoint, Storage,
-    StorageFile, VerifyOptions, verify_log,
+    AppendError, Entry, INDEX_FILE, Log, LogOptions, LogReader, Recovery, SignedCheckpoint,
+    Storage, StorageFile, VerifyOptions, verify_log,
 };
 
 use crate::common;

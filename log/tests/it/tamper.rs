@@ -5,10 +5,10 @@
 use std::ops::Range;
 use std::path::Path;
 
-use scopehold_log::codec::{self, FRAME_CHECKPOINT, FRAME_EVENT, SEGMENT_HEADER_LEN};
+use scopehold_log::codec::{self, Frame, SEGMENT_HEADER_LEN};
 use scopehold_log::{
-    Failure, Log, LogError, LogOptions, LogReader, SignedCheckpoint, VerifyOptions, bundle, hash,
-    verify_log,
+    Failure, Log, LogError, LogOptions, LogReader, SignedCheckpoint, VerifyOptions, export, hash,
+    verify_bundle, verify_log,
 };
 
 use crate::alloc::largest_allocation;
@@ -25,14 +25,10 @@ fn frames(bytes: &[u8]) -> Vec<(Range<usize>, Kind)> {
     let mut v = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
-        let f = codec::read_frame(&bytes[pos..]).unwrap();
-        let k = match f.frame_type {
-            FRAME_EVENT => {
-                Kind::Event(codec::decode_event_payload(f.payload).unwrap().envelope.seq)
-            }
-            FRAME_CHECKPOINT => {
-                Kind::Checkpoint(codec::decode_checkpoint_payload(f.payload).unwrap().0.size)
-            }
+        let f = codec::decode_frame(&bytes[pos..]).unwrap();
+        let k = match f.frame {
+            Frame::Event(p) => Kind::Event(p.envelope.seq),
+            Frame::Checkpoint { body, .. } => Kind::Checkpoint(body.size),
             _ => unreachable!(),
         };
         v.push((pos..pos + f.total_len, k));
@@ -112,14 +108,14 @@ fn every_single_byte_change_to_a_bundle_is_detected() {
     varied_log(d.path(), 200, opts());
     let reader = LogReader::open(d.path(), None).unwrap();
     let mut b = Vec::new();
-    bundle::export(&reader, &key().public(), 10, Some(150), &mut b).unwrap();
+    export(&reader, &key().public(), 10, Some(150), &mut b).unwrap();
     let pk = key().public();
-    bundle::verify_bundle(&b, &pk, &VerifyOptions::default()).unwrap();
+    verify_bundle(&b, &pk, &VerifyOptions::default()).unwrap();
     for off in 0..b.len() {
         for mask in [1u8 << (off % 8), 0xFF] {
             b[off] ^= mask;
             assert!(
-                bundle::verify_bundle(&b, &pk, &VerifyOptions::default()).is_err(),
+                verify_bundle(&b, &pk, &VerifyOptions::default()).is_err(),
                 "bundle change at offset {off} (mask {mask:#x}) not detected"
             );
             b[off] ^= mask;
@@ -128,14 +124,14 @@ fn every_single_byte_change_to_a_bundle_is_detected() {
     // A bundle cut anywhere fails.
     for cut in 0..b.len() {
         assert!(
-            bundle::verify_bundle(&b[..cut], &pk, &VerifyOptions::default()).is_err(),
+            verify_bundle(&b[..cut], &pk, &VerifyOptions::default()).is_err(),
             "bundle cut at {cut} verified"
         );
     }
     // And one extra byte.
     let mut longer = b.clone();
     longer.push(0);
-    assert!(bundle::verify_bundle(&longer, &pk, &VerifyOptions::default()).is_err());
+    assert!(verify_bundle(&longer, &pk, &VerifyOptions::default()).is_err());
 }
 
 /// Rewrites segment 0 frame by frame: `edit` may change event bodies; every commitment,
@@ -147,9 +143,8 @@ fn forge(seg: &Path, edit: impl Fn(u64, &mut Vec<u8>)) {
     let (log_id, _) = codec::decode_segment_header(&bytes).unwrap();
     let mut head = hash::genesis(&log_id);
     for (r, _) in frames(&bytes) {
-        let f = codec::read_frame(&bytes[r.clone()]).unwrap();
-        if f.frame_type == FRAME_EVENT {
-            let p = codec::decode_event_payload(f.payload).unwrap();
+        let f = codec::decode_frame(&bytes[r.clone()]).unwrap();
+        if let Frame::Event(p) = f.frame {
             let (salt, body) = p.salt_and_body.unwrap();
             let mut body = body.to_vec();
             edit(p.envelope.seq, &mut body);
@@ -160,8 +155,11 @@ fn forge(seg: &Path, edit: impl Fn(u64, &mut Vec<u8>)) {
             let env_bytes = env.encode();
             head = hash::event_hash(&env_bytes);
             codec::put_event_frame(&mut out, &env_bytes, Some((salt, &body)));
-        } else {
-            let (mut cp, sig) = codec::decode_checkpoint_payload(f.payload).unwrap();
+        } else if let Frame::Checkpoint {
+            body: mut cp,
+            signature: sig,
+        } = f.frame
+        {
             cp.head = head;
             codec::put_checkpoint_frame(&mut out, &cp.encode(), &sig);
         }
@@ -474,26 +472,26 @@ fn a_bundle_with_a_checkpoint_before_its_first_event_or_an_overflowing_range_is_
     let reader = LogReader::open(d.path(), None).unwrap();
     let pk = key().public();
     let mut b = Vec::new();
-    bundle::export(&reader, &pk, 6, Some(11), &mut b).unwrap();
-    bundle::verify_bundle(&b, &pk, &VerifyOptions::default()).unwrap();
+    export(&reader, &pk, 6, Some(11), &mut b).unwrap();
+    verify_bundle(&b, &pk, &VerifyOptions::default()).unwrap();
     // Insert a copy of the bundle's last checkpoint frame right after the header.
     let h = codec::BUNDLE_HEADER_LEN;
     let mut pos = h;
     let mut last_cp = 0..0;
     while pos < b.len() {
-        let f = codec::read_frame(&b[pos..]).unwrap();
-        if f.frame_type == FRAME_CHECKPOINT {
+        let f = codec::decode_frame(&b[pos..]).unwrap();
+        if let Frame::Checkpoint { .. } = f.frame {
             last_cp = pos..pos + f.total_len;
         }
         pos += f.total_len;
     }
     let forged = [&b[..h], &b[last_cp], &b[h..]].concat();
-    assert!(bundle::verify_bundle(&forged, &pk, &VerifyOptions::default()).is_err());
+    assert!(verify_bundle(&forged, &pk, &VerifyOptions::default()).is_err());
     // A header claiming `to = u64::MAX`, with a recomputed CRC: an error, not a panic or wrap.
     let mut hdr = codec::decode_bundle_header(&b).unwrap();
     hdr.to = u64::MAX;
     let evil = [&codec::encode_bundle_header(&hdr)[..], &b[h..]].concat();
-    assert!(bundle::verify_bundle(&evil, &pk, &VerifyOptions::default()).is_err());
+    assert!(verify_bundle(&evil, &pk, &VerifyOptions::default()).is_err());
 }
 
 #[test]

@@ -2,21 +2,22 @@
 //! out byte for byte as committed in `log/golden/`, the committed files must verify with the
 //! committed public key, and the hashes recomputed from FORMAT.md's definitions with plain
 //! BLAKE3 calls must match. Regenerate (after a deliberate format change, with a version
-//! bump and a migration) with `SCOPEHOLD_UPDATE_GOLDEN=1 cargo test --test it golden`.
+//! bump and a migration) with `SCOPEHOLD_UPDATE_GOLDEN=1 cargo test -p scopehold-log --test it golden`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use scopehold_log::{
-    Entry, Log, LogKey, LogOptions, LogReader, PublicKey, VerifyOptions, bundle, verify_log,
+    Entry, Log, LogKey, LogOptions, LogReader, PublicKey, VerifyOptions, export, verify_bundle,
+    verify_log,
 };
 
 const SEED: [u8; 32] = *b"scopehold golden vector key seed";
 const LOG_ID: [u8; 32] = *b"scopehold golden vector log id!!";
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("log/golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
 /// Builds the golden log: fixed key, identity, clock and salts; batches of 1, 2 and 2.
@@ -71,7 +72,7 @@ fn expected_text(dir: &Path) -> String {
 fn bundle_bytes(dir: &Path) -> Vec<u8> {
     let r = LogReader::open(dir, None).unwrap();
     let mut b = Vec::new();
-    bundle::export(&r, &LogKey::from_seed(&SEED).public(), 0, None, &mut b).unwrap();
+    export(&r, &LogKey::from_seed(&SEED).public(), 0, None, &mut b).unwrap();
     b
 }
 
@@ -130,7 +131,7 @@ fn the_committed_golden_files_verify_with_the_committed_public_key() {
     )
     .unwrap();
     assert_eq!(r.events, 5);
-    let b = bundle::verify_bundle(
+    let b = verify_bundle(
         &std::fs::read(g.join("bundle.bin")).unwrap(),
         &key,
         &VerifyOptions::default(),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scopehold_log::codec::{self, FRAME_CHECKPOINT, SEGMENT_HEADER_LEN};
+use scopehold_log::codec::{self, Frame, SEGMENT_HEADER_LEN};
 use scopehold_log::{Entry, Log, LogError, LogOptions, VerifyOptions, verify_log};
 
 use crate::common::{self, key, opts};
@@ -13,13 +13,10 @@ fn checkpoint_ends(bytes: &[u8]) -> Vec<(usize, u64)> {
     let mut v = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     while pos < bytes.len() {
-        let f = codec::read_frame(&bytes[pos..]).unwrap();
+        let f = codec::decode_frame(&bytes[pos..]).unwrap();
         pos += f.total_len;
-        if f.frame_type == FRAME_CHECKPOINT {
-            v.push((
-                pos,
-                codec::decode_checkpoint_payload(f.payload).unwrap().0.size,
-            ));
+        if let Frame::Checkpoint { body, .. } = f.frame {
+            v.push((pos, body.size));
         }
     }
     v
