@@ -875,6 +875,8 @@ fn binary_daemon_serves_the_cli_refuses_a_second_instance_and_stops_cleanly_on_s
         bin()
             .arg("daemon")
             .env("NOTIFY_SOCKET", &notify)
+            // Debug: every request's span is printed as it closes; still no value in it.
+            .env("SCOPEHOLD_LOG", "debug")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -1003,6 +1005,18 @@ fn binary_daemon_serves_the_cli_refuses_a_second_instance_and_stops_cleanly_on_s
         .unwrap();
     assert_no_canary("daemon output", err.as_bytes());
     assert!(!err.contains(&cred), "daemon output holds the credential");
+    // Each request has its span: route, identity, outcome.
+    for want in [
+        r#"request{route="resolve""#,
+        r#"identity="agent:bot" outcome="ok""#,
+        r#"route="secret.put""#,
+        r#"outcome="unauthenticated""#,
+    ] {
+        assert!(
+            err.contains(want),
+            "no {want} in the daemon's output:\n{err}"
+        );
+    }
     assert!(!sock.exists(), "socket removed on exit");
     let v = bin().args(["log", "verify"]).output().unwrap();
     assert_eq!(
