@@ -152,17 +152,22 @@ async fn handle(engine: &Engine, peer: Peer, req: Request<Incoming>) -> Resp {
     async move {
         let mut who: Option<Caller> = None;
         let result = serve(engine, peer, route, req, &mut who).await;
-        let identity = who.as_ref().map(|c| c.identity.to_string());
+        // The identity is written out only when something will print it: an enabled span,
+        // or a refusal (logged at info). A served request at the default level pays nothing.
+        let span = tracing::Span::current();
+        let identity = (!span.is_disabled() || result.is_err())
+            .then(|| who.as_ref().map(|c| c.identity.to_string()))
+            .flatten();
         if let Some(i) = &identity {
-            tracing::Span::current().record("identity", i.as_str());
+            span.record("identity", i.as_str());
         }
         match result {
             Ok(reply) => {
-                tracing::Span::current().record("outcome", "ok");
+                span.record("outcome", "ok");
                 response(200, reply.into_bytes())
             }
             Err(e) => {
-                tracing::Span::current().record("outcome", e.code());
+                span.record("outcome", e.code());
                 tracing::info!(
                     route = route.name,
                     uid = peer.uid,
