@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Instructions the daemon executes per resolution, counted by valgrind (callgrind), which holds
+# still on this noisy machine where seconds do not (and where perf has no hardware counters).
+# The real `scopehold daemon` runs as its own process under valgrind; a separate client makes
+# N1 and then N2 resolutions on one keep-alive connection in two runs; the difference of the
+# daemon's totals divided by N2 - N1 removes start-up, set-up and shutdown.
+#   examples/instructions_per_resolution.sh BINARY [BINARY...]   (N1=200 N2=2200 by default)
+set -euo pipefail
+N1=${N1:-200}
+N2=${N2:-2200}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+
+# A client as small as an agent's: N resolutions on one keep-alive connection.
+client() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import socket, sys
+path, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+body = b'{"secret":"openai/prod","project":"bench"}'
+req = (b"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
+       b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+       b"\r\n\r\n" + body)
+s = socket.socket(socket.AF_UNIX); s.connect(path); f = s.makefile("rb")
+for _ in range(n):
+    s.sendall(req)
+    status = f.readline()
+    assert b" 200 " in status, status
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""): break
+        if line.lower().startswith(b"content-length:"): length = int(line.split(b":")[1])
+    f.read(length)
+PY
+}
+
+# Total instructions of one daemon run that serves N resolutions.
+run() {
+  local bin=$1 n=$2 dir sock pid tok out
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/sh-instr.XXXXXX")
+  sock=$dir/s.sock
+  export SCOPEHOLD_HOME=$dir/state SCOPEHOLD_SOCKET=$sock
+  "$bin" init >/dev/null
+  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" daemon 2>"$dir/vg.log" &
+  pid=$!
+  for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.1; done
+  "$bin" project create bench >/dev/null
+  printf 'sk-bench-0123456789abcdef0123456789abcdef' | "$bin" secret put openai/prod --project bench >/dev/null
+  tok=$("$bin" --json agent create bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["credential"])')
+  "$bin" grant create bench openai/prod --project bench >/dev/null
+  client "$sock" "$tok" "$n"
+  kill -TERM "$pid"; wait "$pid" || true
+  out=$(grep -E '^(summary|totals):' "$dir/cg.out" | head -1 | awk '{print $2}')
+  rm -rf "$dir"
+  unset SCOPEHOLD_HOME SCOPEHOLD_SOCKET
+  echo "$out"
+}
+
+for bin in "$@"; do
+  bin=$(realpath "$bin")
+  a=$(run "$bin" "$N1")
+  b=$(run "$bin" "$N2")
+  awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" -v bin="$bin" 'BEGIN {
+    printf "INSTR %s: %.0f instructions per resolution (daemon totals %d after %d, %d after %d)\n", bin, (b - a) / (n2 - n1), a, n1, b, n2
+  }'
+done
