@@ -139,7 +139,29 @@ impl Engine {
             e => anyhow::Error::new(e)
                 .context(format!("opening the log in {}", home.log_dir().display())),
         })?;
+        // Nothing is built from the log before it is proven: the chain from genesis, every
+        // body's commitment, and the signature of every checkpoint. A body edited on disk
+        // with its CRC recomputed (a member made admin) stops start-up here, named.
+        let report = scopehold_log::verify_log(
+            &home.log_dir(),
+            &public,
+            &scopehold_log::VerifyOptions {
+                all_signatures: true,
+                trusted: None,
+            },
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the log in {} does not verify, so no state is built from it: {e}",
+                home.log_dir().display()
+            )
+        })?;
         let state = replay(&home.log_dir(), &public)?;
+        tracing::debug!(
+            events = report.events,
+            signatures = report.signatures_checked,
+            "log verified before replay"
+        );
         let master = MasterKey::load(&home.master_key())?;
         Ok(Self {
             state: Mutex::new(state),
