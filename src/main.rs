@@ -19,7 +19,9 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(Exit { code, error }) => {
-            eprintln!("scopehold: {error:#}");
+            // Not eprintln!: it panics when standard error cannot be written.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "scopehold: {error:#}");
             ExitCode::from(code)
         }
     }
@@ -33,6 +35,9 @@ fn tracing() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        // A failed write to standard error (closed, full) is dropped, not reported through
+        // eprintln!, which would panic the daemon.
+        .log_internal_errors(false)
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none(),

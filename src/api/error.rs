@@ -11,9 +11,9 @@ pub enum ApiError {
     /// The domain refused the command.
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// No route has this path.
-    #[error("no route {0}")]
-    NoRoute(String),
+    /// No route has this path (not repeated back: messages never echo request input).
+    #[error("no such route")]
+    NoRoute,
     /// The route exists, for another method.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -54,7 +54,7 @@ impl ApiError {
                 | Refusal::ZeroLimit
                 | Refusal::Invalid(_) => (400, "invalid_request"),
             },
-            ApiError::NoRoute(_) => (404, "not_found"),
+            ApiError::NoRoute => (404, "not_found"),
             ApiError::MethodNotAllowed => (405, "method_not_allowed"),
             ApiError::BadRequest(_) => (400, "invalid_request"),
             ApiError::TooLarge(_) => (413, "too_large"),

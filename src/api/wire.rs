@@ -148,6 +148,9 @@ pub struct HealthResponse {
     pub status: String,
     /// The log.
     pub log: HealthLog,
+    /// The daemon process's own protections (absent for an engine run inside a test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Protections>,
 }
 
 /// The log's state in `/v1/health`.
@@ -161,6 +164,19 @@ pub struct HealthLog {
     pub checkpoint_size: u64,
     /// Why the log cannot be written, if it cannot.
     pub error: Option<String>,
+}
+
+/// The daemon process's protections against processes of its own uid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protections {
+    /// `PR_SET_DUMPABLE` is still 1: same-uid processes can attach and read memory.
+    pub dumpable: bool,
+    /// `RLIMIT_CORE` is not 0: a crash may write a core file.
+    pub core_dumps: bool,
+    /// All pages locked in memory (never written to swap).
+    pub memory_locked: bool,
+    /// Why memory is not locked, when it is not.
+    pub memory_lock_note: Option<String>,
 }
 
 /// `POST /v1/projects`.

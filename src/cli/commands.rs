@@ -388,6 +388,10 @@ pub fn run(
     envs: &[String],
     command: &[String],
 ) -> Result<(), Exit> {
+    // The child runs under our uid: without this it could read our environment (the
+    // credential) from /proc/$PPID/environ, or our memory (every value we resolve for it).
+    crate::daemon::hardening::not_dumpable()
+        .map_err(|e| anyhow!("making this process unreadable to its child: {e}"))?;
     let mut mappings: Vec<(String, SecretName)> = Vec::new();
     for e in envs {
         let usage = || {

@@ -219,6 +219,12 @@ impl Engine {
             }
             *state = next;
         }
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::SecretRevoked { .. } | Event::SecretRotated { .. }))
+        {
+            self.prune_data_keys_in(state, self.now());
+        }
         let (tx, rx) = oneshot::channel();
         self.log.submit(
             entries,
@@ -381,6 +387,44 @@ impl Engine {
             }
         };
         dk.open(secret.as_str(), version)
+    }
+
+    /// Drops the unwrapped data keys of versions nobody can resolve any more: revoked secrets,
+    /// and versions neither current nor in a grace period. Runs on every rotation and
+    /// revocation, and periodically (grace periods end without an event).
+    pub fn prune_data_keys(&self) {
+        let now = self.now();
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.prune_data_keys_in(&st, now);
+    }
+
+    fn prune_data_keys_in(&self, st: &State, now: u64) {
+        self.data_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(secret, version), _| {
+                st.secrets.get(secret).is_some_and(|s| {
+                    !s.revoked
+                        && (*version == s.current
+                            || s.grace
+                                .is_some_and(|(v, until)| v == *version && now < until))
+                })
+            });
+    }
+
+    /// The versions of `secret` whose data key is unwrapped in memory (for tests and
+    /// diagnostics: a revoked or superseded version must not be among them).
+    pub fn cached_versions(&self, secret: &SecretName) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .data_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|(s, _)| s == secret)
+            .map(|(_, v)| *v)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// The master key (sealing new values, hashing fresh credentials).

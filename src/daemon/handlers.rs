@@ -36,6 +36,7 @@ pub fn anyone(engine: &Engine, route: Route) -> Result<Reply, ApiError> {
                         checkpoint_size: s.checkpoint.body.size,
                         error: s.poisoned,
                     },
+                    process: super::hardening::applied().cloned(),
                 },
                 FRAME * 4,
             )

@@ -98,8 +98,68 @@ impl RequestBody {
             Err(_) => return Err(ApiError::Timeout),
             Ok(r) => r?,
         }
-        // serde_json's message names the field and the problem, never the input's content.
-        serde_json::from_slice(&buf)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+        serde_json::from_slice(&buf).map_err(|e| ApiError::BadRequest(json_error(&e)))
+    }
+}
+
+/// A JSON decoding error, described without echoing the input. serde's own messages quote
+/// what they found (`invalid type: string "..."`, `unknown field `...``), which could be a
+/// secret put in the wrong field or bytes meant for a terminal. Kept: a missing field's name
+/// (ours, from the request type) and the name grammar's messages (ours, fixed text).
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let full = e.to_string();
+    // serde_json appends " at line L column C"; the rest is the message proper.
+    let msg = full.split(" at line ").next().unwrap_or("");
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Eof => "malformed JSON body: it ends too early".into(),
+        Category::Syntax | Category::Io => format!("malformed JSON body: not valid JSON ({at})"),
+        Category::Data => {
+            if let Some(field) = msg
+                .strip_prefix("missing field `")
+                .and_then(|f| f.strip_suffix('`'))
+                .filter(|f| f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            {
+                format!("malformed JSON body: missing field `{field}`")
+            } else if crate::domain::NameError::is_message(msg) {
+                format!("malformed JSON body: {msg} ({at})")
+            } else {
+                format!(
+                    "malformed JSON body: a field is unknown or has the wrong type or value ({at})"
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::wire::{GrantCreateRequest, ResolveRequest};
+
+    #[test]
+    fn json_errors_never_echo_the_input() {
+        let canary = "sk-CANARY-echo";
+        for body in [
+            format!(r#"{{"secret": "{canary}", "project": "demo"}}"#),
+            format!(r#"{{"secret": "openai/prod", "project": "demo", "{canary}": 1}}"#),
+            format!(r#"{{"secret": "openai/prod", "project": "demo", "version": "{canary}"}}"#),
+            format!(r#"{{"secret": "openai/prod" "{canary}"}}"#),
+        ] {
+            let e = serde_json::from_str::<ResolveRequest>(&body).unwrap_err();
+            let m = json_error(&e);
+            assert!(!m.contains(canary) && !m.contains("CANARY"), "{m}");
+        }
+        let e = serde_json::from_str::<ResolveRequest>(r#"{"secret": "openai/prod"}"#).unwrap_err();
+        assert_eq!(
+            json_error(&e),
+            "malformed JSON body: missing field `project`"
+        );
+        let e = serde_json::from_str::<GrantCreateRequest>(
+            r#"{"identity": "bot", "secret": "Nope", "project": "demo"}"#,
+        )
+        .unwrap_err();
+        assert!(json_error(&e).starts_with("malformed JSON body: invalid secret name: use"));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod handlers;
+pub mod hardening;
 pub mod home;
 pub mod http;
 pub mod seal;
@@ -96,19 +97,79 @@ fn notify_ready() {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+/// The signals the daemon answers, registered before the log is opened: once registered, a
+/// signal's default action (terminate, or dump core for SIGQUIT) no longer applies, so none
+/// of them can stop the daemon in the middle of a write.
+///
+/// SIGTERM, SIGINT and SIGQUIT stop it cleanly (the log flushed, exit 0); SIGHUP, SIGUSR1 and
+/// SIGUSR2 are logged and otherwise ignored (there is no configuration to reload).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    ignore: Vec<(tokio::signal::unix::Signal, &'static str)>,
+}
+
+impl Signals {
+    /// Needs a runtime context (`Runtime::enter`).
+    fn register() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let reg = |k: SignalKind, name: &'static str| {
+            signal(k).with_context(|| format!("installing a handler for {name}"))
+        };
+        Ok(Self {
+            term: reg(SignalKind::terminate(), "SIGTERM")?,
+            int: reg(SignalKind::interrupt(), "SIGINT")?,
+            quit: reg(SignalKind::quit(), "SIGQUIT")?,
+            ignore: vec![
+                (reg(SignalKind::hangup(), "SIGHUP")?, "SIGHUP"),
+                (reg(SignalKind::user_defined1(), "SIGUSR1")?, "SIGUSR1"),
+                (reg(SignalKind::user_defined2(), "SIGUSR2")?, "SIGUSR2"),
+            ],
+        })
+    }
+
+    /// Completes on the first stopping signal; logs the ignored ones meanwhile.
+    async fn stopped(mut self) {
+        for (mut s, name) in std::mem::take(&mut self.ignore) {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::info!(
+                        "{name} ignored (the daemon has nothing to reload; SIGTERM stops it)"
+                    );
+                }
+            });
+        }
+        let name = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.quit.recv() => "SIGQUIT",
+        };
+        tracing::info!("{name}: stopping");
     }
 }
 
-/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+/// Runs the daemon in the foreground until SIGTERM, SIGINT or SIGQUIT.
 pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) -> Result<()> {
+    // Before any key is read: no same-uid process may attach, read memory, or get a core.
+    let p = hardening::harden();
+    tracing::info!(
+        dumpable = p.dumpable,
+        core_dumps = p.core_dumps,
+        memory_locked = p.memory_locked,
+        note = p.memory_lock_note.as_deref().unwrap_or(""),
+        "process protections"
+    );
+    // The runtime and the signal handlers come before the log is opened (see `Signals`).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::register()?
+    };
     if !home.is_initialised() {
         let public = home.init()?;
         tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");
@@ -118,22 +179,31 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     let path = socket_path(&home, socket.as_deref());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
     rt.block_on(async {
         let listener = bind(&path, group)?;
         tracing::info!(socket = %path.display(), "listening");
         notify_ready();
+        // Grace periods end without an event: drop the data keys they kept alive. A weak
+        // reference, so that the engine can be closed (and the log flushed) at shutdown.
+        let pruner = Arc::downgrade(&engine);
+        let pruning = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                match pruner.upgrade() {
+                    Some(e) => e.prune_data_keys(),
+                    None => break,
+                }
+            }
+        });
         server::run(
             listener,
             engine.clone(),
-            shutdown_signal(),
+            signals.stopped(),
             Duration::from_secs(10),
         )
         .await;
+        pruning.abort();
         anyhow::Ok(())
     })?;
     let _ = std::fs::remove_file(&path);

@@ -30,6 +30,26 @@ pub enum NameError {
     Identity,
 }
 
+impl NameError {
+    /// Whether `msg` is exactly one of these errors' messages (fixed text that names no
+    /// input), so that a decoder may pass it on.
+    pub fn is_message(msg: &str) -> bool {
+        const WHATS: [&str; 6] = [
+            "agent or member",
+            "agent",
+            "member",
+            "host",
+            "project",
+            "identity",
+        ];
+        WHATS
+            .iter()
+            .map(|w| NameError::Name(w))
+            .chain([NameError::Secret, NameError::Identity])
+            .any(|e| e.to_string() == msg)
+    }
+}
+
 /// The name grammar: 1 to 63 characters from `a-z 0-9 . _ -`, starting with a letter or
 /// digit. Shared by projects, agents, members, hosts and both halves of a secret name.
 pub fn valid_name(s: &str) -> bool {

@@ -97,3 +97,359 @@ fn an_event_edited_on_disk_with_its_crc_recomputed_stops_start_up_naming_the_eve
     assert!(stderr.contains(&format!("event {seq}")), "{stderr}");
     assert!(!t.path().join("s.sock").exists());
 }
+
+/// A real unix user made for one test (tests run as root in CI), removed when dropped.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TestUser {
+    /// `None` (and a note) when not root: such tests need real uids.
+    fn create(tag: &str) -> Option<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: creating users needs root (CI runs as root)");
+            return None;
+        }
+        let mut rnd = [0u8; 3];
+        getrandom::fill(&mut rnd).unwrap();
+        let name = format!("sh-{tag}-{}", hex::encode(rnd));
+        let o = std::process::Command::new("useradd")
+            .args([
+                "-M",
+                "-N",
+                "-s",
+                "/usr/sbin/nologin",
+                "-d",
+                "/nonexistent",
+                &name,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
+        Some(Self {
+            name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+        })
+    }
+
+    /// The scopehold binary, run as this user.
+    fn scopehold(&self, home: &Path, socket: &Path) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"));
+        c.uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/nonexistent")
+            .arg("--home")
+            .arg(home)
+            .arg("--socket")
+            .arg(socket);
+        c
+    }
+
+    /// Any program, run as this user.
+    fn command(&self, program: &str) -> std::process::Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(program);
+        c.uid(self.uid)
+            .gid(self.gid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        c
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel")
+            .arg(&self.name)
+            .output();
+    }
+}
+
+/// A directory owned by `user` (0700), for its state and socket.
+fn private_dir_for(user: &TestUser) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(t.path(), Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    t
+}
+
+fn wait_for_socket(p: &Path) {
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(p).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{} did not answer", p.display());
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CANARY: &str = "sk-live-CANARY-custody-51f0c3";
+
+/// As the daemon's own uid, an agent with a shell tries the ways around the socket into the
+/// daemon's memory and environment: none opens. No core limit either.
+#[test]
+fn a_same_uid_process_cannot_read_the_daemons_memory_or_environment() {
+    let Some(user) = TestUser::create("mem") else {
+        return;
+    };
+    let t = private_dir_for(&user);
+    let (home, sock) = (t.path().join("state"), t.path().join("s.sock"));
+    let daemon = Killed(
+        user.scopehold(&home, &sock)
+            .arg("daemon")
+            .env("SCOPEHOLD_CANARY_ENV", CANARY)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&sock);
+    let pid = daemon.0.id();
+    for what in ["environ", "mem", "maps", "cmdline"] {
+        let o = user
+            .command("cat")
+            .arg(format!("/proc/{pid}/{what}"))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        // cmdline stays readable by design of the kernel; it holds no secret.
+        if what == "cmdline" {
+            continue;
+        }
+        assert!(
+            !o.status.success() && !out.contains(CANARY),
+            "/proc/{pid}/{what} was readable by the daemon's own uid"
+        );
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(
+        core.split_whitespace().nth(4) == Some("0"),
+        "core dumps still allowed: {core}"
+    );
+    // The daemon says so itself.
+    let h = scopehold::cli::client::request(&sock, "GET", "/v1/health", None, None).unwrap();
+    assert_eq!(h.body["process"]["dumpable"], false, "{}", h.body);
+    assert_eq!(h.body["process"]["core_dumps"], false, "{}", h.body);
+}
+
+/// `scopehold run`'s child runs under the caller's uid; the credential that `run` holds is not
+/// in its reach: not in its environment, not in `/proc/$PPID/environ`.
+#[test]
+fn runs_child_cannot_read_the_credential_from_its_parent() {
+    let Some(user) = TestUser::create("run") else {
+        return;
+    };
+    let t = private_dir_for(&user);
+    let (home, sock) = (t.path().join("state"), t.path().join("s.sock"));
+    let _daemon = Killed(
+        user.scopehold(&home, &sock)
+            .arg("daemon")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&sock);
+    let ok = |c: &mut std::process::Command, stdin: &str| {
+        use std::io::Write;
+        let mut ch = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        ch.stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = ch.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(
+        user.scopehold(&home, &sock)
+            .args(["project", "create", "demo"]),
+        "",
+    );
+    ok(
+        user.scopehold(&home, &sock)
+            .args(["secret", "put", "openai/prod", "--project", "demo"]),
+        CANARY,
+    );
+    let cred = ok(
+        user.scopehold(&home, &sock)
+            .args(["agent", "create", "bot"]),
+        "",
+    )
+    .lines()
+    .last()
+    .unwrap()
+    .to_string();
+    ok(
+        user.scopehold(&home, &sock).args([
+            "grant",
+            "create",
+            "bot",
+            "openai/prod",
+            "--project",
+            "demo",
+        ]),
+        "",
+    );
+    let o = user
+        .scopehold(&home, &sock)
+        .env("SCOPEHOLD_TOKEN", &cred)
+        .args(["run", "--project", "demo", "--", "sh", "-c"])
+        .arg(
+            "printenv SCOPEHOLD_TOKEN; cat /proc/$PPID/environ && echo PARENT-ENV-READ; \
+             cat /proc/$PPID/mem >/dev/null 2>&1 && echo PARENT-MEM-READ; \
+             test -n \"$OPENAI_PROD\" && echo GOT-GRANTED-VALUE",
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("GOT-GRANTED-VALUE"), "{out}");
+    assert!(!out.contains(&cred), "the child read the credential");
+    assert!(
+        !out.contains("PARENT-ENV-READ") && !out.contains("PARENT-MEM-READ"),
+        "{out}"
+    );
+}
+
+#[test]
+fn revoked_and_superseded_versions_leave_no_data_key_in_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let home = Home::new(Some(t.path().join("state")), None).unwrap();
+    home.init().unwrap();
+    let engine = Engine::open(&home, scopehold_log::system_clock()).unwrap();
+    let rt = runtime();
+    let admin = root(&home);
+    let secret: scopehold::domain::SecretName = "openai/prod".parse().unwrap();
+    let exec = |c: Command| rt.block_on(engine.execute(&admin, &c)).unwrap();
+    exec(Command::CreateProject {
+        project: "demo".parse().unwrap(),
+    });
+    let seal = |v: u32, value: &[u8]| engine.master().seal(secret.as_str(), v, value).unwrap();
+    exec(Command::PutSecret {
+        secret: secret.clone(),
+        projects: vec!["demo".parse().unwrap()],
+        sealed: seal(1, b"v1-value"),
+    });
+    exec(Command::CreateGrant(scopehold::domain::GrantSpec {
+        identity: admin.identity.to_string().parse().unwrap(),
+        secret: secret.clone(),
+        project: "demo".parse().unwrap(),
+        ttl_ms: None,
+        max_uses: None,
+        rate_per_min: None,
+        uid: None,
+    }));
+    let resolve = Command::Resolve {
+        secret: secret.clone(),
+        project: "demo".parse().unwrap(),
+        version: None,
+    };
+    let value = rt.block_on(engine.resolve(&admin, &resolve)).unwrap();
+    assert_eq!(&value.value[..], b"v1-value");
+    assert_eq!(engine.cached_versions(&secret), vec![1]);
+    // Rotated with no grace: version 1 can never be resolved again, so its key goes.
+    exec(Command::RotateSecret {
+        secret: secret.clone(),
+        version: 2,
+        sealed: seal(2, b"v2-value"),
+        grace_ms: None,
+    });
+    assert_eq!(engine.cached_versions(&secret), Vec::<u32>::new());
+    rt.block_on(engine.resolve(&admin, &resolve)).unwrap();
+    assert_eq!(engine.cached_versions(&secret), vec![2]);
+    exec(Command::RevokeSecret {
+        secret: secret.clone(),
+    });
+    assert_eq!(engine.cached_versions(&secret), Vec::<u32>::new());
+}
+
+/// Standard error on a full device: the daemon does not panic, keeps serving (refusals are
+/// logged at info, so it writes), and stops cleanly. Signals that used to kill it are
+/// ignored, and SIGQUIT stops it cleanly instead of dumping core.
+#[test]
+fn an_unwritable_stderr_and_stray_signals_never_stop_the_daemon() {
+    use nix::sys::signal::{Signal, kill};
+    let t = tempfile::tempdir().unwrap();
+    let (home, sock) = (t.path().join("state"), t.path().join("s.sock"));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut d = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"))
+            .arg("--home")
+            .arg(&home)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("daemon")
+            .env("SCOPEHOLD_LOG", "debug")
+            .stderr(full)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&sock);
+    let pid = nix::unistd::Pid::from_raw(d.0.id() as i32);
+    for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2] {
+        kill(pid, sig).unwrap();
+        for _ in 0..20 {
+            // Refused requests: each one logs a line to the full stderr.
+            let a = scopehold::cli::client::request(
+                &sock,
+                "POST",
+                "/v1/resolve",
+                Some(&serde_json::json!({"secret": "openai/prod", "project": "demo"})),
+                Some("shk_wrong"),
+            )
+            .unwrap();
+            assert_eq!(a.status, 401);
+        }
+        assert!(
+            d.0.try_wait().unwrap().is_none(),
+            "{sig} stopped the daemon"
+        );
+    }
+    kill(pid, Signal::SIGQUIT).unwrap();
+    let status = d.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGQUIT is a clean stop: {status:?}"
+    );
+    assert!(!t.path().join("core").exists());
+    // The log was flushed and verifies.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"))
+        .arg("--home")
+        .arg(&home)
+        .args(["log", "verify"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
