@@ -29,6 +29,11 @@ pub enum ApiError {
     /// The audit log cannot be written: nothing is answered that it would have to record.
     #[error("{0}")]
     LogUnavailable(String),
+    /// Free disk space is under the reserve: only revocations are still logged.
+    #[error(
+        "the disk holding the audit log is under its reserve: only revocations are logged until space is freed"
+    )]
+    DiskReserve,
     /// A fault of the daemon's own (never the caller's input).
     #[error("{0}")]
     Internal(String),
@@ -60,6 +65,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (413, "too_large"),
             ApiError::Timeout => (408, "timeout"),
             ApiError::LogUnavailable(_) => (503, "log_unavailable"),
+            ApiError::DiskReserve => (503, "disk_reserve"),
             ApiError::Internal(_) => (500, "internal"),
         }
     }

@@ -62,6 +62,20 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
                 f("pid", pid.map_or("-".into(), |p| p.to_string())),
             ];
         }
+        Event::DenialsCounted {
+            identity,
+            uid,
+            reason,
+            count,
+            from_ms,
+            to_ms,
+        } => {
+            if identity.is_none() {
+                s.identity = uid.map_or("many callers".into(), |u| format!("uid {u}"));
+            }
+            s.outcome = format!("DENIED x{count} more ({reason})");
+            s.fields = vec![f("from", time_str(*from_ms)), f("to", time_str(*to_ms))];
+        }
         Event::UnauthenticatedDenied { uid, count, .. } => {
             s.identity = format!("uid {uid}");
             s.outcome = format!("DENIED x{count} (no valid credential)");

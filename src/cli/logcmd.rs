@@ -362,6 +362,19 @@ pub fn show(
                     "project={} DENIED ({reason}) uid={uid}",
                     project.as_ref().map(|p| p.as_str()).unwrap_or("")
                 ),
+                Some(Event::DenialsCounted {
+                    uid,
+                    reason,
+                    count,
+                    from_ms,
+                    to_ms,
+                    ..
+                }) => format!(
+                    "DENIED x{count} more ({reason}) uid={} from={} to={}",
+                    uid.map_or("-".into(), |u| u.to_string()),
+                    time_str(*from_ms),
+                    time_str(*to_ms)
+                ),
                 Some(Event::UnauthenticatedDenied { uid, count, .. }) => {
                     format!("DENIED unauthenticated uid={uid} count={count}")
                 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -18,6 +19,7 @@ use scopehold_log::{Log, LogReader, Receipt};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
+use super::denials::{DenialKey, Denials, Noted};
 use super::home::Home;
 use super::seal::{DataKey, MasterKey};
 use crate::api::ApiError;
@@ -28,9 +30,27 @@ use crate::domain::{
 /// Credentials look like `shk_` followed by 64 hex characters (256 random bits).
 pub const CREDENTIAL_PREFIX: &str = "shk_";
 
-/// Unauthenticated denials from one peer uid are recorded at most once per this window; the
-/// event carries how many it stands for.
-const UNAUTH_WINDOW_MS: u64 = 10_000;
+/// Bounds on what callers can make the daemon write, and the disk it keeps free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A caller's repeated denials are written once per window (see `denials`).
+    pub denial_window_ms: u64,
+    /// Distinct callers counted per window before they fold into one overflow count.
+    pub denial_keys: usize,
+    /// Below this much free space on the log's file system, only revocations (which reduce
+    /// access) are still logged; everything else is refused with 503 `disk_reserve`.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            denial_window_ms: 10_000,
+            denial_keys: 1024,
+            disk_reserve_bytes: 64 << 20,
+        }
+    }
+}
 
 /// Who is on the other end of the socket, from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +96,11 @@ pub struct Engine {
     log: Log,
     master: MasterKey,
     clock: Clock,
-    unauth: Mutex<HashMap<u32, (u64, u64)>>,
+    limits: Limits,
+    denials: Mutex<Denials>,
+    /// Set while free space on the log's file system is under the reserve (refreshed by
+    /// [`Engine::refresh_disk_reserve`], every second from the daemon's housekeeping).
+    under_reserve: AtomicBool,
     /// Unwrapped data keys of versions resolved so far (zeroized when dropped). The master
     /// key that unwraps them is in memory anyway; this saves one decryption per resolution.
     data_keys: Mutex<HashMap<(SecretName, u32), Arc<DataKey>>>,
@@ -168,9 +192,75 @@ impl Engine {
             log,
             master,
             clock,
-            unauth: Mutex::new(HashMap::new()),
+            limits: Limits::default(),
+            denials: Mutex::new(Denials::new(
+                Limits::default().denial_window_ms,
+                Limits::default().denial_keys,
+            )),
+            under_reserve: AtomicBool::new(false),
             data_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same engine with other limits (tests; a daemon flag later).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self.denials = Mutex::new(Denials::new(limits.denial_window_ms, limits.denial_keys));
+        self.refresh_disk_reserve();
+        self
+    }
+
+    /// Re-reads the free space of the log's file system against the reserve.
+    pub fn refresh_disk_reserve(&self) {
+        let under = match nix::sys::statvfs::statvfs(self.log.dir()) {
+            Ok(v) => {
+                v.blocks_available().saturating_mul(v.fragment_size())
+                    < self.limits.disk_reserve_bytes
+            }
+            // Unknown free space: do not refuse on a guess; a full disk still fails closed
+            // through the log itself.
+            Err(_) => false,
+        };
+        let was = self.under_reserve.swap(under, Ordering::Relaxed);
+        if under != was {
+            tracing::warn!(
+                under,
+                reserve_bytes = self.limits.disk_reserve_bytes,
+                "disk reserve {}",
+                if under {
+                    "reached: only revocations are logged"
+                } else {
+                    "regained"
+                }
+            );
+        }
+    }
+
+    /// Writes the counts of denial windows that have ended (all of them with `all`).
+    pub async fn flush_denials(&self, all: bool) -> Result<(), ApiError> {
+        let due = self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_due(self.now(), all);
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.record(due).await.map(|_| ())
+    }
+
+    /// Notes a denial: `None` when it is only counted, else the events to record now (an
+    /// ended window's count, if any; the caller appends the denial itself after them).
+    fn note_denial(&self, key: DenialKey, uid: u32) -> Option<Vec<Event>> {
+        match self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(key, uid, self.now())
+        {
+            Noted::Counted => None,
+            Noted::Record(ended) => Some(ended.into_iter().collect()),
+        }
     }
 
     /// The engine's clock (ms since the epoch).
@@ -261,6 +351,9 @@ impl Engine {
     /// refused resolution, the denial) and waits until they are durable.
     pub async fn execute(&self, caller: &Caller, command: &Command) -> Result<Executed, ApiError> {
         self.check_log()?;
+        if self.under_reserve.load(Ordering::Relaxed) && !command.reduces_access() {
+            return Err(ApiError::DiskReserve);
+        }
         let (decision, pending) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = self.now();
@@ -270,7 +363,19 @@ impl Engine {
                     (Ok(events), pending)
                 }
                 Err(refusal) => match domain::recorded_refusal(caller, command, &refusal, now) {
-                    Some(ev) => (Err(refusal), self.apply_and_submit(&mut st, &[ev])?),
+                    Some(ev) => {
+                        let reason = match &refusal {
+                            Refusal::Denied(r) | Refusal::RateLimited(r) => *r,
+                            _ => domain::DenyReason::NotGranted,
+                        };
+                        let key = DenialKey::Caller(caller.identity.clone(), reason);
+                        let Some(mut events) = self.note_denial(key, caller.uid) else {
+                            // Counted; recorded when its window ends.
+                            return Err(refusal.into());
+                        };
+                        events.push(ev);
+                        (Err(refusal), self.apply_and_submit(&mut st, &events)?)
+                    }
                     None => return Err(refusal.into()),
                 },
             }
@@ -295,12 +400,26 @@ impl Engine {
         match who {
             Identified::Caller(c) => Ok(c),
             Identified::Denied(c, reason) => {
-                let ev = domain::denial_event(&c, None, reason, self.now());
-                self.record(vec![ev]).await?;
+                if let Some(mut events) =
+                    self.note_denial(DenialKey::Caller(c.identity.clone(), reason), peer.uid)
+                {
+                    events.push(domain::denial_event(&c, None, reason, self.now()));
+                    self.record(events).await?;
+                }
                 Err(Refusal::Denied(reason).into())
             }
             Identified::Unknown => {
-                self.record_unauthenticated(peer).await?;
+                if let Some(mut events) =
+                    self.note_denial(DenialKey::Unauthenticated(peer.uid), peer.uid)
+                {
+                    events.push(Event::UnauthenticatedDenied {
+                        uid: peer.uid,
+                        pid: peer.pid,
+                        count: 1,
+                        at_ms: self.now(),
+                    });
+                    self.record(events).await?;
+                }
                 Err(Refusal::Unauthenticated.into())
             }
         }
@@ -310,30 +429,6 @@ impl Engine {
     pub fn authorize_admin(&self, caller: &Caller) -> Result<(), ApiError> {
         self.read(|st| domain::authorize_admin(st, caller))
             .map_err(ApiError::from)
-    }
-
-    /// Counts denials of peers without a valid credential; records one event per peer uid per
-    /// window, standing for all the denials it counted.
-    async fn record_unauthenticated(&self, peer: Peer) -> Result<(), ApiError> {
-        let now = self.now();
-        let count = {
-            let mut m = self.unauth.lock().unwrap_or_else(|p| p.into_inner());
-            let e = m.entry(peer.uid).or_insert((0, 0));
-            e.1 += 1;
-            if e.0 != 0 && now < e.0 + UNAUTH_WINDOW_MS {
-                return Ok(());
-            }
-            let c = e.1;
-            *e = (now, 0);
-            c
-        };
-        let ev = Event::UnauthenticatedDenied {
-            uid: peer.uid,
-            pid: peer.pid,
-            count,
-            at_ms: now,
-        };
-        self.record(vec![ev]).await.map(|_| ())
     }
 
     /// The agent's call: [`Command::Resolve`], then, only once its event is durable, the
@@ -432,8 +527,22 @@ impl Engine {
         &self.master
     }
 
-    /// Flushes and closes the log (kept checkpoint written). Returns the writer's failure.
+    /// Writes every open denial count, then flushes and closes the log (kept checkpoint
+    /// written). Returns the writer's failure.
     pub fn close(self) -> Result<(), scopehold_log::CloseError> {
+        let due = self
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_due(self.now(), true);
+        if !due.is_empty() {
+            let entries: Result<Vec<_>, _> = due.iter().map(Event::to_entry).collect();
+            match entries.map(|e| self.log.append_batch(e)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "denial counts not written at close"),
+                Err(e) => tracing::warn!(error = %e, "denial counts not written at close"),
+            }
+        }
         self.log.close()
     }
 }

@@ -4,6 +4,7 @@
 //! executes commands; `server` serves the socket, `handlers` answer each route, `http` reads
 //! bodies and builds answers in zeroizing buffers; `seal` encrypts values at rest.
 
+pub mod denials;
 pub mod engine;
 pub mod handlers;
 pub mod hardening;
@@ -183,16 +184,19 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
         let listener = bind(&path, group)?;
         tracing::info!(socket = %path.display(), "listening");
         notify_ready();
-        // Grace periods end without an event: drop the data keys they kept alive. A weak
-        // reference, so that the engine can be closed (and the log flushed) at shutdown.
-        let pruner = Arc::downgrade(&engine);
+        // Housekeeping every second: denial counts whose window ended, the disk reserve, and
+        // the data keys that ended grace periods no longer need. A weak reference, so that the
+        // engine can be closed (and the log flushed) at shutdown.
+        let keeper = Arc::downgrade(&engine);
         let pruning = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(10));
+            let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
-                match pruner.upgrade() {
-                    Some(e) => e.prune_data_keys(),
-                    None => break,
+                let Some(e) = keeper.upgrade() else { break };
+                e.refresh_disk_reserve();
+                e.prune_data_keys();
+                if let Err(err) = e.flush_denials(false).await {
+                    tracing::warn!(error = %err, "denial counts not written");
                 }
             }
         });

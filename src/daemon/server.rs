@@ -34,6 +34,46 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections one peer uid may hold at once: one local user cannot take every slot and
+/// starve the others (a sixteenth of all).
+pub const MAX_CONNECTIONS_PER_UID: usize = MAX_CONNECTIONS / 16;
+
+/// Connections held per peer uid.
+#[derive(Debug, Default)]
+struct PerUid(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+
+/// One connection's share of its uid's count, given back when the connection ends.
+struct UidSlot {
+    uid: u32,
+    counts: Arc<PerUid>,
+}
+
+impl PerUid {
+    fn take(self: &Arc<Self>, uid: u32) -> Option<UidSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            uid,
+            counts: self.clone(),
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -63,6 +103,7 @@ pub async fn run(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_uid = Arc::new(PerUid::default());
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -90,6 +131,13 @@ pub async fn run(
                 continue;
             }
         };
+        let Some(slot) = per_uid.take(peer.uid) else {
+            tracing::debug!(
+                uid = peer.uid,
+                "per-uid connection limit reached; refusing a connection"
+            );
+            continue;
+        };
         let engine = engine.clone();
         let service = hyper::service::service_fn(move |req| {
             let engine = engine.clone();
@@ -103,6 +151,7 @@ pub async fn run(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

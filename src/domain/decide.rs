@@ -124,9 +124,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command only takes access away (a revocation): still carried out when the
+    /// disk is under its reserve, since refusing it would keep access open.
+    pub fn reduces_access(&self) -> bool {
+        matches!(
+            self,
+            Command::RevokeAgent { .. }
+                | Command::RevokeSecret { .. }
+                | Command::RevokeGrant { .. }
+        )
+    }
+}
+
 /// Why a resolution (or a caller) was denied. The caller gets one answer ("not granted")
 /// whatever the reason; the reason is recorded in the log for the security team.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DenyReason {
     /// No secret of that name.

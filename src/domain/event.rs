@@ -69,6 +69,7 @@ event_kinds! {
     SecretResolved = 12, "secret_resolved", Public;
     ResolutionDenied = 13, "resolution_denied", Public;
     UnauthenticatedDenied = 14, "unauthenticated_denied", Public;
+    DenialsCounted = 15, "denials_counted", Public;
 }
 
 impl EventKind {
@@ -222,6 +223,21 @@ pub enum Event {
         count: u64,
         at_ms: u64,
     },
+    /// Denials not recorded one by one, so that a flood cannot fill the disk: the first
+    /// denial of a caller for a reason is recorded as it happens; repeats within the window
+    /// after it are counted, and the count is recorded here when the window ends (or the
+    /// daemon stops). `identity` is absent for callers with no valid credential (then `uid`
+    /// says who), and both are absent for the overflow of many distinct callers at once.
+    DenialsCounted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<Identity>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        reason: String,
+        count: u64,
+        from_ms: u64,
+        to_ms: u64,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -259,6 +275,7 @@ impl Event {
             Event::SecretResolved { .. } => EventKind::SecretResolved,
             Event::ResolutionDenied { .. } => EventKind::ResolutionDenied,
             Event::UnauthenticatedDenied { .. } => EventKind::UnauthenticatedDenied,
+            Event::DenialsCounted { .. } => EventKind::DenialsCounted,
         }
     }
 
@@ -298,6 +315,7 @@ impl Event {
             Event::SecretResolved { identity, .. }
             | Event::ResolutionDenied { identity, .. }
             | Event::GrantCreated { identity, .. } => Some(identity.to_string()),
+            Event::DenialsCounted { identity, .. } => identity.as_ref().map(|i| i.to_string()),
             Event::ProjectCreated { by, .. }
             | Event::MemberAdded { by, .. }
             | Event::AgentCreated { by, .. }
@@ -329,7 +347,9 @@ impl Event {
     pub fn is_denial(&self) -> bool {
         matches!(
             self,
-            Event::ResolutionDenied { .. } | Event::UnauthenticatedDenied { .. }
+            Event::ResolutionDenied { .. }
+                | Event::UnauthenticatedDenied { .. }
+                | Event::DenialsCounted { .. }
         )
     }
 }

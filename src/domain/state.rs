@@ -299,7 +299,9 @@ impl State {
                     a.last_used_ms = Some(*at_ms);
                 }
             }
-            Event::ResolutionDenied { .. } | Event::UnauthenticatedDenied { .. } => {}
+            Event::ResolutionDenied { .. }
+            | Event::UnauthenticatedDenied { .. }
+            | Event::DenialsCounted { .. } => {}
         }
         Ok(())
     }

@@ -88,10 +88,14 @@ fn every_event_body_of_the_previous_release_decodes_and_reencodes_to_the_same_by
         );
         kinds.insert(ev.kind());
     }
-    // The fixture holds every kind of event there is.
+    // The fixture holds every kind of event the previous release could write (1 to 14).
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
-        EventKind::ALL.to_vec()
+        EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.number() <= 14)
+            .collect::<Vec<_>>()
     );
     verify_log(&home.join("log"), &key, &VerifyOptions::default()).unwrap();
 }

@@ -453,3 +453,231 @@ fn an_unwritable_stderr_and_stray_signals_never_stop_the_daemon() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+fn log_events(home: &Path) -> Vec<serde_json::Value> {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"))
+        .arg("--home")
+        .arg(home)
+        .args(["--json", "log", "show"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// 300 denials of a known agent and 300 of a bad credential, then a stop before their window
+/// ends: two events for the first denials, and the stop writes the counts of the rest.
+#[test]
+fn floods_of_denials_cost_one_event_a_window_and_every_one_is_accounted_for_at_stop() {
+    use nix::sys::signal::{Signal, kill};
+    let t = tempfile::tempdir().unwrap();
+    let (home, sock) = (t.path().join("state"), t.path().join("s.sock"));
+    let bin = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"));
+        c.arg("--home").arg(&home).arg("--socket").arg(&sock);
+        c
+    };
+    let mut d = Killed(
+        bin()
+            .arg("daemon")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&sock);
+    assert!(
+        bin()
+            .args(["project", "create", "demo"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = bin().args(["agent", "create", "bot"]).output().unwrap();
+    let cred = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let body = serde_json::json!({"secret": "openai/prod", "project": "demo"});
+    for token in [cred.as_str(), "shk_wrong"] {
+        for _ in 0..300 {
+            let a = scopehold::cli::client::request(
+                &sock,
+                "POST",
+                "/v1/resolve",
+                Some(&body),
+                Some(token),
+            )
+            .unwrap();
+            assert!(a.status == 403 || a.status == 401, "{}", a.status);
+        }
+    }
+    kill(nix::unistd::Pid::from_raw(d.0.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(d.0.wait().unwrap().code(), Some(0));
+    let evs = log_events(&home);
+    let kind = |k: &str| evs.iter().filter(|e| e["kind"] == k).collect::<Vec<_>>();
+    assert_eq!(
+        kind("resolution_denied").len(),
+        1,
+        "one event for the agent's first denial"
+    );
+    assert_eq!(kind("unauthenticated_denied").len(), 1);
+    let counted = kind("denials_counted");
+    let count_of = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        counted
+            .iter()
+            .filter(|e| pred(&e["event"]))
+            .map(|e| e["event"]["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        count_of(&|e| e["identity"] == "agent:bot" && e["reason"] == "no such secret"),
+        299
+    );
+    assert_eq!(
+        count_of(&|e| e["identity"].is_null() && e["uid"].is_u64()),
+        299
+    );
+}
+
+/// One local user holding every connection it can does not stop another from being served.
+#[test]
+fn one_uid_cannot_take_every_connection_slot() {
+    let Some(user) = TestUser::create("conn") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (home, sock) = (t.path().join("state"), t.path().join("s.sock"));
+    let _d = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"))
+            .arg("--home")
+            .arg(&home)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("daemon")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_socket(&sock);
+    // The test opens the socket to the other user, as --socket-group would for its group.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // The other user opens 200 connections and holds them; it reports how many the daemon
+    // kept open (a refused one is closed at once: a read returns end of file).
+    let mut hog = user
+        .command("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import socket, sys, time
+held = []
+for _ in range(200):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)
+time.sleep(0.5)
+alive = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        alive += 0 if s.recv(1) == b"" else 1
+    except BlockingIOError:
+        alive += 1
+print(alive, flush=True)
+time.sleep(30)
+"#,
+        )
+        .arg(&sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let alive: usize = line.trim().parse().unwrap();
+    assert_eq!(
+        alive,
+        scopehold::daemon::server::MAX_CONNECTIONS_PER_UID,
+        "held by one uid"
+    );
+    // Meanwhile root is served.
+    let h = scopehold::cli::client::request(&sock, "GET", "/v1/health", None, None).unwrap();
+    assert_eq!(h.status, 200);
+    let _ = hog.kill();
+    let _ = hog.wait();
+}
+
+/// Under the disk reserve, resolutions and new grants are refused with 503 `disk_reserve`,
+/// while revocations, which take access away, are still carried out and logged.
+#[test]
+fn under_the_disk_reserve_only_revocations_are_logged() {
+    let t = tempfile::tempdir().unwrap();
+    let home = Home::new(Some(t.path().join("state")), None).unwrap();
+    home.init().unwrap();
+    let rt = runtime();
+    let admin = root(&home);
+    let secret: scopehold::domain::SecretName = "openai/prod".parse().unwrap();
+    let grant = scopehold::domain::GrantSpec {
+        identity: admin.identity.to_string().parse().unwrap(),
+        secret: secret.clone(),
+        project: "demo".parse().unwrap(),
+        ttl_ms: None,
+        max_uses: None,
+        rate_per_min: None,
+        uid: None,
+    };
+    {
+        let engine = Engine::open(&home, scopehold_log::system_clock()).unwrap();
+        let sealed = engine.master().seal(secret.as_str(), 1, b"value").unwrap();
+        for c in [
+            Command::CreateProject {
+                project: "demo".parse().unwrap(),
+            },
+            Command::PutSecret {
+                secret: secret.clone(),
+                projects: vec!["demo".parse().unwrap()],
+                sealed,
+            },
+            Command::CreateGrant(grant.clone()),
+        ] {
+            rt.block_on(engine.execute(&admin, &c)).unwrap();
+        }
+        engine.close().unwrap();
+    }
+    // A reserve larger than any disk: the daemon is under it from the start.
+    let engine = Engine::open(&home, scopehold_log::system_clock())
+        .unwrap()
+        .with_limits(scopehold::daemon::engine::Limits {
+            disk_reserve_bytes: u64::MAX,
+            ..Default::default()
+        });
+    let size = engine.log().status().size;
+    let resolve = Command::Resolve {
+        secret: secret.clone(),
+        project: "demo".parse().unwrap(),
+        version: None,
+    };
+    let e = rt.block_on(engine.resolve(&admin, &resolve)).unwrap_err();
+    assert_eq!((e.status(), e.code()), (503, "disk_reserve"));
+    let e = rt
+        .block_on(engine.execute(&admin, &Command::CreateGrant(grant)))
+        .unwrap_err();
+    assert_eq!(e.code(), "disk_reserve");
+    assert_eq!(engine.log().status().size, size, "nothing was written");
+    let done = rt
+        .block_on(engine.execute(&admin, &Command::RevokeGrant { grant: 1 }))
+        .unwrap();
+    assert!(matches!(
+        done.events[..],
+        [scopehold::domain::Event::GrantRevoked { grant: 1, .. }]
+    ));
+    assert_eq!(engine.log().status().size, size + 1);
+}

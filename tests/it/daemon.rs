@@ -464,18 +464,20 @@ fn a_flood_of_unauthenticated_requests_is_counted_not_logged_one_by_one() {
     assert_eq!(unauth, vec![1]);
     d.advance(10_000);
     assert_eq!(d.resolve("shk_wrong", "openai/prod", "demo").status, 401);
-    let counts: Vec<u64> = d
+    // The window closed: its 199 repeats are one count, then the new window's first denial.
+    let counts: Vec<(&str, u64)> = d
         .events()
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::UnauthenticatedDenied { count, .. } => Some(*count),
+            Event::UnauthenticatedDenied { count, .. } => Some(("first", *count)),
+            Event::DenialsCounted { count, .. } => Some(("repeats", *count)),
             _ => None,
         })
         .collect();
     assert_eq!(
         counts,
-        vec![1, 200],
-        "the next event stands for every denial counted since"
+        vec![("first", 1), ("repeats", 199), ("first", 1)],
+        "every one of the 201 denials is accounted for"
     );
 }
 
