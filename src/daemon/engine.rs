@@ -124,7 +124,9 @@ impl Engine {
         clock: Clock,
         storage: Arc<dyn scopehold_log::Storage>,
     ) -> Result<Self> {
-        let key = scopehold_log::LogKey::load(&home.log_key())?;
+        // Checks the state directory and unseals both keys (asking for the passphrase if
+        // they are sealed) before anything else is opened.
+        let (key, master) = home.load_keys()?;
         let public = key.public();
         let opts = scopehold_log::LogOptions {
             clock: clock.clone(),
@@ -140,7 +142,6 @@ impl Engine {
                 .context(format!("opening the log in {}", home.log_dir().display())),
         })?;
         let state = replay(&home.log_dir(), &public)?;
-        let master = MasterKey::load(&home.master_key())?;
         Ok(Self {
             state: Mutex::new(state),
             log,

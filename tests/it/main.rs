@@ -11,4 +11,5 @@ mod cli;
 mod common;
 mod compat;
 mod console;
+mod custody;
 mod daemon;
