@@ -27,6 +27,10 @@ pub struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/scopehold/scopehold.sock, else in the state directory]
     #[arg(long, global = true, env = "SCOPEHOLD_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// The uid the daemon must run as: the CLI checks the socket's peer (kernel credentials)
+    /// before sending a value or a credential [default: the state directory's owner]
+    #[arg(long, global = true, env = "SCOPEHOLD_DAEMON_UID", value_name = "UID")]
+    pub daemon_uid: Option<u32>,
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -38,9 +42,18 @@ pub struct Cli {
 pub enum Command {
     /// Create the state directory (0700), the log's signing key and the master key (0600),
     /// and an empty log; print the log's public key
-    Init,
+    Init {
+        /// Seal both keys under the passphrase in FILE (argon2id, XChaCha20-Poly1305); one
+        /// trailing newline is stripped (fits systemd's LoadCredential=)
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Run the daemon in the foreground (initialising the state directory on first start)
     Daemon {
+        /// The passphrase of a sealed state directory (or, on first start, to seal it with);
+        /// without it a sealed state asks on the terminal
+        #[arg(long, env = "SCOPEHOLD_PASSPHRASE_FILE", value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         /// Make the socket 0660 and owned by GROUP, so agents under other uids can connect
         #[arg(long, value_name = "GROUP")]
         socket_group: Option<String>,
@@ -93,6 +106,9 @@ pub enum Command {
     /// The audit log: show, verify, export, checkpoints
     #[command(subcommand, after_help = EXIT_CODES)]
     Log(LogCommand),
+    /// The passphrase that seals the state directory's keys
+    #[command(subcommand)]
+    Passphrase(PassphraseCommand),
     /// The console: browse, filter and verify the audit trail, rotate and revoke (? for keys)
     Console {
         /// Auditor mode: open an exported bundle, verified and read-only (no daemon, no state)
@@ -101,6 +117,20 @@ pub enum Command {
         /// The log's public key for --bundle: 64 hex characters or a .pub file
         #[arg(long, value_name = "PUBKEY", requires = "bundle")]
         key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PassphraseCommand {
+    /// Re-seal both keys under a new passphrase (or seal an unsealed state); the log is not
+    /// touched. Run it as the state directory's owner; a running daemon keeps working
+    Change {
+        /// The current passphrase [default: asked on the terminal, if the state is sealed]
+        #[arg(long, env = "SCOPEHOLD_PASSPHRASE_FILE", value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// The new passphrase [default: asked twice on the terminal]
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
     },
 }
 

@@ -33,6 +33,46 @@ pub enum ClientError {
     /// Something answered, not in the daemon's protocol.
     #[error("bad answer from the daemon: {0}")]
     Protocol(String),
+    /// The process on the socket runs as another uid than the daemon's: nothing was sent.
+    #[error(
+        "refusing to talk to {path}: the process listening there runs as uid {found}, not as the daemon's uid {expected}; nothing was sent (another user's program may have taken the socket's place; if the daemon really runs as uid {found}, pass --daemon-uid {found})"
+    )]
+    WrongPeer {
+        /// The socket.
+        path: String,
+        /// The peer's uid, from the kernel.
+        found: u32,
+        /// The uid the daemon should run as.
+        expected: u32,
+    },
+}
+
+/// The uid a daemon is expected to run as: `explicit` (`--daemon-uid`,
+/// `SCOPEHOLD_DAEMON_UID`), else the owner of the state directory `home` (the daemon runs as
+/// its state directory's owner), else this process's own uid.
+pub fn expected_daemon_uid(explicit: Option<u32>, home: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    explicit
+        .or_else(|| std::fs::symlink_metadata(home).ok().map(|m| m.uid()))
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw())
+}
+
+/// Checks, from the kernel's peer credentials (`SO_PEERCRED`, taken when the daemon called
+/// `listen`), that the process on the other end runs as `expected`.
+fn check_peer(s: &UnixStream, socket: &Path, expected: u32) -> Result<(), ClientError> {
+    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| {
+            ClientError::Protocol(format!("reading the socket's peer credentials: {e}"))
+        })?;
+    let found = cred.uid();
+    if found != expected {
+        return Err(ClientError::WrongPeer {
+            path: socket.display().to_string(),
+            found,
+            expected,
+        });
+    }
+    Ok(())
 }
 
 /// Why a typed call did not succeed.
@@ -94,11 +134,27 @@ pub fn request_raw(
     body: &[u8],
     token: Option<&str>,
 ) -> Result<RawAnswer, ClientError> {
+    request_raw_expecting(socket, None, method, path, body, token)
+}
+
+/// As [`request_raw`], first checking that the socket's peer runs as uid `expect` (when
+/// given): on a mismatch nothing at all is written to the socket.
+pub fn request_raw_expecting(
+    socket: &Path,
+    expect: Option<u32>,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+) -> Result<RawAnswer, ClientError> {
     let unreachable = |source| ClientError::Unreachable {
         path: socket.display().to_string(),
         source,
     };
     let mut s = UnixStream::connect(socket).map_err(unreachable)?;
+    if let Some(uid) = expect {
+        check_peer(&s, socket, uid)?;
+    }
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(unreachable)?;
     let head = format!(
@@ -145,12 +201,22 @@ pub fn call<E: Endpoint>(
     req: &E::Request,
     token: Option<&str>,
 ) -> Result<E::Response, CallError> {
+    call_expecting::<E>(socket, None, req, token)
+}
+
+/// As [`call`], first checking that the socket's peer runs as uid `expect` (when given).
+pub fn call_expecting<E: Endpoint>(
+    socket: &Path,
+    expect: Option<u32>,
+    req: &E::Request,
+    token: Option<&str>,
+) -> Result<E::Response, CallError> {
     let spec = E::ROUTE.spec();
     let body = match spec.method {
         Method::Get => Zeroizing::new(Vec::new()),
         Method::Post => to_json(req)?,
     };
-    let a = request_raw(socket, spec.method, spec.path, &body, token)?;
+    let a = request_raw_expecting(socket, expect, spec.method, spec.path, &body, token)?;
     drop(body);
     if a.status == 200 {
         return serde_json::from_slice(&a.body).map_err(|e| {

@@ -22,6 +22,9 @@ pub struct Ctx {
     pub socket: PathBuf,
     /// Print JSON instead of text.
     pub json: bool,
+    /// The uid the daemon must run as; checked from the socket's peer credentials before
+    /// anything is sent (see [`client::expected_daemon_uid`]).
+    pub daemon_uid: Option<u32>,
 }
 
 fn token() -> Option<Zeroizing<String>> {
@@ -38,7 +41,7 @@ fn call<E: Endpoint>(
     req: &E::Request,
     token: Option<&str>,
 ) -> Result<E::Response, Exit> {
-    client::call::<E>(&ctx.socket, req, token).map_err(|e| {
+    client::call_expecting::<E>(&ctx.socket, ctx.daemon_uid, req, token).map_err(|e| {
         let code = match &e {
             CallError::Client(ClientError::Unreachable { .. }) => EXIT_UNREACHABLE,
             CallError::Refused {

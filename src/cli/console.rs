@@ -236,6 +236,14 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
 /// Sends the console's confirmed requests to the daemon, as the member running the console,
 /// through the same typed endpoints as the CLI.
 pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
+    actions_expecting(socket, None)
+}
+
+/// As [`actions`], each call first checking that the socket's peer runs as uid `expect`.
+pub fn actions_expecting(
+    socket: std::path::PathBuf,
+    expect: Option<u32>,
+) -> scopehold_tui::ActionsFn {
     use scopehold_tui::Request;
     Arc::new(move |r: Request| {
         let bad = |e: crate::domain::NameError| e.to_string();
@@ -243,8 +251,9 @@ pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
         let what = r.describe();
         let event = match r {
             Request::RevokeGrant(id) => {
-                client::call::<endpoint::GrantRevoke>(
+                client::call_expecting::<endpoint::GrantRevoke>(
                     &socket,
+                    expect,
                     &wire::GrantRevokeRequest { id },
                     None,
                 )
@@ -253,8 +262,9 @@ pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
             }
             Request::RevokeAgent(n) => {
                 let name = n.parse().map_err(bad)?;
-                client::call::<endpoint::AgentRevoke>(
+                client::call_expecting::<endpoint::AgentRevoke>(
                     &socket,
+                    expect,
                     &wire::AgentNameRequest { name },
                     None,
                 )
@@ -265,8 +275,9 @@ pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
                 let name = name.parse().map_err(bad)?;
                 // Moved, not copied: the typed value stays in its zeroizing buffer.
                 let value = SecretString::new(value);
-                client::call::<endpoint::SecretRotate>(
+                client::call_expecting::<endpoint::SecretRotate>(
                     &socket,
+                    expect,
                     &wire::SecretRotateRequest {
                         name,
                         value,
@@ -291,7 +302,7 @@ pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
                     rate_per_min: None,
                     uid: None,
                 };
-                client::call::<endpoint::GrantCreate>(&socket, &req, None)
+                client::call_expecting::<endpoint::GrantCreate>(&socket, expect, &req, None)
                     .map_err(failed)?
                     .event
             }
@@ -301,7 +312,7 @@ pub fn actions(socket: std::path::PathBuf) -> scopehold_tui::ActionsFn {
 }
 
 /// `console`: the state directory's log, with the daemon for actions.
-pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
+pub fn run(home: &Home, socket: &std::path::Path, daemon_uid: Option<u32>) -> Result<()> {
     let key = home.public_key()?;
     let (dir, k) = (home.log_dir(), key);
     let tables: TablesFn = Arc::new(move || {
@@ -315,7 +326,7 @@ pub fn run(home: &Home, socket: &std::path::Path) -> Result<()> {
         decoder: decoder(),
         bundle: None,
         tables: Some(tables),
-        actions: Some(actions(socket.to_path_buf())),
+        actions: Some(actions_expecting(socket.to_path_buf(), daemon_uid)),
         color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     })?;
     Ok(())

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, anyhow};
 use scopehold_log::{
     BodyClass, ExportSummary, Item, LogReader, PublicKey, SignedCheckpoint, VerifyOptions,
-    VerifyReport, export_items, export_range, export_to_file, verify_bundle, verify_log,
+    VerifyReport, export_items, export_range, verify_bundle, verify_log,
 };
 use serde_json::json;
 
@@ -168,7 +168,9 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
     let reader = LogReader::open(&home.log_dir(), Some(&key))
         .with_context(|| format!("opening the log in {}", home.log_dir().display()))?;
     let s = match a.format {
-        ExportFormat::Bundle => export_to_file(&reader, &key, a.from, a.to, &a.out)?,
+        ExportFormat::Bundle => super::outfile::write_output(&a.out, |w| {
+            Ok(scopehold_log::export(&reader, &key, a.from, a.to, w)?)
+        })?,
         ExportFormat::Jsonl => export_jsonl(&reader, &key, a.from, a.to, &a.out)?,
     };
     if json_out {
@@ -208,53 +210,49 @@ fn export_jsonl(
     out: &Path,
 ) -> anyhow::Result<ExportSummary> {
     let (real_to, _) = export_range(reader, from, to)?;
-    let tmp = out.with_extension("partial");
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-    );
-    writeln!(
-        w,
-        "{}",
-        json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": real_to})
-    )?;
-    let s = export_items(reader, from, to, &mut |item| {
-        let line = match item {
-            Item::Event(r) => {
-                let mut o = json!({
-                    "type": "event",
-                    "seq": r.seq(),
-                    "time": time_str(r.envelope.time_ms),
-                    "time_ms": r.envelope.time_ms,
-                    "kind": r.envelope.kind,
-                    "kind_name": EventKind::name_of(r.envelope.kind),
-                    "class": match r.class() { BodyClass::Public => "public", BodyClass::Secret => "secret" },
-                    "prev": hex::encode(r.envelope.prev),
-                    "hash": hex::encode(r.hash),
-                    "commitment": hex::encode(r.envelope.commitment),
-                    "envelope_hex": hex::encode(&r.envelope_bytes),
-                });
-                // export_items hands out no secret-bearing body.
-                match &r.body {
-                    Some(b) => match std::str::from_utf8(&b.bytes) {
-                        Ok(t) => o["body"] = json!(t),
-                        Err(_) => o["body_hex"] = json!(hex::encode(&b.bytes[..])),
-                    },
-                    None => {
-                        o["body"] = serde_json::Value::Null;
-                        o["redacted"] = json!(true);
+    super::outfile::write_output(out, |w| {
+        writeln!(
+            w,
+            "{}",
+            json!({"type": "header", "format": "scopehold-log-export-jsonl v1", "log_id": hex::encode(reader.log_id()), "public_key": key.to_hex(), "from": from, "to": real_to})
+        )?;
+        let s = export_items(reader, from, to, &mut |item| {
+            let line = match item {
+                Item::Event(r) => {
+                    let mut o = json!({
+                        "type": "event",
+                        "seq": r.seq(),
+                        "time": time_str(r.envelope.time_ms),
+                        "time_ms": r.envelope.time_ms,
+                        "kind": r.envelope.kind,
+                        "kind_name": EventKind::name_of(r.envelope.kind),
+                        "class": match r.class() { BodyClass::Public => "public", BodyClass::Secret => "secret" },
+                        "prev": hex::encode(r.envelope.prev),
+                        "hash": hex::encode(r.hash),
+                        "commitment": hex::encode(r.envelope.commitment),
+                        "envelope_hex": hex::encode(&r.envelope_bytes),
+                    });
+                    // export_items hands out no secret-bearing body.
+                    match &r.body {
+                        Some(b) => match std::str::from_utf8(&b.bytes) {
+                            Ok(t) => o["body"] = json!(t),
+                            Err(_) => o["body_hex"] = json!(hex::encode(&b.bytes[..])),
+                        },
+                        None => {
+                            o["body"] = serde_json::Value::Null;
+                            o["redacted"] = json!(true);
+                        }
                     }
+                    o
                 }
-                o
-            }
-            Item::Checkpoint(cp) => {
-                json!({"type": "checkpoint", "size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "body_hex": hex::encode(cp.body.encode()), "signature": hex::encode(cp.signature)})
-            }
-        };
-        writeln!(w, "{line}")
-    })?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    Ok(s)
+                Item::Checkpoint(cp) => {
+                    json!({"type": "checkpoint", "size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "body_hex": hex::encode(cp.body.encode()), "signature": hex::encode(cp.signature)})
+                }
+            };
+            writeln!(w, "{line}")
+        })?;
+        Ok(s)
+    })
 }
 
 /// `log checkpoint`: the latest signed checkpoint, for an auditor to keep.
@@ -266,7 +264,7 @@ pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(),
     let text = cp.to_text();
     match out {
         Some(p) => {
-            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+            super::outfile::write_text(p, &text)?;
             if json_out {
                 println!(
                     "{}",

@@ -9,12 +9,14 @@ pub mod commands;
 pub mod console;
 pub mod exit;
 pub mod logcmd;
+pub mod outfile;
 pub mod output;
 
 pub use args::Cli;
 pub use exit::{EXIT_OK, Exit};
 
-use args::{Command, LogCommand};
+use crate::daemon::keyfile::{Passphrase, PassphraseSource};
+use args::{Command, LogCommand, PassphraseCommand};
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Exit> {
@@ -22,9 +24,17 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
     let ctx = commands::Ctx {
         socket: crate::daemon::socket_path(&home, cli.socket.as_deref()),
         json: cli.json,
+        daemon_uid: Some(client::expected_daemon_uid(cli.daemon_uid, &home.root)),
     };
     match cli.command {
-        Command::Init => {
+        Command::Init { passphrase_file } => {
+            let sealed = passphrase_file.is_some();
+            let home = crate::daemon::Home {
+                passphrase: PassphraseSource {
+                    file: passphrase_file,
+                },
+                ..home
+            };
             let public = home.init()?;
             if cli.json {
                 println!(
@@ -33,10 +43,14 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                         "home": home.root,
                         "log_public_key": public.to_hex(),
                         "log_public_key_file": home.log_pub(),
+                        "sealed": sealed,
                     })
                 );
             } else {
                 println!("Initialised ScopeHold state in {}", home.root.display());
+                if sealed {
+                    println!("keys sealed under the passphrase (the daemon needs it to start)");
+                }
                 println!("log public key: {public}");
                 println!(
                     "(also in {}; give it to auditors)",
@@ -46,14 +60,48 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Daemon {
+            passphrase_file,
             socket_group,
             accept_missing_checkpoint,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
+                passphrase: PassphraseSource {
+                    file: passphrase_file,
+                },
                 ..home
             };
             Ok(crate::daemon::run(home, cli.socket, socket_group)?)
+        }
+        Command::Passphrase(PassphraseCommand::Change {
+            passphrase_file,
+            new_passphrase_file,
+        }) => {
+            let old = PassphraseSource {
+                file: passphrase_file,
+            };
+            let was_sealed = home.is_sealed()?;
+            home.change_passphrase(&old, || match &new_passphrase_file {
+                Some(f) => Passphrase::from_file(f),
+                None => Passphrase::prompt_new("pass --new-passphrase-file FILE"),
+            })?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"home": home.root, "sealed": true, "was_sealed": was_sealed})
+                );
+            } else if was_sealed {
+                println!(
+                    "passphrase changed: both keys in {} re-sealed (the log was not touched)",
+                    home.root.display()
+                );
+            } else {
+                println!(
+                    "keys in {} sealed under the new passphrase (the daemon now needs it to start)",
+                    home.root.display()
+                );
+            }
+            Ok(())
         }
         Command::Project(c) => commands::project(&ctx, c),
         Command::Secret(c) => commands::secret(&ctx, c),
@@ -87,7 +135,9 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             bundle: Some(b),
             key,
         } => Ok(console::run_bundle(&b, key.as_deref().unwrap_or_default())?),
-        Command::Console { bundle: None, .. } => Ok(console::run(&home, &ctx.socket)?),
+        Command::Console { bundle: None, .. } => {
+            Ok(console::run(&home, &ctx.socket, ctx.daemon_uid)?)
+        }
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),
         Command::Log(LogCommand::Checkpoint { out }) => {

@@ -148,7 +148,9 @@ impl Engine {
         clock: Clock,
         storage: Arc<dyn scopehold_log::Storage>,
     ) -> Result<Self> {
-        let key = scopehold_log::LogKey::load(&home.log_key())?;
+        // Checks the state directory and unseals both keys (asking for the passphrase if
+        // they are sealed) before anything else is opened.
+        let (key, master) = home.load_keys()?;
         let public = key.public();
         let opts = scopehold_log::LogOptions {
             clock: clock.clone(),
@@ -186,7 +188,6 @@ impl Engine {
             signatures = report.signatures_checked,
             "log verified before replay"
         );
-        let master = MasterKey::load(&home.master_key())?;
         Ok(Self {
             state: Mutex::new(state),
             log,

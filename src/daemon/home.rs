@@ -2,19 +2,32 @@
 //!
 //! ```text
 //! $SCOPEHOLD_HOME/              0700
-//!   log.key                     0600  the log's ed25519 signing key (32-byte seed)
+//!   log.key                     0600  the log's ed25519 signing key (32-byte seed), plain or sealed
 //!   log.pub                           the log's public key, hex: give it to auditors
-//!   master.key                  0600  wraps the data key of every secret version
+//!   master.key                  0600  wraps the data key of every secret version, plain or sealed
 //!   log/                        0700  segments, index, LOCK (see log/FORMAT.md)
 //!   checkpoint                        the kept checkpoint (movable: --checkpoint-file)
 //! ```
+//!
+//! The directory must be owned by the uid that runs the daemon and writable by no one else,
+//! and is never reached through a symlink: a directory another uid made, or could swap
+//! files in, is refused rather than adopted. The key files are opened relative to the
+//! directory's descriptor with `O_NOFOLLOW`. With a passphrase (`--passphrase-file`, or a
+//! prompt) both key files are sealed: see [`super::keyfile`] for the format.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use scopehold_log::{LogOptions, PublicKey};
+use anyhow::{Context, Result, anyhow, bail};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+use scopehold_log::{LogKey, LogOptions, PublicKey};
+use zeroize::Zeroizing;
 
+use super::keyfile::{self, KeyFile, Passphrase, PassphraseSource, Role};
+use super::seal::MasterKey;
 use crate::domain::Name;
 
 #[derive(Debug, Clone)]
@@ -24,6 +37,9 @@ pub struct Home {
     pub checkpoint_file: PathBuf,
     /// Open the log although its kept checkpoint is missing (recovery by hand).
     pub accept_missing_checkpoint: bool,
+    /// Where the passphrase of a sealed state comes from; at `init`, a file here seals the
+    /// new keys.
+    pub passphrase: PassphraseSource,
 }
 
 /// `$SCOPEHOLD_HOME` is read by clap (`--home`, env); this is the fallback: the XDG data
@@ -49,6 +65,7 @@ impl Home {
             root,
             checkpoint_file,
             accept_missing_checkpoint: false,
+            passphrase: PassphraseSource::default(),
         })
     }
     pub fn log_dir(&self) -> PathBuf {
@@ -82,24 +99,38 @@ impl Home {
     }
 
     /// Creates the state directory (0700) and every key ScopeHold needs, and an empty log
-    /// with its genesis checkpoint. Refuses to touch an initialised directory.
+    /// with its genesis checkpoint. Refuses to touch an initialised directory, and refuses an
+    /// existing directory that another uid owns, that group or others can write, or that is
+    /// a symlink. With `passphrase.file` set, both keys are sealed under that passphrase.
     pub fn init(&self) -> Result<PublicKey> {
-        if self.is_initialised() {
+        let pass = match &self.passphrase.file {
+            Some(f) => Some(Passphrase::from_file(f)?),
+            None => None,
+        };
+        self.init_with(pass.as_ref())
+    }
+
+    fn init_with(&self, pass: Option<&Passphrase>) -> Result<PublicKey> {
+        if fs::symlink_metadata(self.log_key()).is_ok() {
             bail!(
                 "{} is already initialised (log.key exists)",
                 self.root.display()
             );
         }
-        create_private_dir(&self.root)?;
-        let key = scopehold_log::LogKey::generate()?;
+        let dir = create_private_dir(&self.root)?;
+        let seed = keyfile::random_key()?;
+        let key = LogKey::from_seed(&seed);
         let public = key.public();
-        super::seal::MasterKey::generate()?.write_new(&self.master_key())?;
-        key.write_new(&self.log_key())?;
+        let master = keyfile::random_key()?;
+        write_key(&dir, &self.root, Role::Master, &master, pass)?;
+        write_key(&dir, &self.root, Role::Log, &seed, pass)?;
+        drop((seed, master));
+        keyfile::sync_dir(&self.root)?;
         public.write_file(&self.log_pub())?;
         let log = scopehold_log::Log::create(&self.log_dir(), key, self.log_options())
             .with_context(|| format!("creating the log in {}", self.log_dir().display()))?;
-        // The uid that initialised the state directory is the first admin member.
-        let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&self.root)?);
+        // The uid that initialised the state directory, which owns it, is the first admin.
+        let uid = dir.metadata()?.uid();
         let first = crate::domain::Event::MemberAdded {
             member: member_name_for(uid),
             uid,
@@ -110,23 +141,269 @@ impl Home {
         log.close().map_err(anyhow::Error::msg)?;
         Ok(public)
     }
+
+    /// Checks the state directory (ours, private, not a symlink) and loads both keys, asking
+    /// for the passphrase if they are sealed. Finishes a `passphrase change` that was cut off
+    /// between its renames.
+    pub fn load_keys(&self) -> Result<(LogKey, MasterKey)> {
+        let dir = lock(open_private_dir(&self.root)?)?;
+        let keys = self.load_raw(&dir, &self.passphrase)?;
+        if keys.master_sealed != keys.log_sealed {
+            bail!(
+                "{}: one key file is sealed and the other is not; run `scopehold passphrase change` to seal both",
+                self.root.display()
+            );
+        }
+        Ok((
+            LogKey::from_seed(&keys.log),
+            MasterKey::from_key(keys.master),
+        ))
+    }
+
+    /// Whether the state directory's keys are sealed under a passphrase.
+    pub fn is_sealed(&self) -> Result<bool> {
+        let dir = open_private_dir(&self.root)?;
+        Ok(read_key(&dir, &self.root, Role::Master)?.is_sealed()
+            || read_key(&dir, &self.root, Role::Log)?.is_sealed())
+    }
+
+    /// `passphrase change`: re-wraps both keys under a new passphrase (sealing an unsealed
+    /// state), leaving the log alone. Both new files are written under temporary names and
+    /// synced before either is renamed into place; a crash between the two renames is
+    /// finished by the next load with the new passphrase.
+    pub fn change_passphrase(
+        &self,
+        old: &PassphraseSource,
+        new: impl FnOnce() -> Result<Passphrase>,
+    ) -> Result<()> {
+        let dir = lock(open_private_dir(&self.root)?)?;
+        // The old passphrase is checked before the new one is asked for.
+        let keys = self.load_raw(&dir, old)?;
+        let new = new()?;
+        let new = &new;
+        for (role, key) in [(Role::Log, &keys.log), (Role::Master, &keys.master)] {
+            let name = pending_name(role);
+            let bytes = keyfile::encode(role, key, Some(new))?;
+            write_at(&dir, &self.root, &name, &bytes)?;
+        }
+        dir.sync_all()
+            .with_context(|| format!("syncing {}", self.root.display()))?;
+        for role in [Role::Log, Role::Master] {
+            nix::fcntl::renameat(&*dir, pending_name(role).as_str(), &*dir, role.file_name())
+                .map_err(|e| {
+                    anyhow!(
+                        "renaming {} into place: {e}",
+                        self.root.join(pending_name(role)).display()
+                    )
+                })?;
+        }
+        dir.sync_all()
+            .with_context(|| format!("syncing {}", self.root.display()))?;
+        Ok(())
+    }
+
+    /// Both raw keys, opened with `pass` if any file is sealed. A `*.new` file left by an
+    /// interrupted change is taken (and renamed into place) when it opens with the
+    /// passphrase given, else removed as stale.
+    fn load_raw(&self, dir: &fs::File, pass: &PassphraseSource) -> Result<RawKeys> {
+        let master = read_key(dir, &self.root, Role::Master)?;
+        let log = read_key(dir, &self.root, Role::Log)?;
+        let pending = |role| read_pending(dir, &self.root, role);
+        let (pm, pl) = (pending(Role::Master)?, pending(Role::Log)?);
+        let p = if master.is_sealed() || log.is_sealed() {
+            Some(pass.get()?)
+        } else {
+            None
+        };
+        // Each role decided first; files are renamed or removed only once both keys opened,
+        // so a failed attempt (a wrong passphrase) changes nothing.
+        let decide = |role: Role, main: KeyFile, pend: Option<KeyFile>| -> Result<_> {
+            let path = self.root.join(role.file_name());
+            if let Some(pf) = pend {
+                let ppath = self.root.join(pending_name(role));
+                if let Ok(k) = pf.open(role, &ppath, p.as_ref()) {
+                    return Ok((k, pf.is_sealed(), Some(Pending::Take)));
+                }
+                let k = main.open(role, &path, p.as_ref())?;
+                return Ok((k, main.is_sealed(), Some(Pending::Stale)));
+            }
+            Ok((main.open(role, &path, p.as_ref())?, main.is_sealed(), None))
+        };
+        let (m, ms, m_act) = decide(Role::Master, master, pm)?;
+        let (l, ls, l_act) = decide(Role::Log, log, pl)?;
+        for (role, act) in [(Role::Log, l_act), (Role::Master, m_act)] {
+            let name = pending_name(role);
+            match act {
+                Some(Pending::Take) => {
+                    nix::fcntl::renameat(dir, name.as_str(), dir, role.file_name())
+                        .map_err(|e| anyhow!("finishing a passphrase change ({name}): {e}"))?;
+                    tracing::info!(file = %self.root.join(role.file_name()).display(), "finished an interrupted passphrase change");
+                }
+                Some(Pending::Stale) => {
+                    nix::unistd::unlinkat(
+                        dir,
+                        name.as_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    )
+                    .map_err(|e| anyhow!("removing the stale {name}: {e}"))?;
+                }
+                None => continue,
+            }
+            dir.sync_all()
+                .with_context(|| format!("syncing {}", self.root.display()))?;
+        }
+        Ok(RawKeys {
+            master: m,
+            log: l,
+            master_sealed: ms,
+            log_sealed: ls,
+        })
+    }
 }
 
-/// Creates `dir` with mode 0700, or tightens an existing empty-of-ours directory to 0700.
-fn create_private_dir(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting mode 0700 on {}", dir.display()))?;
-        return Ok(());
+/// What to do with a `*.new` key file found at load: rename it into place (it opened with
+/// the passphrase given: the change it belongs to is finished) or remove it (stale).
+enum Pending {
+    Take,
+    Stale,
+}
+
+/// Both keys' bytes (zeroized on drop) and whether each file was sealed.
+struct RawKeys {
+    master: Zeroizing<[u8; 32]>,
+    log: Zeroizing<[u8; 32]>,
+    master_sealed: bool,
+    log_sealed: bool,
+}
+
+fn pending_name(role: Role) -> String {
+    format!("{}.new", role.file_name())
+}
+
+fn lock(dir: fs::File) -> Result<Flock<fs::File>> {
+    // One key loader or passphrase change at a time on a state directory.
+    Flock::lock(dir, FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow!("locking the state directory: {e}"))
+}
+
+fn open_at(dir: &fs::File, name: &str, flags: OFlag, mode: Mode) -> nix::Result<fs::File> {
+    nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        mode,
+    )
+    .map(fs::File::from)
+}
+
+fn read_key(dir: &fs::File, root: &Path, role: Role) -> Result<KeyFile> {
+    let path = root.join(role.file_name());
+    let f = open_at(dir, role.file_name(), OFlag::O_RDONLY, Mode::empty()).map_err(|e| {
+        anyhow!(
+            "opening key file {} (a symlink is refused): {e}",
+            path.display()
+        )
+    })?;
+    KeyFile::from_file(f, &path)
+}
+
+fn read_pending(dir: &fs::File, root: &Path, role: Role) -> Result<Option<KeyFile>> {
+    let name = pending_name(role);
+    match open_at(dir, &name, OFlag::O_RDONLY, Mode::empty()) {
+        Ok(f) => Ok(Some(KeyFile::from_file(f, &root.join(&name))?)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(anyhow!("opening {}: {e}", root.join(&name).display())),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    // `recursive` applies the mode before the umask; make sure of the leaf.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("setting mode 0700 on {}", dir.display()))
+}
+
+/// Creates `name` in `dir` (`O_EXCL|O_NOFOLLOW`, 0600), writes and syncs it.
+fn write_at(dir: &fs::File, root: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = root.join(name);
+    let mut f = open_at(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| anyhow!("creating {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_key(
+    dir: &fs::File,
+    root: &Path,
+    role: Role,
+    key: &[u8; 32],
+    pass: Option<&Passphrase>,
+) -> Result<()> {
+    write_at(
+        dir,
+        root,
+        role.file_name(),
+        &keyfile::encode(role, key, pass)?,
+    )
+}
+
+/// Opens `dir` without following a symlink and checks that this process's uid owns it and
+/// that neither group nor others can write it.
+pub fn open_private_dir(dir: &Path) -> Result<fs::File> {
+    let lmeta = fs::symlink_metadata(dir)
+        .with_context(|| format!("the state directory {}", dir.display()))?;
+    if lmeta.file_type().is_symlink() {
+        bail!(
+            "the state directory {} is a symlink; refusing it (use the real path)",
+            dir.display()
+        );
+    }
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .with_context(|| format!("opening the state directory {}", dir.display()))?;
+    check_private(&f, dir)?;
+    Ok(f)
+}
+
+fn check_private(f: &fs::File, dir: &Path) -> Result<()> {
+    let meta = f.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "the state directory {} is owned by uid {}, not by this process's uid {me}; refusing it (the daemon runs as its state directory's owner)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the state directory {} can be written by group or others (mode {:o}); refusing it (chmod 700 it)",
+            dir.display(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
+}
+
+/// Creates `dir` with mode 0700 (its parents as needed), or takes an existing directory that
+/// is ours and that no one else can write, tightened to 0700. Returns its descriptor.
+fn create_private_dir(dir: &Path) -> Result<fs::File> {
+    if fs::symlink_metadata(dir).is_err() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = open_private_dir(dir)?;
+    // Through the descriptor: the directory checked is the one tightened.
+    f.set_permissions(fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", dir.display()))?;
+    Ok(f)
 }
 
 /// A member name for `uid`: the account name if it fits the name grammar, else `uid-N`.

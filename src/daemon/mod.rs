@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod hardening;
 pub mod home;
 pub mod http;
+pub mod keyfile;
 pub mod seal;
 pub mod server;
 
@@ -45,35 +46,190 @@ fn group_id(name: &str) -> Result<u32> {
     }
 }
 
-/// Binds the socket: its directory made if missing (0700), a stale socket file replaced (the
-/// log lock, already held, proves no other daemon uses this state directory), mode 0600, or
-/// 0660 owned by `group` so agents under other uids can connect.
-fn bind(path: &Path, group: Option<u32>) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
+/// Where the daemon listens, and whether the socket's directory is the daemon's own to set
+/// up (created by it, or a default location) rather than a directory the operator chose.
+///
+/// Without `--socket-group` this is [`socket_path`]. With it and no `--socket`, the socket
+/// needs a directory of its own that the group can traverse, and never the state directory
+/// (which stays 0700): `$RUNTIME_DIRECTORY` (set by systemd's `RuntimeDirectory=scopehold`),
+/// else `/run/scopehold` as root, else `$XDG_RUNTIME_DIR/scopehold`; that directory is made
+/// 0750, owned by the daemon's uid and the group.
+pub fn daemon_socket_path(home: &Home, arg: Option<&Path>, group: bool) -> Result<(PathBuf, bool)> {
+    if let Some(p) = arg {
+        return Ok((p.to_path_buf(), false));
+    }
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if !group {
+        return Ok(match env("XDG_RUNTIME_DIR") {
+            Some(_) => (socket_path(home, None), true),
+            // The state directory: checked as such, never loosened.
+            None => (socket_path(home, None), false),
+        });
+    }
+    let dir = if let Some(d) = env("RUNTIME_DIRECTORY") {
+        d
+    } else if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/scopehold")
+    } else if let Some(r) = env("XDG_RUNTIME_DIR") {
+        r.join("scopehold")
+    } else {
+        bail!(
+            "--socket-group needs a directory for the socket outside the state directory: pass --socket PATH (or set RUNTIME_DIRECTORY)"
+        );
+    };
+    Ok((dir.join("scopehold.sock"), true))
+}
+
+fn os_err(what: String) -> impl FnOnce(nix::errno::Errno) -> anyhow::Error {
+    move |e| anyhow::anyhow!("{what}: {e}")
+}
+
+/// Binds the socket so that no path swap can redirect it or its permissions.
+///
+/// The socket's directory is opened with `O_NOFOLLOW` and must be owned by the daemon's uid
+/// and writable by no one else (a directory the daemon sets up, `managed`, is created if
+/// missing and made 0700, or 0750 with `group`). The socket is bound inside a fresh 0700
+/// subdirectory, reached through `/proc/self/fd` of that subdirectory's descriptor, given its
+/// mode (0600, or 0660 and `group`) there, where nothing else can appear, and only then
+/// renamed into place: from its first moment under its final name it has its final mode.
+/// A stale socket is replaced by that rename (the log lock, already held, proves no other
+/// daemon uses this state directory; a live listener is refused).
+fn bind(path: &Path, group: Option<u32>, managed: bool) -> Result<tokio::net::UnixListener> {
+    use nix::fcntl::{OFlag, openat, renameat};
+    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat, mkdirat};
+    use nix::unistd::{Gid, UnlinkatFlags, fchownat, unlinkat};
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no socket file", path.display()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut managed = managed;
+    if std::fs::symlink_metadata(dir).is_err() {
+        if let Some(pp) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(pp).with_context(|| format!("creating {}", pp.display()))?;
+        }
         std::fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+        managed = true;
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("something is already listening on {}", path.display());
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "the socket's directory {} is a symlink; refusing it",
+            dir.display()
+        );
+    }
+    let dirf = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .with_context(|| format!("opening the socket's directory {}", dir.display()))?;
+    let meta = dirf.metadata()?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+        bail!(
+            "the socket's directory {} must be owned by uid {me} and writable by no one else (it is owned by uid {}, mode {:o}): choose another --socket",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        );
+    }
+    if managed {
+        // Through the descriptor just checked, never by path.
+        if let Some(g) = group {
+            std::os::unix::fs::fchown(&dirf, None, Some(g))
+                .with_context(|| format!("giving {} to group {g}", dir.display()))?;
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+        let mode = if group.is_some() { 0o750 } else { 0o700 };
+        dirf.set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode {mode:o} on {}", dir.display()))?;
     }
-    let l = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!("something is already listening on {}", path.display());
+    }
+    let mut rnd = [0u8; 8];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("OS random source: {e}"))?;
+    let sub = format!(".bind-{}", hex::encode(rnd));
+    mkdirat(dirf.as_fd(), sub.as_str(), Mode::from_bits_truncate(0o700))
+        .map_err(os_err(format!("creating {}", dir.join(&sub).display())))?;
+    let subf = openat(
+        dirf.as_fd(),
+        sub.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .map_err(os_err(format!("opening {}", dir.join(&sub).display())));
+    let done = subf.and_then(|subf| {
+        let via = PathBuf::from(format!("/proc/self/fd/{}/s", subf.as_raw_fd()));
+        let l = std::os::unix::net::UnixListener::bind(&via)
+            .with_context(|| format!("binding a socket in {}", dir.display()))?;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        let set = (|| {
+            fchmodat(
+                subf.as_fd(),
+                "s",
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(os_err(format!("setting mode {mode:o} on the socket")))?;
+            if let Some(g) = group {
+                fchownat(
+                    subf.as_fd(),
+                    "s",
+                    None,
+                    Some(Gid::from_raw(g)),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(os_err(format!("giving the socket to group {g}")))?;
+            }
+            renameat(subf.as_fd(), "s", dirf.as_fd(), name)
+                .map_err(os_err(format!("renaming the socket to {}", path.display())))
+        })();
+        if set.is_err() {
+            let _ = unlinkat(subf.as_fd(), "s", UnlinkatFlags::NoRemoveDir);
+        }
+        set.map(|()| l)
+    });
+    let _ = unlinkat(dirf.as_fd(), sub.as_str(), UnlinkatFlags::RemoveDir);
+    let l = done?;
     if let Some(g) = group {
-        std::os::unix::fs::chown(path, None, Some(g))
-            .with_context(|| format!("giving {} to group {g}", path.display()))?;
+        warn_unreachable(dir, g);
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(l)
+    l.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(l)?)
+}
+
+/// Warns when members of group `g` cannot traverse every directory down to the socket.
+fn warn_unreachable(dir: &Path, g: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    for a in real.ancestors() {
+        let Ok(m) = std::fs::metadata(a) else {
+            continue;
+        };
+        let mode = m.mode();
+        let ok = mode & 0o001 != 0 || (m.gid() == g && mode & 0o010 != 0);
+        if !ok {
+            tracing::warn!(
+                directory = %a.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "members of the socket group cannot traverse this directory, so they cannot reach the socket"
+            );
+        }
+    }
 }
 
 /// Tells a supervisor (systemd `Type=notify`) that the daemon is ready, if it asked.
@@ -179,9 +335,9 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
     let engine = Arc::new(Engine::open(&home, scopehold_log::system_clock())?);
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
-    let path = socket_path(&home, socket.as_deref());
+    let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
-        let listener = bind(&path, group)?;
+        let listener = bind(&path, group, managed)?;
         tracing::info!(socket = %path.display(), "listening");
         notify_ready();
         // Housekeeping every second: denial counts whose window ended, the disk reserve, and

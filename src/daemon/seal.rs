@@ -78,7 +78,8 @@ impl MasterKey {
         Ok(Self::from_key(k))
     }
 
-    fn from_key(key: Zeroizing<[u8; 32]>) -> Self {
+    /// From the key's 32 bytes (as read from `master.key`, plain or unsealed).
+    pub(crate) fn from_key(key: Zeroizing<[u8; 32]>) -> Self {
         // Key for hashing agent credentials (a keyed hash: the stored hash is useless
         // without it).
         let cred = Zeroizing::new(blake3::derive_key(

@@ -13,3 +13,4 @@ mod compat;
 mod console;
 mod custody;
 mod daemon;
+mod paths;
