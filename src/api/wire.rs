@@ -151,6 +151,21 @@ pub struct HealthResponse {
     /// The daemon process's own protections (absent for an engine run inside a test).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Protections>,
+    /// What the set-up protects, and where it cannot.
+    pub custody: Custody,
+}
+
+/// What the daemon can say about its own custody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Custody {
+    /// The uid the daemon runs as.
+    pub daemon_uid: u32,
+    /// Whether the keys in the state directory are sealed under a passphrase.
+    pub keys_sealed: bool,
+    /// Agents that have called from the daemon's own uid: they can read whatever the daemon's
+    /// uid can read on disk (the state directory, and with unsealed keys every secret). The one
+    /// set-up nothing on disk protects against; run agents under their own uids.
+    pub agents_sharing_the_daemon_uid: Vec<Name>,
 }
 
 /// The log's state in `/v1/health`.

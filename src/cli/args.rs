@@ -109,6 +109,12 @@ pub enum Command {
     /// The passphrase that seals the state directory's keys
     #[command(subcommand)]
     Passphrase(PassphraseCommand),
+    /// Check the set-up: state directory, keys, socket, the daemon's protections, and whether
+    /// an agent shares the daemon's uid (the one case where nothing on disk can be protected)
+    #[command(
+        after_help = "Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed."
+    )]
+    Doctor,
     /// The console: browse, filter and verify the audit trail, rotate and revoke (? for keys)
     Console {
         /// Auditor mode: open an exported bundle, verified and read-only (no daemon, no state)

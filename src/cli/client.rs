@@ -49,12 +49,32 @@ pub enum ClientError {
 
 /// The uid a daemon is expected to run as: `explicit` (`--daemon-uid`,
 /// `SCOPEHOLD_DAEMON_UID`), else the owner of the state directory `home` (the daemon runs as
-/// its state directory's owner), else this process's own uid.
-pub fn expected_daemon_uid(explicit: Option<u32>, home: &Path) -> u32 {
+/// its state directory's owner), else the owner of the socket's directory when nobody else
+/// can write in it (only that owner, or root, can have made a socket there: an agent under
+/// its own uid, with no state directory of its own, reaches `/run/scopehold` this way), else
+/// this process's own uid.
+pub fn expected_daemon_uid(explicit: Option<u32>, home: &Path, socket: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
+    let private_dir_owner = || {
+        let dir = socket.parent()?;
+        let m = std::fs::symlink_metadata(dir).ok()?;
+        (m.is_dir() && m.mode() & 0o022 == 0).then_some(m.uid())
+    };
     explicit
         .or_else(|| std::fs::symlink_metadata(home).ok().map(|m| m.uid()))
+        .or_else(private_dir_owner)
         .unwrap_or_else(|| nix::unistd::geteuid().as_raw())
+}
+
+/// The uid of the process listening on `socket`, from the kernel's peer credentials.
+pub fn peer_uid(socket: &Path) -> Result<u32, ClientError> {
+    let s = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|c| c.uid())
+        .map_err(|e| ClientError::Protocol(format!("reading the socket's peer credentials: {e}")))
 }
 
 /// Checks, from the kernel's peer credentials (`SO_PEERCRED`, taken when the daemon called

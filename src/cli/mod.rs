@@ -7,6 +7,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod console;
+pub mod doctor;
 pub mod exit;
 pub mod logcmd;
 pub mod outfile;
@@ -21,10 +22,15 @@ use args::{Command, LogCommand, PassphraseCommand};
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Exit> {
     let home = crate::daemon::Home::new(cli.home.clone(), cli.checkpoint_file.clone())?;
+    let socket = crate::daemon::socket_path(&home, cli.socket.as_deref());
     let ctx = commands::Ctx {
-        socket: crate::daemon::socket_path(&home, cli.socket.as_deref()),
+        daemon_uid: Some(client::expected_daemon_uid(
+            cli.daemon_uid,
+            &home.root,
+            &socket,
+        )),
+        socket,
         json: cli.json,
-        daemon_uid: Some(client::expected_daemon_uid(cli.daemon_uid, &home.root)),
     };
     match cli.command {
         Command::Init { passphrase_file } => {
@@ -73,6 +79,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             };
             Ok(crate::daemon::run(home, cli.socket, socket_group)?)
         }
+        Command::Doctor => doctor::run(&home, &ctx),
         Command::Passphrase(PassphraseCommand::Change {
             passphrase_file,
             new_passphrase_file,

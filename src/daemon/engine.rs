@@ -98,6 +98,10 @@ pub struct Engine {
     clock: Clock,
     limits: Limits,
     denials: Mutex<Denials>,
+    /// The uid this daemon runs as, and the agents seen calling from it (see `Custody`).
+    own_uid: u32,
+    same_uid_agents: Mutex<std::collections::BTreeSet<domain::Name>>,
+    keys_sealed: bool,
     /// Set while free space on the log's file system is under the reserve (refreshed by
     /// [`Engine::refresh_disk_reserve`], every second from the daemon's housekeeping).
     under_reserve: AtomicBool,
@@ -199,8 +203,26 @@ impl Engine {
                 Limits::default().denial_keys,
             )),
             under_reserve: AtomicBool::new(false),
+            own_uid: nix::unistd::geteuid().as_raw(),
+            same_uid_agents: Mutex::new(Default::default()),
+            keys_sealed: home.is_sealed().unwrap_or(false),
             data_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What the daemon can say about its own custody (`/v1/health`).
+    pub fn custody(&self) -> crate::api::wire::Custody {
+        crate::api::wire::Custody {
+            daemon_uid: self.own_uid,
+            keys_sealed: self.keys_sealed,
+            agents_sharing_the_daemon_uid: self
+                .same_uid_agents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
     }
 
     /// The same engine with other limits (tests; a daemon flag later).
@@ -399,7 +421,23 @@ impl Engine {
         let hash = credential.map(|t| self.master.credential_hash(t));
         let who = self.read(|st| domain::identify(st, hash.as_ref(), peer.uid, peer.pid));
         match who {
-            Identified::Caller(c) => Ok(c),
+            Identified::Caller(c) => {
+                if peer.uid == self.own_uid
+                    && let Some(agent) = c.identity.agent()
+                {
+                    // Reported by /v1/health and `doctor`: nothing on disk protects against
+                    // an agent under the daemon's own uid.
+                    let mut seen = self
+                        .same_uid_agents
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if !seen.contains(agent) {
+                        tracing::warn!(agent = %agent, uid = peer.uid, "an agent calls from the daemon's own uid: it can read the state directory");
+                        seen.insert(agent.clone());
+                    }
+                }
+                Ok(c)
+            }
             Identified::Denied(c, reason) => {
                 if let Some(mut events) =
                     self.note_denial(DenialKey::Caller(c.identity.clone(), reason), peer.uid)

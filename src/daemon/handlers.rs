@@ -37,6 +37,7 @@ pub fn anyone(engine: &Engine, route: Route) -> Result<Reply, ApiError> {
                         error: s.poisoned,
                     },
                     process: super::hardening::applied().cloned(),
+                    custody: engine.custody(),
                 },
                 FRAME * 4,
             )

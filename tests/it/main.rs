@@ -7,6 +7,7 @@
     reason = "a test or benchmark fails loudly at the first surprise"
 )]
 
+mod agents;
 mod cli;
 mod common;
 mod compat;

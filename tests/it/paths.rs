@@ -886,12 +886,28 @@ fn socket_group_gives_the_default_socket_a_directory_of_its_own_the_group_can_re
         .unwrap();
     // Not a member of ScopeHold: refused by the daemon (exit 3), which it had to reach.
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
-    // Without being told, the CLI expects its own uid and refuses to talk to root's daemon.
+    // Without being told, the CLI expects the owner of the socket's directory (root's, and
+    // nobody else can write in it), so it reaches the daemon the same way.
     let o = user
         .command(env!("CARGO_BIN_EXE_scopehold"))
         .env_clear()
         .env("HOME", "/nonexistent-home")
         .args(["--socket", sock.to_str().unwrap(), "project", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    // Told another uid, it refuses to talk to root's daemon and sends nothing.
+    let o = user
+        .command(env!("CARGO_BIN_EXE_scopehold"))
+        .env_clear()
+        .env("HOME", "/nonexistent-home")
+        .args([
+            "--socket",
+            sock.to_str().unwrap(),
+            "--daemon-uid",
+            &user.uid.to_string(),
+        ])
+        .args(["project", "list"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", err(&o));
