@@ -4,12 +4,7 @@
 //! role), so ciphertext moved to another secret or version fails to open. Destroying a
 //! version, passphrase-protecting the master key or rotating it only touch wrapped keys.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
@@ -48,37 +43,6 @@ impl MasterKey {
         Ok(Self::from_key(random::<32>()?))
     }
 
-    pub fn write_new(&self, path: &Path) -> Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        f.write_all(self.key.as_ref())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", path.display()))
-    }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        let meta = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            bail!(
-                "{} can be read by other users; expected mode 0600",
-                path.display()
-            );
-        }
-        let bytes =
-            Zeroizing::new(fs::read(path).with_context(|| format!("reading {}", path.display()))?);
-        let mut k = Zeroizing::new([0u8; 32]);
-        if bytes.len() != 32 {
-            bail!("{}: expected 32 bytes", path.display());
-        }
-        k.copy_from_slice(&bytes);
-        Ok(Self::from_key(k))
-    }
-
-    /// From the key's 32 bytes (as read from `master.key`, plain or unsealed).
     pub(crate) fn from_key(key: Zeroizing<[u8; 32]>) -> Self {
         // Key for hashing agent credentials (a keyed hash: the stored hash is useless
         // without it).
