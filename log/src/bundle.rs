@@ -162,8 +162,14 @@ pub fn export_to_file(
     path: &Path,
 ) -> Result<ExportSummary, LogError> {
     let tmp = path.with_extension("partial");
+    // A new file, never an existing one: `create_new` (O_EXCL) fails on anything already at
+    // that name, a symlink planted there included, so the bundle cannot be written through
+    // it; the rename then replaces whatever is at `path` itself rather than following it.
     let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&tmp)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
             .map_err(|e| LogError::io(format!("creating {}", tmp.display()), e))?,
     );
     let r = export(reader, public_key, from, to, &mut f).and_then(|s| {
