@@ -3,74 +3,24 @@
 //! daemon's group, agents under their own uids in that group. Real users, made by the test.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::users::{Killed, TestUser};
+
 const CANARY: &str = "sk-live-CANARY-layout-77ab21";
 
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
+/// The binary as `user`, with all its groups, in a clean environment plus `env`.
+fn scopehold(user: &TestUser, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = user.with_groups(env!("CARGO_BIN_EXE_scopehold"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
 }
 
-impl User {
-    /// `useradd` with the given extra arguments; `None` when not root.
-    fn add(tag: &str, extra: &[&str]) -> Option<Self> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: creating users needs root (CI runs as root)");
-            return None;
-        }
-        let mut rnd = [0u8; 3];
-        getrandom::fill(&mut rnd).unwrap();
-        let name = format!("sh-{tag}-{}", hex::encode(rnd));
-        let o = Command::new("useradd")
-            .args(["-M", "-s", "/usr/sbin/nologin", "-d", "/nonexistent"])
-            .args(extra)
-            .arg(&name)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        Some(Self {
-            name,
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-        })
-    }
-
-    /// The binary as this user, with the user's groups (setpriv: std cannot set
-    /// supplementary groups on stable).
-    fn scopehold(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--init-groups")
-            .arg(env!("CARGO_BIN_EXE_scopehold"))
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/nonexistent")
-            .args(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).output();
-        let _ = Command::new("groupdel").arg(&self.name).output();
-    }
-}
-
-fn dir(path: PathBuf, owner: &User, mode: u32) -> PathBuf {
+fn dir(path: PathBuf, owner: &TestUser, mode: u32) -> PathBuf {
     std::fs::create_dir(&path).unwrap();
     std::os::unix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -98,23 +48,15 @@ fn with_stdin(mut c: Command, input: &str) -> Output {
     ch.wait_with_output().unwrap()
 }
 
-struct Killed(std::process::Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
-    let Some(daemon_user) = User::add("d", &["-U"]) else {
+    let Some(daemon_user) = TestUser::create("d", &["-U"]) else {
         return;
     };
-    let Some(agent) = User::add("a", &["-N", "-G", &daemon_user.name]) else {
+    let Some(agent) = TestUser::create("a", &["-N", "-G", &daemon_user.name]) else {
         return;
     };
-    let Some(stranger) = User::add("x", &["-N"]) else {
+    let Some(stranger) = TestUser::create("x", &["-N"]) else {
         return;
     };
     let base = tempfile::tempdir().unwrap();
@@ -129,26 +71,27 @@ fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
         run.to_str().unwrap(),
     );
     let as_daemon = |args: &[&str]| {
-        daemon_user.scopehold(
+        scopehold(
+            &daemon_user,
             args,
             &[("SCOPEHOLD_HOME", state_s), ("SCOPEHOLD_SOCKET", socket_s)],
         )
     };
     let _d = Killed(
-        daemon_user
-            .scopehold(
-                &[
-                    "--home",
-                    state_s,
-                    "daemon",
-                    "--socket-group",
-                    &daemon_user.name,
-                ],
-                &[("RUNTIME_DIRECTORY", run_s)],
-            )
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        scopehold(
+            &daemon_user,
+            &[
+                "--home",
+                state_s,
+                "daemon",
+                "--socket-group",
+                &daemon_user.name,
+            ],
+            &[("RUNTIME_DIRECTORY", run_s)],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     for _ in 0..400 {
         if socket.exists() {
@@ -186,16 +129,18 @@ fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
         ("SCOPEHOLD_SOCKET", socket_s),
         ("SCOPEHOLD_TOKEN", cred.as_str()),
     ];
-    let value = ok(agent
-        .scopehold(&["resolve", "openai/prod", "--project", "demo"], &agent_env)
-        .output()
-        .unwrap());
+    let value = ok(scopehold(
+        &agent,
+        &["resolve", "openai/prod", "--project", "demo"],
+        &agent_env,
+    )
+    .output()
+    .unwrap());
     assert_eq!(value, CANARY);
     for f in ["master.key", "log.key", "log", "."] {
-        let o = Command::new("cat")
+        let o = agent
+            .with_groups("cat")
             .arg(state.join(f))
-            .uid(agent.uid)
-            .gid(agent.gid)
             .output()
             .unwrap();
         assert!(
@@ -205,8 +150,7 @@ fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
         assert!(!String::from_utf8_lossy(&o.stdout).contains(CANARY));
     }
     // Its doctor says its uid is separate from the daemon's.
-    let doctor = agent
-        .scopehold(&["--json", "doctor"], &agent_env)
+    let doctor = scopehold(&agent, &["--json", "doctor"], &agent_env)
         .output()
         .unwrap();
     let findings: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
@@ -219,16 +163,16 @@ fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
     assert_eq!(this_uid["level"], "ok", "{findings}");
 
     // A user outside the group cannot even connect.
-    let o = stranger
-        .scopehold(
-            &["resolve", "openai/prod", "--project", "demo"],
-            &[
-                ("SCOPEHOLD_SOCKET", socket_s),
-                ("SCOPEHOLD_TOKEN", cred.as_str()),
-            ],
-        )
-        .output()
-        .unwrap();
+    let o = scopehold(
+        &stranger,
+        &["resolve", "openai/prod", "--project", "demo"],
+        &[
+            ("SCOPEHOLD_SOCKET", socket_s),
+            ("SCOPEHOLD_TOKEN", cred.as_str()),
+        ],
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         o.status.code(),
         Some(4),

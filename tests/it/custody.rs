@@ -7,6 +7,8 @@ use scopehold::daemon::{Engine, Home};
 use scopehold::domain::{Caller, Command};
 use scopehold_log::codec::{Frame, decode_frame, put_event_frame};
 
+use crate::users::{Killed, TestUser};
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,84 +100,6 @@ fn an_event_edited_on_disk_with_its_crc_recomputed_stops_start_up_naming_the_eve
     assert!(!t.path().join("s.sock").exists());
 }
 
-/// A real unix user made for one test (tests run as root in CI), removed when dropped.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TestUser {
-    /// `None` (and a note) when not root: such tests need real uids.
-    fn create(tag: &str) -> Option<Self> {
-        if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: creating users needs root (CI runs as root)");
-            return None;
-        }
-        let mut rnd = [0u8; 3];
-        getrandom::fill(&mut rnd).unwrap();
-        let name = format!("sh-{tag}-{}", hex::encode(rnd));
-        let o = std::process::Command::new("useradd")
-            .args([
-                "-M",
-                "-N",
-                "-s",
-                "/usr/sbin/nologin",
-                "-d",
-                "/nonexistent",
-                &name,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        Some(Self {
-            name,
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-        })
-    }
-
-    /// The scopehold binary, run as this user.
-    fn scopehold(&self, home: &Path, socket: &Path) -> std::process::Command {
-        use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_scopehold"));
-        c.uid(self.uid)
-            .gid(self.gid)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/nonexistent")
-            .arg("--home")
-            .arg(home)
-            .arg("--socket")
-            .arg(socket);
-        c
-    }
-
-    /// Any program, run as this user.
-    fn command(&self, program: &str) -> std::process::Command {
-        use std::os::unix::process::CommandExt;
-        let mut c = std::process::Command::new(program);
-        c.uid(self.uid)
-            .gid(self.gid)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        c
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("userdel")
-            .arg(&self.name)
-            .output();
-    }
-}
-
 /// A directory owned by `user` (0700), for its state and socket.
 fn private_dir_for(user: &TestUser) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
@@ -195,21 +119,13 @@ fn wait_for_socket(p: &Path) {
     panic!("{} did not answer", p.display());
 }
 
-struct Killed(std::process::Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const CANARY: &str = "sk-live-CANARY-custody-51f0c3";
 
 /// As the daemon's own uid, an agent with a shell tries the ways around the socket into the
 /// daemon's memory and environment: none opens. No core limit either.
 #[test]
 fn a_same_uid_process_cannot_read_the_daemons_memory_or_environment() {
-    let Some(user) = TestUser::create("mem") else {
+    let Some(user) = TestUser::create("mem", &["-N"]) else {
         return;
     };
     let t = private_dir_for(&user);
@@ -227,6 +143,7 @@ fn a_same_uid_process_cannot_read_the_daemons_memory_or_environment() {
     for what in ["environ", "mem", "maps", "cmdline"] {
         let o = user
             .command("cat")
+            .env_clear()
             .arg(format!("/proc/{pid}/{what}"))
             .output()
             .unwrap();
@@ -259,7 +176,7 @@ fn a_same_uid_process_cannot_read_the_daemons_memory_or_environment() {
 /// in its reach: not in its environment, not in `/proc/$PPID/environ`.
 #[test]
 fn runs_child_cannot_read_the_credential_from_its_parent() {
-    let Some(user) = TestUser::create("run") else {
+    let Some(user) = TestUser::create("run", &["-N"]) else {
         return;
     };
     let t = private_dir_for(&user);
@@ -548,7 +465,7 @@ fn floods_of_denials_cost_one_event_a_window_and_every_one_is_accounted_for_at_s
 /// One local user holding every connection it can does not stop another from being served.
 #[test]
 fn one_uid_cannot_take_every_connection_slot() {
-    let Some(user) = TestUser::create("conn") else {
+    let Some(user) = TestUser::create("conn", &["-N"]) else {
         return;
     };
     use std::os::unix::fs::PermissionsExt;
@@ -573,6 +490,8 @@ fn one_uid_cannot_take_every_connection_slot() {
     // kept open (a refused one is closed at once: a read returns end of file).
     let mut hog = user
         .command("python3")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .arg("-c")
         .arg(
             r#"

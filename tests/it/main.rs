@@ -15,3 +15,4 @@ mod console;
 mod custody;
 mod daemon;
 mod paths;
+mod users;

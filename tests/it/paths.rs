@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use scopehold::daemon::Home;
+
+use crate::users::{Killed, TestUser};
 use scopehold::daemon::keyfile::{self, KeyFile, Passphrase, PassphraseSource, Role};
 use zeroize::Zeroizing;
 
@@ -635,66 +637,6 @@ fn the_socket_is_born_private_in_a_directory_only_the_daemon_can_write() {
     assert!(err(&o).contains("is a symlink"), "{}", err(&o));
 }
 
-/// A real unix user for the length of a test (root only), removed on drop.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl TestUser {
-    fn create() -> Option<Self> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: this test creates a unix user and needs root (CI runs it as root)");
-            return None;
-        }
-        let mut r = [0u8; 4];
-        getrandom::fill(&mut r).unwrap();
-        let name = format!("sh-t-{}", hex::encode(r));
-        let st = Command::new("useradd")
-            .args([
-                "--no-create-home",
-                "--user-group",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(&name)
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd {name}");
-        let u = nix::unistd::User::from_name(&name).unwrap().unwrap();
-        Some(Self {
-            name,
-            uid: u.uid.as_raw(),
-            gid: u.gid.as_raw(),
-        })
-    }
-
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        use std::os::unix::process::CommandExt;
-        let mut c = Command::new(program);
-        // As root, std drops the supplementary groups when it sets the uid.
-        c.uid(self.uid).gid(self.gid);
-        c
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
-
-/// A child process killed and reaped when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A listener run by `user` at `socket` that appends every byte it receives to `capture`.
 fn fake_listener(user: &TestUser, socket: &Path, capture: &Path) -> Killed {
     const PERL: &str = r#"
@@ -733,7 +675,7 @@ fn fake_listener(user: &TestUser, socket: &Path, capture: &Path) -> Killed {
 
 #[test]
 fn the_cli_sends_no_value_and_no_credential_to_a_listener_of_another_uid() {
-    let Some(user) = TestUser::create() else {
+    let Some(user) = TestUser::create("t", &["-U"]) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -810,7 +752,7 @@ fn the_cli_sends_no_value_and_no_credential_to_a_listener_of_another_uid() {
 
 #[test]
 fn a_state_directory_of_another_uid_is_refused_at_init_and_at_start() {
-    let Some(user) = TestUser::create() else {
+    let Some(user) = TestUser::create("t", &["-U"]) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -853,7 +795,7 @@ fn a_state_directory_of_another_uid_is_refused_at_init_and_at_start() {
 
 #[test]
 fn socket_group_gives_the_default_socket_a_directory_of_its_own_the_group_can_reach() {
-    let Some(user) = TestUser::create() else {
+    let Some(user) = TestUser::create("t", &["-U"]) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
