@@ -33,6 +33,17 @@ struct Counting {
     count: u64,
 }
 
+impl Counting {
+    fn opened(now_ms: u64, uid: Option<u32>) -> Self {
+        Self {
+            from_ms: now_ms,
+            last_ms: now_ms,
+            uid,
+            count: 0,
+        }
+    }
+}
+
 /// The windows open now.
 #[derive(Debug)]
 pub struct Denials {
@@ -64,37 +75,19 @@ impl Denials {
             }
             // The key's window ended before the flusher saw it: close it here, in order.
             let ended = self.open.remove(&key).and_then(|c| count_event(&key, &c));
-            self.open.insert(
-                key,
-                Counting {
-                    from_ms: now_ms,
-                    last_ms: now_ms,
-                    uid: Some(uid),
-                    count: 0,
-                },
-            );
+            self.open.insert(key, Counting::opened(now_ms, Some(uid)));
             return Noted::Record(ended);
         }
         if self.open.len() >= self.max_keys {
-            let c = self.open.entry(DenialKey::Overflow).or_insert(Counting {
-                from_ms: now_ms,
-                last_ms: now_ms,
-                uid: None,
-                count: 0,
-            });
+            let c = self
+                .open
+                .entry(DenialKey::Overflow)
+                .or_insert_with(|| Counting::opened(now_ms, None));
             c.count += 1;
             c.last_ms = now_ms;
             return Noted::Counted;
         }
-        self.open.insert(
-            key,
-            Counting {
-                from_ms: now_ms,
-                last_ms: now_ms,
-                uid: Some(uid),
-                count: 0,
-            },
-        );
+        self.open.insert(key, Counting::opened(now_ms, Some(uid)));
         Noted::Record(None)
     }
 
