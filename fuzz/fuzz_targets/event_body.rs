@@ -33,9 +33,8 @@ fn populated() -> &'static State {
             (3, r#"{"type":"agent_created","agent":"bot","uid":null,"by":"init"}"#),
         ];
         for (kind, body) in bodies {
-            if let Ok(ev) = Event::from_body(*kind, body.as_bytes()) {
-                let _ = st.apply(&ev);
-            }
+            let ev = Event::from_body(*kind, body.as_bytes()).expect("a valid event body");
+            st.apply(&ev).expect("a valid history");
         }
         st
     })
