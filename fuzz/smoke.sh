@@ -8,8 +8,9 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 secs="${FUZZ_SECONDS:-30}"
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked
+# Pinned, as CI pins cargo-deny.
+if ! cargo fuzz --version 2>/dev/null | grep -q '^cargo-fuzz 0.13.2'; then
+    cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
 # The committed lock file must be complete: fail rather than resolve anew.
