@@ -66,7 +66,6 @@ pub struct World {
     pub rt: tokio::runtime::Runtime,
     /// The log directories of `fixed` and `playground`.
     pub log_dirs: [std::path::PathBuf; 2],
-    _dirs: Vec<tempfile::TempDir>,
 }
 
 /// Log storage without fsync: the fuzzer appends to the log at every resolution and
@@ -278,8 +277,34 @@ fn populate(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, admin: Peer) -> 
         .to_string()
 }
 
-/// The world, made on first use. `SCOPEHOLD_FUZZ_STATE`, if set, names a directory to keep
-/// the state directories in (to take seeds from their logs); by default they are temporary.
+/// Where the world's state directories go: `$SCOPEHOLD_FUZZ_STATE` if set, else
+/// `$TMPDIR/scopehold-fuzz-http/<pid>`. The world lives in a static, never dropped, so a
+/// process cannot remove its own directory at exit: each start removes those of processes
+/// that are gone instead.
+fn state_root() -> std::path::PathBuf {
+    if let Some(root) = std::env::var_os("SCOPEHOLD_FUZZ_STATE") {
+        return root.into();
+    }
+    let base = std::env::temp_dir().join("scopehold-fuzz-http");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let gone = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let root = base.join(std::process::id().to_string());
+    // A directory left by an earlier process with this pid is stale too.
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+/// The world, made on first use (see [`state_root`] for where).
 pub fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
@@ -288,22 +313,11 @@ pub fn world() -> &'static World {
             .start_paused(true)
             .build()
             .expect("a runtime");
-        let mut dirs = Vec::new();
-        let mut dir = |name: &str| match std::env::var_os("SCOPEHOLD_FUZZ_STATE") {
-            Some(root) => {
-                let p = Path::new(&root).join(name);
-                std::fs::create_dir_all(&p).expect("the state directory's parent");
-                p
-            }
-            None => {
-                let d = tempfile::Builder::new()
-                    .prefix("scopehold-fuzz-")
-                    .tempdir()
-                    .expect("a temporary directory");
-                let p = d.path().to_path_buf();
-                dirs.push(d);
-                p
-            }
+        let root = state_root();
+        let dir = |name: &str| {
+            let p = root.join(name);
+            std::fs::create_dir_all(&p).expect("the state directory's parent");
+            p
         };
         let (fixed_dir, playground_dir) = (dir("fixed"), dir("playground"));
         let uid = std::fs::metadata(&fixed_dir)
@@ -326,7 +340,6 @@ pub fn world() -> &'static World {
             fixed_token,
             playground_token,
             rt,
-            _dirs: dirs,
         }
     })
 }
