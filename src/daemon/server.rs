@@ -138,17 +138,7 @@ pub async fn run(
             );
             continue;
         };
-        let engine = engine.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let engine = engine.clone();
-            async move { Ok::<_, Infallible>(handle(&engine, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEAD)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(connection(stream, engine.clone(), peer));
         tokio::spawn(async move {
             let _permit = permit;
             let _slot = slot;
@@ -164,6 +154,45 @@ pub async fn run(
     {
         tracing::warn!("in-flight requests did not finish within {drain:?}; stopping anyway");
     }
+}
+
+/// One connection's HTTP/1.1 server: the bounds on the request head, then [`handle`] for
+/// every request.
+fn connection<I>(
+    io: I,
+    engine: Arc<Engine>,
+    peer: Peer,
+) -> hyper::server::conn::http1::Connection<
+    TokioIo<I>,
+    impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Resp,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Resp, Infallible>> + Send,
+    > + Send,
+>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let engine = engine.clone();
+        async move { Ok::<_, Infallible>(handle(&engine, peer, req).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(io), service)
+}
+
+/// Serves one connection from `peer` to its end, exactly as [`run`] serves each accepted
+/// socket (without the graceful-shutdown watch): for tests and fuzzing, which feed bytes
+/// through an in-memory stream instead of a unix socket.
+pub async fn serve_connection<I>(io: I, engine: Arc<Engine>, peer: Peer) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    connection(io, engine, peer).await
 }
 
 fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError> {
