@@ -19,6 +19,8 @@ impl TestUser {
             eprintln!("skipped: this test creates a unix user and needs root (CI runs it as root)");
             return None;
         }
+        // useradd and userdel lock /etc/passwd: tests running in parallel threads take turns.
+        let _turn = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
         let mut rnd = [0u8; 4];
         getrandom::fill(&mut rnd).unwrap();
         let name = format!("sh-{tag}-{}", hex::encode(rnd));
@@ -77,8 +79,12 @@ impl TestUser {
     }
 }
 
+/// One account change at a time (see [`TestUser::create`]).
+static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Drop for TestUser {
     fn drop(&mut self) {
+        let _turn = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
         let _ = Command::new("userdel").arg(&self.name).output();
         let _ = Command::new("groupdel").arg(&self.name).output();
     }
