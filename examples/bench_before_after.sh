@@ -15,6 +15,7 @@ SECS=${3:-5}
 ROUNDS=${4:-3}
 cargo build --release --locked --example resolve_load >&2
 LOAD=target/release/examples/resolve_load
+. examples/common/bench_daemon.sh
 
 # One measurement: fresh state, the daemon as its own process, 16 agents then 1.
 measure() {
@@ -25,11 +26,8 @@ measure() {
   "$bin" init >/dev/null
   "$bin" daemon 2>"$dir/daemon.log" &
   pid=$!
-  for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.05; done
-  "$bin" project create bench >/dev/null
-  printf 'sk-bench-0123456789abcdef0123456789abcdef' | "$bin" secret put openai/prod --project bench >/dev/null
-  tok=$("$bin" --json agent create bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["credential"])')
-  "$bin" grant create bench openai/prod --project bench >/dev/null
+  wait_socket "$sock"
+  tok=$(grant_bench_agent "$bin")
   out16=$(SCOPEHOLD_TOKEN=$tok "$LOAD" --socket "$sock" --secret openai/prod --project bench --agents 16 --secs "$SECS")
   out1=$(SCOPEHOLD_TOKEN=$tok "$LOAD" --socket "$sock" --secret openai/prod --project bench --agents 1 --secs "$SECS")
   kill -TERM "$pid"; wait "$pid" || true

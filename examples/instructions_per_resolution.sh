@@ -8,6 +8,7 @@
 set -euo pipefail
 N1=${N1:-200}
 N2=${N2:-2200}
+. "$(dirname "$0")/common/bench_daemon.sh"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 
 # A client as small as an agent's: N resolutions on one keep-alive connection.
@@ -42,11 +43,8 @@ run() {
   "$bin" init >/dev/null
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" daemon 2>"$dir/vg.log" &
   pid=$!
-  for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.1; done
-  "$bin" project create bench >/dev/null
-  printf 'sk-bench-0123456789abcdef0123456789abcdef' | "$bin" secret put openai/prod --project bench >/dev/null
-  tok=$("$bin" --json agent create bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["credential"])')
-  "$bin" grant create bench openai/prod --project bench >/dev/null
+  wait_socket "$sock" 600
+  tok=$(grant_bench_agent "$bin")
   client "$sock" "$tok" "$n"
   kill -TERM "$pid"; wait "$pid" || true
   out=$(grep -E '^(summary|totals):' "$dir/cg.out" | head -1 | awk '{print $2}')
