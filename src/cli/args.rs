@@ -93,16 +93,7 @@ pub enum Command {
     #[command(
         after_help = "Without --env, every secret granted in the project is injected as PROVIDER_NAME (upper case, '/' and '-' as '_'). Exit status: the command's, or 1-5 if it could not be started (see scopehold --help)."
     )]
-    Run {
-        #[arg(long)]
-        project: ProjectName,
-        /// VAR=PROVIDER/NAME (repeatable)
-        #[arg(long = "env", value_name = "VAR=PROVIDER/NAME")]
-        envs: Vec<String>,
-        /// The command and its arguments
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// The audit log: show, verify, export, checkpoints
     #[command(subcommand, after_help = EXIT_CODES)]
     Log(LogCommand),
@@ -307,4 +298,18 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = EventKind> {
         // The possible values are exactly the table's names.
         EventKind::from_name(&s).expect("a name from the table")
     })
+}
+
+/// `scopehold run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The project whose grants the command uses
+    #[arg(long)]
+    pub project: ProjectName,
+    /// VAR=PROVIDER/NAME (repeatable)
+    #[arg(long = "env", value_name = "VAR=PROVIDER/NAME")]
+    pub envs: Vec<String>,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::args::{AgentCommand, GrantCommand, MemberCommand, ProjectCommand, SecretCommand};
 use super::client::{self, CallError, ClientError};
-use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, EXIT_USAGE, Exit};
+use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, Exit};
 use super::output::{header, joined, opt, state, table, time_str};
 use crate::api::wire::{self, Empty, SecretString};
 use crate::api::{Endpoint, endpoint};
@@ -27,7 +27,7 @@ pub struct Ctx {
     pub daemon_uid: Option<u32>,
 }
 
-fn token() -> Option<Zeroizing<String>> {
+pub(crate) fn token() -> Option<Zeroizing<String>> {
     std::env::var("SCOPEHOLD_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -36,7 +36,7 @@ fn token() -> Option<Zeroizing<String>> {
 
 /// Calls an endpoint; maps refusals to exit status 3 (401, 403, 429) or 1, and an
 /// unreachable daemon to 4.
-fn call<E: Endpoint>(
+pub(crate) fn call<E: Endpoint>(
     ctx: &Ctx,
     req: &E::Request,
     token: Option<&str>,
@@ -326,7 +326,7 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
     }
 }
 
-fn resolve_value(
+pub(crate) fn resolve_value(
     ctx: &Ctx,
     secret: &SecretName,
     project: &ProjectName,
@@ -367,116 +367,4 @@ pub fn resolve(
             .map_err(|e| anyhow!("writing the value: {e}"))?;
     }
     Ok(())
-}
-
-/// `openai/prod` -> `OPENAI_PROD`.
-pub fn env_name(secret: &SecretName) -> String {
-    secret
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// `run -- cmd`: the granted values in the child's environment; exits with its status.
-pub fn run(
-    ctx: &Ctx,
-    project: &ProjectName,
-    envs: &[String],
-    command: &[String],
-) -> Result<(), Exit> {
-    // The child runs under our uid: without this it could read our environment (the
-    // credential) from /proc/$PPID/environ, or our memory (every value we resolve for it).
-    crate::daemon::hardening::not_dumpable()
-        .map_err(|e| anyhow!("making this process unreadable to its child: {e}"))?;
-    let mut mappings: Vec<(String, SecretName)> = Vec::new();
-    for e in envs {
-        let usage = || {
-            Exit::new(
-                EXIT_USAGE,
-                anyhow!("--env takes VAR=PROVIDER/NAME, got {e:?}"),
-            )
-        };
-        let (var, secret) = e
-            .split_once('=')
-            .filter(|(v, s)| !v.is_empty() && !s.is_empty())
-            .ok_or_else(usage)?;
-        let secret: SecretName = secret.parse().map_err(|_| usage())?;
-        mappings.push((var.to_string(), secret));
-    }
-    if mappings.is_empty() {
-        let t = token();
-        let me = call::<endpoint::Whoami>(ctx, &Empty {}, t.as_deref().map(|s| s.as_str()))?;
-        for g in me.grants {
-            if &g.project == project && !mappings.iter().any(|(_, s)| *s == g.secret) {
-                mappings.push((env_name(&g.secret), g.secret));
-            }
-        }
-        if mappings.is_empty() {
-            return Err(Exit::new(
-                EXIT_DENIED,
-                anyhow!("nothing is granted to {} in project {project}", me.identity),
-            ));
-        }
-    }
-    let mut values = Vec::new();
-    for (var, secret) in &mappings {
-        let r = resolve_value(ctx, secret, project, None)?;
-        values.push((var.clone(), r.value));
-    }
-    let code = spawn_and_wait(command, &values)?;
-    drop(values);
-    std::process::exit(code);
-}
-
-/// Starts the child with the values in its environment and without SCOPEHOLD_TOKEN, forwards
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT to it, and returns its exit status (128 + signal if a
-/// signal ended it).
-fn spawn_and_wait(command: &[String], values: &[(String, SecretString)]) -> Result<i32, Exit> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow!("starting the runtime: {e}"))?;
-    rt.block_on(async {
-        let mut cmd = tokio::process::Command::new(&command[0]);
-        cmd.args(&command[1..]).env_remove("SCOPEHOLD_TOKEN");
-        for (k, v) in values {
-            cmd.env(k, v.expose());
-        }
-        let mut child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", command[0]))?;
-        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-        let mut sigs = Vec::new();
-        for (k, n) in [
-            (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
-            (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
-            (SignalKind::hangup(), nix::sys::signal::Signal::SIGHUP),
-            (SignalKind::quit(), nix::sys::signal::Signal::SIGQUIT),
-        ] {
-            sigs.push((signal(k).map_err(|e| anyhow!("installing signal handlers: {e}"))?, n));
-        }
-        loop {
-            let [(a, na), (b, nb), (c, nc), (d, nd)] = &mut sigs[..] else { unreachable!("four signals") };
-            let forward = tokio::select! {
-                status = child.wait() => {
-                    let status = status.map_err(|e| anyhow!("waiting for {}: {e}", command[0]))?;
-                    use std::os::unix::process::ExitStatusExt;
-                    return Ok::<i32, Exit>(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
-                }
-                _ = a.recv() => *na,
-                _ = b.recv() => *nb,
-                _ = c.recv() => *nc,
-                _ = d.recv() => *nd,
-            };
-            if let Some(p) = pid {
-                let _ = nix::sys::signal::kill(p, forward);
-            }
-        }
-    })
 }

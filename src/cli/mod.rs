@@ -12,6 +12,7 @@ pub mod exit;
 pub mod logcmd;
 pub mod outfile;
 pub mod output;
+pub mod run;
 
 pub use args::Cli;
 pub use exit::{EXIT_OK, Exit};
@@ -120,11 +121,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             project,
             version,
         } => commands::resolve(&ctx, &secret, &project, version),
-        Command::Run {
-            project,
-            envs,
-            command,
-        } => commands::run(&ctx, &project, &envs, &command),
+        Command::Run(a) => run::run(&ctx, &a),
         Command::Log(LogCommand::Show {
             identity,
             secret,

@@ -1,0 +1,55 @@
+//! Starting the child and waiting for it.
+
+use anyhow::anyhow;
+
+use crate::api::wire::SecretString;
+use crate::cli::exit::Exit;
+
+/// Starts the child with the values in its environment and without SCOPEHOLD_TOKEN, forwards
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT to it, and returns its exit status (128 + signal if a
+/// signal ended it).
+pub(super) fn spawn_and_wait(
+    command: &[String],
+    values: &[(String, SecretString)],
+) -> Result<i32, Exit> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        let mut cmd = tokio::process::Command::new(&command[0]);
+        cmd.args(&command[1..]).env_remove("SCOPEHOLD_TOKEN");
+        for (k, v) in values {
+            cmd.env(k, v.expose());
+        }
+        let mut child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", command[0]))?;
+        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+        let mut sigs = Vec::new();
+        for (k, n) in [
+            (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
+            (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
+            (SignalKind::hangup(), nix::sys::signal::Signal::SIGHUP),
+            (SignalKind::quit(), nix::sys::signal::Signal::SIGQUIT),
+        ] {
+            sigs.push((signal(k).map_err(|e| anyhow!("installing signal handlers: {e}"))?, n));
+        }
+        loop {
+            let [(a, na), (b, nb), (c, nc), (d, nd)] = &mut sigs[..] else { unreachable!("four signals") };
+            let forward = tokio::select! {
+                status = child.wait() => {
+                    let status = status.map_err(|e| anyhow!("waiting for {}: {e}", command[0]))?;
+                    use std::os::unix::process::ExitStatusExt;
+                    return Ok::<i32, Exit>(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+                }
+                _ = a.recv() => *na,
+                _ = b.recv() => *nb,
+                _ = c.recv() => *nc,
+                _ = d.recv() => *nd,
+            };
+            if let Some(p) = pid {
+                let _ = nix::sys::signal::kill(p, forward);
+            }
+        }
+    })
+}
