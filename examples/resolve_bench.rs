@@ -99,6 +99,7 @@ fn main() {
             let l = tokio::net::UnixListener::from_std(std_listener).unwrap();
             scopehold::daemon::server::run(
                 l,
+                None,
                 server_core,
                 async {
                     let _ = stop_rx.await;

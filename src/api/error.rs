@@ -34,6 +34,12 @@ pub enum ApiError {
         "the disk holding the audit log is under its reserve: only revocations are logged until space is freed"
     )]
     DiskReserve,
+    /// The proxy's upstream could not be reached or failed (after the call was recorded).
+    #[error("{0}")]
+    Upstream(String),
+    /// The proxy's upstream sent no response head in time.
+    #[error("the upstream sent no response in time")]
+    UpstreamTimeout,
     /// A fault of the daemon's own (never the caller's input).
     #[error("{0}")]
     Internal(String),
@@ -66,6 +72,8 @@ impl ApiError {
             ApiError::Timeout => (408, "timeout"),
             ApiError::LogUnavailable(_) => (503, "log_unavailable"),
             ApiError::DiskReserve => (503, "disk_reserve"),
+            ApiError::Upstream(_) => (502, "upstream_failed"),
+            ApiError::UpstreamTimeout => (504, "upstream_timeout"),
             ApiError::Internal(_) => (500, "internal"),
         }
     }

@@ -57,6 +57,11 @@ pub enum Route {
     GrantList,
     GrantCreate,
     GrantRevoke,
+    ProviderList,
+    ProviderAdd,
+    ProviderSet,
+    RunStart,
+    RunEnd,
 }
 
 /// One row of the table.
@@ -106,6 +111,11 @@ routes! {
     GrantList     Get  "/v1/grants"          Admin    "grant.list";
     GrantCreate   Post "/v1/grants"          Admin    "grant.create";
     GrantRevoke   Post "/v1/grants/revoke"   Admin    "grant.revoke";
+    ProviderList  Get  "/v1/providers"       Identity "provider.list";
+    ProviderAdd   Post "/v1/providers"       Admin    "provider.add";
+    ProviderSet   Post "/v1/providers/set"   Admin    "provider.set";
+    RunStart      Post "/v1/runs"            Identity "run.start";
+    RunEnd        Post "/v1/runs/end"        Identity "run.end";
 }
 
 impl Route {

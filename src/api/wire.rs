@@ -497,6 +497,91 @@ pub struct GrantInfo {
     pub last_used_ms: Option<u64>,
 }
 
+/// `POST /v1/providers` and `/v1/providers/set`: a provider's profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSetRequest {
+    /// The provider namespace (`openai`).
+    pub provider: Name,
+    /// Its profile.
+    pub profile: crate::domain::Profile,
+}
+
+/// A profile set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderSet {
+    /// The provider.
+    pub provider: Name,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// One provider's profile in effect.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// The provider namespace.
+    pub provider: String,
+    /// Whether it is this release's built-in (no admin has set it).
+    pub builtin: bool,
+    /// The profile.
+    pub profile: crate::domain::Profile,
+}
+
+/// `GET /v1/providers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderList {
+    /// Every profile in effect, by provider.
+    pub providers: Vec<ProviderInfo>,
+}
+
+/// `POST /v1/runs`: start a run under the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStartRequest {
+    /// The project whose grants the run uses.
+    pub project: ProjectName,
+    /// The secrets it needs placeholders for.
+    pub secrets: Vec<SecretName>,
+}
+
+/// One secret's placeholder and how the child reaches the proxy with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPlaceholder {
+    /// The secret.
+    pub secret: SecretName,
+    /// The placeholder key: valid only through the proxy, for this run, until it ends.
+    pub placeholder: SecretString,
+    /// The secret's provider profile (hosts, base path, variables).
+    pub profile: crate::domain::Profile,
+}
+
+/// The first line of `POST /v1/runs`' answer. The answer then stays open (a newline every
+/// second) for as long as the run lasts: when it closes, the run ends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunStarted {
+    /// The run's number.
+    pub run: u64,
+    /// The daemon's loopback proxy listener, if it has one (else the run relays).
+    pub proxy_listen: Option<String>,
+    /// One per secret.
+    pub placeholders: Vec<RunPlaceholder>,
+}
+
+/// `POST /v1/runs/end`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunEndRequest {
+    /// The run.
+    pub run: u64,
+}
+
+/// A run ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunEnded {
+    /// The run.
+    pub run: u64,
+}
+
 /// Ties a route to its request and response types, so the server and the client cannot
 /// disagree on what a route takes and gives.
 pub trait Endpoint {
@@ -543,6 +628,11 @@ pub mod endpoint {
         GrantList: GrantList, Empty => super::GrantList;
         GrantCreate: GrantCreate, GrantCreateRequest => GrantCreated;
         GrantRevoke: GrantRevoke, GrantRevokeRequest => GrantRevoked;
+        ProviderList: ProviderList, Empty => super::ProviderList;
+        ProviderAdd: ProviderAdd, ProviderSetRequest => super::ProviderSet;
+        ProviderSet: ProviderSet, ProviderSetRequest => super::ProviderSet;
+        RunStart: RunStart, RunStartRequest => RunStarted;
+        RunEnd: RunEnd, RunEndRequest => super::RunEnded;
     }
 }
 

@@ -61,6 +61,14 @@ pub enum Command {
         /// found: only after checking the log against a checkpoint kept elsewhere)
         #[arg(long)]
         accept_missing_checkpoint: bool,
+        /// Serve the injecting proxy on this loopback address too (e.g. 127.0.0.1:8411); it is
+        /// always served on the socket under /v1/proxy/. Off by default
+        #[arg(long, value_name = "ADDR")]
+        proxy_listen: Option<std::net::SocketAddr>,
+        /// Trust the CA certificates in this PEM file for providers' upstreams, besides the
+        /// system's roots (a private provider endpoint, or a test upstream)
+        #[arg(long, value_name = "FILE")]
+        upstream_ca: Option<PathBuf>,
     },
     /// Projects: units of work that secrets are assigned to
     #[command(subcommand)]
@@ -77,6 +85,10 @@ pub enum Command {
     /// Grants: identity x secret x project, optionally narrowed
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Provider profiles: the hosts a provider's keys may be sent to, the header they travel
+    /// in, and the variables that point SDKs at the proxy
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Print a granted secret's current value (credential from SCOPEHOLD_TOKEN, else your uid)
     #[command(after_help = EXIT_CODES)]
     Resolve {
@@ -192,6 +204,56 @@ pub enum MemberCommand {
         admin: bool,
     },
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Every profile in effect (built-in or set by an admin)
+    List,
+    /// One provider's profile
+    Show {
+        /// The provider namespace (`openai`)
+        provider: Name,
+    },
+    /// Add a provider that has no profile yet (recorded as an event)
+    Add {
+        /// The provider namespace
+        provider: Name,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Change a provider's profile, or override a built-in one (recorded as an event); the
+    /// fields not given keep their current values
+    Set {
+        /// The provider namespace
+        provider: Name,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+}
+
+/// A profile's fields on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// An upstream host the key may be sent to, HOST or HOST:PORT (repeatable; replaces the
+    /// list). Base-URL requests go to the first
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// The header the key travels in (`authorization`, `x-api-key`)
+    #[arg(long)]
+    pub header: Option<String>,
+    /// What precedes the key in that header (`"Bearer "`, `"token "`)
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Appended to the proxy URL in base-URL variables (`/v1`)
+    #[arg(long)]
+    pub base_path: Option<String>,
+    /// A variable set to the proxy's base URL (repeatable; replaces the list)
+    #[arg(long = "base-url-env", value_name = "VAR")]
+    pub base_url_env: Vec<String>,
+    /// A variable that receives the placeholder key (repeatable; replaces the list)
+    #[arg(long = "key-env", value_name = "VAR")]
+    pub key_env: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,4 +374,8 @@ pub struct RunArgs {
     /// The command and its arguments
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+    /// Give the command placeholders and base URLs instead of the values: its calls go
+    /// through the daemon's injecting proxy, which adds the key; the key never reaches it
+    #[arg(long)]
+    pub proxy: bool,
 }

@@ -307,3 +307,141 @@ pub fn request(
         body,
     })
 }
+
+/// A held answer (`POST /v1/runs`): its first line, and the connection, which the caller
+/// keeps open for as long as what it stands for should last.
+#[derive(Debug)]
+pub struct Held {
+    /// The first line of the answer (JSON), in a zeroizing buffer.
+    pub first: Zeroizing<Vec<u8>>,
+    /// The rest of the answer: chunks of heartbeats until the daemon ends it.
+    pub rest: std::io::BufReader<UnixStream>,
+}
+
+impl Held {
+    /// Blocks until the daemon ends the answer or the connection breaks.
+    pub fn wait_end(mut self) {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.rest.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                // `0\r\n`: the last chunk.
+                Ok(_) if line.trim() == "0" => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Calls an endpoint whose answer is held open: its status, then (on 200) its first line.
+pub fn call_held<E: Endpoint>(
+    socket: &Path,
+    expect: Option<u32>,
+    req: &E::Request,
+    token: Option<&str>,
+) -> Result<(E::Response, Held), CallError> {
+    use std::io::BufRead;
+    let unreachable = |source| ClientError::Unreachable {
+        path: socket.display().to_string(),
+        source,
+    };
+    let proto = |m: &str| CallError::Client(ClientError::Protocol(m.to_string()));
+    let spec = E::ROUTE.spec();
+    let body = to_json(req)?;
+    let s = UnixStream::connect(socket).map_err(unreachable)?;
+    if let Some(uid) = expect {
+        check_peer(&s, socket, uid)?;
+    }
+    let head = format!(
+        "{} {} HTTP/1.1\r\nHost: scopehold\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        spec.method.as_str(),
+        spec.path,
+        body.len()
+    );
+    let auth = token.map_or(0, |t| t.len() + 32);
+    let mut out = Zeroizing::new(Vec::with_capacity(head.len() + auth + 2 + body.len()));
+    out.extend_from_slice(head.as_bytes());
+    if let Some(t) = token {
+        out.extend_from_slice(b"Authorization: Bearer ");
+        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    (&s).write_all(&out).map_err(unreachable)?;
+    drop(out);
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(unreachable)?;
+    let mut r = std::io::BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status)
+        .map_err(|_| proto("no status line"))?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| proto("no status"))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)
+            .map_err(|_| proto("headers cut short"))?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    if code != 200 {
+        let mut b = vec![0u8; length.unwrap_or(0).min(MAX_ANSWER)];
+        r.read_exact(&mut b)
+            .map_err(|_| proto("error body cut short"))?;
+        let error = serde_json::from_slice::<ErrorBody>(&b)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| ErrorDetail {
+                code: "error".into(),
+                message: String::new(),
+            });
+        return Err(CallError::Refused {
+            status: code,
+            error,
+        });
+    }
+    if !chunked {
+        return Err(proto("a held answer must be chunked"));
+    }
+    // Chunks until the first line is complete.
+    let mut first = Zeroizing::new(Vec::with_capacity(4096));
+    while !first.ends_with(b"\n") {
+        let mut size = String::new();
+        r.read_line(&mut size)
+            .map_err(|_| proto("chunk cut short"))?;
+        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| proto("bad chunk size"))?;
+        if n == 0 || first.len() + n > MAX_ANSWER {
+            return Err(proto("the held answer ended before its first line"));
+        }
+        let mut chunk = Zeroizing::new(vec![0u8; n + 2]);
+        r.read_exact(&mut chunk)
+            .map_err(|_| proto("chunk cut short"))?;
+        if first.len() + n > first.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(2 * (first.len() + n)));
+            bigger.extend_from_slice(&first);
+            first = bigger;
+        }
+        first.extend_from_slice(&chunk[..n]);
+    }
+    // Heartbeats come every second; the hold waits on them without a deadline.
+    r.get_ref()
+        .set_read_timeout(None)
+        .map_err(|e| proto(&format!("socket: {e}")))?;
+    let resp = serde_json::from_slice(&first)
+        .map_err(|e| CallError::Client(ClientError::Protocol(format!("malformed answer: {e}"))))?;
+    Ok((resp, Held { first, rest: r }))
+}

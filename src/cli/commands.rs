@@ -7,7 +7,10 @@ use anyhow::anyhow;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::args::{AgentCommand, GrantCommand, MemberCommand, ProjectCommand, SecretCommand};
+use super::args::{
+    AgentCommand, GrantCommand, MemberCommand, ProfileArgs, ProjectCommand, ProviderCommand,
+    SecretCommand,
+};
 use super::client::{self, CallError, ClientError};
 use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, Exit};
 use super::output::{header, joined, opt, state, table, time_str};
@@ -321,6 +324,148 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
                     ]);
                 }
                 table(rows)
+            })
+        }
+    }
+}
+
+fn profile_text(p: &wire::ProviderInfo) -> String {
+    let f = &p.profile;
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "provider     {}{}\nhosts        {}\nheader       {}: {}KEY\nbase path    {}\nbase URL env {}\nkey env      {}",
+        p.provider,
+        if p.builtin { " (built-in)" } else { "" },
+        list(&f.hosts),
+        f.header,
+        f.prefix,
+        if f.base_path.is_empty() {
+            "-"
+        } else {
+            &f.base_path
+        },
+        list(&f.base_url_env),
+        list(&f.key_env),
+    )
+}
+
+fn with_args(mut p: crate::domain::Profile, a: ProfileArgs) -> crate::domain::Profile {
+    if !a.hosts.is_empty() {
+        p.hosts = a.hosts;
+    }
+    if let Some(h) = a.header {
+        p.header = h.to_ascii_lowercase();
+    }
+    if let Some(x) = a.prefix {
+        p.prefix = x;
+    }
+    if let Some(x) = a.base_path {
+        p.base_path = x;
+    }
+    if !a.base_url_env.is_empty() {
+        p.base_url_env = a.base_url_env;
+    }
+    if !a.key_env.is_empty() {
+        p.key_env = a.key_env;
+    }
+    p
+}
+
+/// `provider list|show|add|set`.
+pub fn provider(ctx: &Ctx, c: ProviderCommand) -> Result<(), Exit> {
+    let find = |name: &crate::domain::Name| -> Result<Option<wire::ProviderInfo>, Exit> {
+        let all = admin::<endpoint::ProviderList>(ctx, &Empty {})?;
+        Ok(all
+            .providers
+            .into_iter()
+            .find(|p| p.provider == name.as_str()))
+    };
+    match c {
+        ProviderCommand::List => {
+            let v = admin::<endpoint::ProviderList>(ctx, &Empty {})?;
+            print(ctx, &v, |v| {
+                let mut rows = vec![header(&[
+                    "PROVIDER",
+                    "HOSTS",
+                    "HEADER",
+                    "BASE URL ENV",
+                    "KEY ENV",
+                    "SOURCE",
+                ])];
+                for p in &v.providers {
+                    rows.push(vec![
+                        p.provider.clone(),
+                        p.profile.hosts.join(","),
+                        p.profile.header.clone(),
+                        p.profile.base_url_env.join(","),
+                        p.profile.key_env.join(","),
+                        if p.builtin { "built-in" } else { "set" }.to_string(),
+                    ]);
+                }
+                table(rows)
+            })
+        }
+        ProviderCommand::Show { provider } => match find(&provider)? {
+            Some(p) => print(ctx, &p, profile_text),
+            None => Err(Exit::new(
+                EXIT_ERROR,
+                anyhow!(
+                    "no profile for provider {provider}: add one with `scopehold provider add`"
+                ),
+            )),
+        },
+        ProviderCommand::Add { provider, profile } => {
+            let (Some(header), false) = (profile.header.clone(), profile.hosts.is_empty()) else {
+                return Err(Exit::new(
+                    super::exit::EXIT_USAGE,
+                    anyhow!("provider add needs --host and --header"),
+                ));
+            };
+            let p = with_args(
+                crate::domain::Profile {
+                    hosts: vec![],
+                    header,
+                    prefix: String::new(),
+                    base_path: String::new(),
+                    base_url_env: vec![],
+                    key_env: vec![],
+                },
+                profile,
+            );
+            let v = admin::<endpoint::ProviderAdd>(
+                ctx,
+                &wire::ProviderSetRequest {
+                    provider,
+                    profile: p,
+                },
+            )?;
+            print(ctx, &v, |v| {
+                format!("added provider {} (event {})", v.provider, v.event)
+            })
+        }
+        ProviderCommand::Set { provider, profile } => {
+            let Some(current) = find(&provider)? else {
+                return Err(Exit::new(
+                    EXIT_ERROR,
+                    anyhow!("no profile for provider {provider}: use `scopehold provider add`"),
+                ));
+            };
+            let p = with_args(current.profile, profile);
+            let v = admin::<endpoint::ProviderSet>(
+                ctx,
+                &wire::ProviderSetRequest {
+                    provider,
+                    profile: p,
+                },
+            )?;
+            print(ctx, &v, |v| {
+                format!("set provider {} (event {})", v.provider, v.event)
             })
         }
     }

@@ -128,6 +128,83 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             s.fields = vec![f("uid", uid.map_or("any".into(), |u| u.to_string()))];
         }
         Event::AgentRevoked { agent, .. } => s.outcome = format!("agent:{agent} revoked"),
+        Event::ProviderSet {
+            provider, profile, ..
+        } => {
+            s.outcome = format!("provider {provider}");
+            s.fields = vec![
+                f("hosts", profile.hosts.join(", ")),
+                f("header", profile.header.clone()),
+            ];
+        }
+        Event::ProxyCall {
+            version,
+            project,
+            host,
+            method,
+            path,
+            run,
+            uid,
+            pid,
+            ..
+        } => {
+            s.project = project.to_string();
+            s.outcome = format!("proxied v{version} {method} {host}");
+            s.fields = vec![
+                f("path", path.clone()),
+                f("run", run.map_or("-".into(), |r| r.to_string())),
+                f("uid", uid.to_string()),
+                f("pid", pid.map_or("-".into(), |p| p.to_string())),
+            ];
+        }
+        Event::ProxyDenied {
+            project,
+            host,
+            method,
+            path,
+            reason,
+            uid,
+            ..
+        } => {
+            s.project = project.to_string();
+            s.outcome = format!("PROXY DENIED ({reason}) {method} {host}");
+            s.fields = vec![f("path", path.clone()), f("uid", uid.to_string())];
+        }
+        Event::ProxyResults { results, .. } => {
+            s.outcome = format!("{} proxied call outcomes", results.len());
+            s.fields = results
+                .iter()
+                .take(8)
+                .map(|r| {
+                    f(
+                        &format!("call {}", r.call),
+                        format!(
+                            "{} {}B up {}B down {}us{}",
+                            r.status,
+                            r.bytes_up,
+                            r.bytes_down,
+                            r.duration_us,
+                            r.error
+                                .as_deref()
+                                .map(|e| format!(" ({e})"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                })
+                .collect();
+        }
+        Event::RunStarted {
+            run,
+            project,
+            secrets,
+            uid,
+            ..
+        } => {
+            s.project = project.to_string();
+            s.outcome = format!("run {run} started");
+            s.fields = vec![f("secrets", joined(secrets)), f("uid", uid.to_string())];
+        }
+        Event::RunEnded { run, reason, .. } => s.outcome = format!("run {run} ended ({reason})"),
         Event::AgentCredentialIssued { .. } | Event::SecretVersionSealed { .. } => {}
     }
     s

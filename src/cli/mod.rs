@@ -70,6 +70,8 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             passphrase_file,
             socket_group,
             accept_missing_checkpoint,
+            proxy_listen,
+            upstream_ca,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
@@ -78,7 +80,15 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                 },
                 ..home
             };
-            Ok(crate::daemon::run(home, cli.socket, socket_group)?)
+            Ok(crate::daemon::run(
+                home,
+                cli.socket,
+                socket_group,
+                crate::daemon::ProxyOptions {
+                    listen: proxy_listen,
+                    upstream_ca,
+                },
+            )?)
         }
         Command::Doctor => doctor::run(&home, &ctx),
         Command::Passphrase(PassphraseCommand::Change {
@@ -116,6 +126,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
         Command::Agent(c) => commands::agent(&ctx, c),
         Command::Member(c) => commands::member(&ctx, c),
         Command::Grant(c) => commands::grant(&ctx, c),
+        Command::Provider(c) => commands::provider(&ctx, c),
         Command::Resolve {
             secret,
             project,

@@ -76,7 +76,7 @@ impl Denials {
             // The key's window ended before the flusher saw it: close it here, in order.
             let ended = self.open.remove(&key).and_then(|c| count_event(&key, &c));
             self.open.insert(key, Counting::opened(now_ms, Some(uid)));
-            return Noted::Record(ended);
+            return Noted::Record(ended.map(Box::new));
         }
         if self.open.len() >= self.max_keys {
             let c = self
@@ -112,8 +112,9 @@ impl Denials {
 pub enum Noted {
     /// Counted: nothing to write now.
     Counted,
-    /// Record this denial now, after the ended window's count if there is one.
-    Record(Option<Event>),
+    /// Record this denial now, after the ended window's count if there is one (boxed: an
+    /// event is large, and most denials are counted).
+    Record(Option<Box<Event>>),
 }
 
 /// The event for a window's count, if it counted anything.
@@ -168,7 +169,7 @@ mod tests {
         // A window that ended unflushed is closed by the next denial, its count first.
         assert!(matches!(
             d.note(bot.clone(), 1000, 20_001),
-            Noted::Record(Some(Event::DenialsCounted { count: 1, .. }))
+            Noted::Record(Some(e)) if matches!(*e, Event::DenialsCounted { count: 1, .. })
         ));
         d.take_due(40_000, true);
         // Past the bound on keys, everyone folds into one count.

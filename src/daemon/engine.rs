@@ -24,7 +24,8 @@ use super::home::Home;
 use super::seal::{DataKey, MasterKey};
 use crate::api::ApiError;
 use crate::domain::{
-    self, Caller, Command, CredentialHash, Event, Identified, Refusal, SecretName, State,
+    self, Caller, Command, CredentialHash, Event, Identified, ProjectName, Refusal, SecretName,
+    State,
 };
 
 /// Credentials look like `shk_` followed by 64 hex characters (256 random bits).
@@ -108,7 +109,45 @@ pub struct Engine {
     /// Unwrapped data keys of versions resolved so far (zeroized when dropped). The master
     /// key that unwraps them is in memory anyway; this saves one decryption per resolution.
     data_keys: Mutex<HashMap<(SecretName, u32), Arc<DataKey>>>,
+    /// The placeholders of runs in progress, by keyed hash: which run and secret each stands
+    /// for. Memory only, never logged: a daemon restart kills every placeholder.
+    placeholders: Mutex<HashMap<[u8; 32], (u64, SecretName)>>,
+    /// Outcomes of proxied calls not yet written (one `proxy_results` event per batch).
+    proxy_results: Mutex<Vec<domain::ProxyResult>>,
+    /// Runs whose held answer closed, to be recorded as ended by the housekeeping (their
+    /// placeholders are already dead).
+    ended_runs: Mutex<Vec<(u64, &'static str)>>,
+    /// Set when the daemon stops: held runs end their answers.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// The injecting proxy's client, when the daemon runs one.
+    upstream: Option<Arc<super::proxy::Upstream>>,
 }
+
+/// A proxied call the log has recorded: its event's number, the version, and the key.
+pub struct Authorized {
+    /// The `proxy_call` event's sequence number.
+    pub call: u64,
+    /// The version whose key is injected.
+    pub version: u32,
+    /// The key.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Authorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorized")
+            .field("call", &self.call)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Prefix of a run's placeholder keys.
+pub const PLACEHOLDER_PREFIX: &str = "shr_";
+
+/// Outcomes written in one `proxy_results` event at most (a batch this full is written at
+/// once rather than at the next second's housekeeping).
+pub const PROXY_RESULTS_BATCH: usize = 256;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,7 +231,7 @@ impl Engine {
             signatures = report.signatures_checked,
             "log verified before replay"
         );
-        Ok(Self {
+        Self {
             state: Mutex::new(state),
             log,
             master,
@@ -207,7 +246,67 @@ impl Engine {
             same_uid_agents: Mutex::new(Default::default()),
             keys_sealed: home.is_sealed().unwrap_or(false),
             data_keys: Mutex::new(HashMap::new()),
-        })
+            placeholders: Mutex::new(HashMap::new()),
+            proxy_results: Mutex::new(Vec::new()),
+            ended_runs: Mutex::new(Vec::new()),
+            stopping: tokio::sync::watch::Sender::new(false),
+            upstream: None,
+        }
+        .ended_stale_runs()
+    }
+
+    /// Runs the log shows in progress were cut off by the daemon's stop or crash: their
+    /// placeholders died with it. Recorded as ended before anything is served.
+    fn ended_stale_runs(self) -> Result<Self> {
+        let now = self.now();
+        let stale: Vec<Event> = self.read(|st| {
+            st.runs
+                .keys()
+                .map(|run| Event::RunEnded {
+                    run: *run,
+                    reason: "daemon restarted".into(),
+                    at_ms: now,
+                })
+                .collect()
+        });
+        if stale.is_empty() {
+            return Ok(self);
+        }
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for e in &stale {
+                st.apply(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        let entries = stale
+            .iter()
+            .map(Event::to_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.log
+            .append_batch(entries)
+            .context("recording the end of runs cut off by the last stop")?;
+        Ok(self)
+    }
+
+    /// The same engine with the injecting proxy's client.
+    pub fn with_upstream(mut self, upstream: super::proxy::Upstream) -> Self {
+        self.upstream = Some(Arc::new(upstream));
+        self
+    }
+
+    /// The injecting proxy's client, if this daemon runs one.
+    pub fn upstream(&self) -> Option<&Arc<super::proxy::Upstream>> {
+        self.upstream.as_ref()
+    }
+
+    /// Tells held answers (runs) that the daemon is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Changes to `true` when the daemon stops.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// What the daemon can say about its own custody (`/v1/health`).
@@ -282,7 +381,7 @@ impl Engine {
             .note(key, uid, self.now())
         {
             Noted::Counted => None,
-            Noted::Record(ended) => Some(ended.into_iter().collect()),
+            Noted::Record(ended) => Some(ended.into_iter().map(|e| *e).collect()),
         }
     }
 
@@ -492,6 +591,162 @@ impl Engine {
         })
     }
 
+    /// A proxied request: [`Command::Proxy`] decided and recorded, and only once its event is
+    /// durable, the key to inject.
+    pub async fn proxy(&self, caller: &Caller, command: &Command) -> Result<Authorized, ApiError> {
+        let done = self.execute(caller, command).await?;
+        let Some(Event::ProxyCall {
+            secret, version, ..
+        }) = done.events.first()
+        else {
+            return Err(ApiError::Internal(
+                "a proxied call decided no proxy_call event".into(),
+            ));
+        };
+        let key = self.open_cached(secret, *version).map_err(|_| {
+            ApiError::Internal("a stored value does not open with this master key".into())
+        })?;
+        Ok(Authorized {
+            call: done.seq,
+            version: *version,
+            key,
+        })
+    }
+
+    /// Starts a run: [`Command::StartRun`] recorded, then one fresh placeholder per secret
+    /// (random, known to the daemon only by its keyed hash, valid until the run ends).
+    pub async fn start_run(
+        &self,
+        caller: &Caller,
+        project: &ProjectName,
+        secrets: &[SecretName],
+    ) -> Result<(u64, Vec<(SecretName, Zeroizing<String>)>), ApiError> {
+        let done = self
+            .execute(
+                caller,
+                &Command::StartRun {
+                    project: project.clone(),
+                    secrets: secrets.to_vec(),
+                },
+            )
+            .await?;
+        let Some(Event::RunStarted { run, .. }) = done.events.first() else {
+            return Err(ApiError::Internal(
+                "a run start decided no run_started event".into(),
+            ));
+        };
+        let mut out = Vec::with_capacity(secrets.len());
+        let mut map = self.placeholders.lock().unwrap_or_else(|p| p.into_inner());
+        for s in secrets {
+            let mut raw = Zeroizing::new([0u8; 32]);
+            getrandom::fill(raw.as_mut())
+                .map_err(|e| ApiError::Internal(format!("OS random source: {e}")))?;
+            let p = Zeroizing::new(format!("{PLACEHOLDER_PREFIX}{}", hex::encode(raw.as_ref())));
+            map.insert(self.master.credential_hash(&p), (*run, s.clone()));
+            out.push((s.clone(), p));
+        }
+        Ok((*run, out))
+    }
+
+    /// Ends a run: its placeholders die at once, then its end is recorded.
+    pub async fn end_run(&self, run: u64, reason: &str) -> Result<(), ApiError> {
+        self.placeholders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (r, _)| *r != run);
+        let Some(owner) = self.read(|st| st.runs.get(&run).cloned()) else {
+            return Ok(());
+        };
+        let caller = Caller {
+            identity: owner.identity,
+            uid: owner.uid,
+            pid: None,
+        };
+        self.check_log()?;
+        let command = Command::EndRun {
+            run,
+            reason: reason.to_string(),
+        };
+        // Not through `execute`: ending a run only takes access away, so it is recorded
+        // even under the disk reserve.
+        let pending = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match domain::decide(&st, &caller, &command, self.now()) {
+                Ok(events) => self.apply_and_submit(&mut st, &events)?,
+                // Ended meanwhile by another path (its process and its connection at once).
+                Err(_) => return Ok(()),
+            }
+        };
+        self.durable(pending).await.map(|_| ())
+    }
+
+    /// A run's held answer closed (its process ended or went away): its placeholders die
+    /// now; its end is recorded by the next housekeeping ([`flush_ended_runs`]) or at stop.
+    ///
+    /// [`flush_ended_runs`]: Self::flush_ended_runs
+    pub fn run_gone(&self, run: u64, reason: &'static str) {
+        self.placeholders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (r, _)| *r != run);
+        self.ended_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((run, reason));
+    }
+
+    /// Records the end of runs whose answers closed.
+    pub async fn flush_ended_runs(&self) -> Result<(), ApiError> {
+        let gone = std::mem::take(&mut *self.ended_runs.lock().unwrap_or_else(|p| p.into_inner()));
+        for (run, reason) in gone {
+            self.end_run(run, reason).await?;
+        }
+        Ok(())
+    }
+
+    /// The run and secret a placeholder stands for, if its run is in progress.
+    pub fn placeholder(&self, credential: &str) -> Option<(u64, SecretName)> {
+        let h = self.master.credential_hash(credential);
+        self.placeholders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h)
+            .cloned()
+    }
+
+    /// Keeps a proxied call's outcome for the next `proxy_results` event; a full batch is
+    /// written at once.
+    pub fn note_proxy_result(self: &Arc<Self>, r: domain::ProxyResult) {
+        let full = {
+            let mut v = self.proxy_results.lock().unwrap_or_else(|p| p.into_inner());
+            v.push(r);
+            v.len() >= PROXY_RESULTS_BATCH
+        };
+        if full && let Ok(h) = tokio::runtime::Handle::try_current() {
+            let e = self.clone();
+            h.spawn(async move {
+                if let Err(err) = e.flush_proxy_results().await {
+                    tracing::warn!(error = %err, "proxied call outcomes not written");
+                }
+            });
+        }
+    }
+
+    /// Writes the outcomes of proxied calls kept so far, as one event.
+    pub async fn flush_proxy_results(&self) -> Result<(), ApiError> {
+        let results =
+            std::mem::take(&mut *self.proxy_results.lock().unwrap_or_else(|p| p.into_inner()));
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.record(vec![Event::ProxyResults {
+            results,
+            at_ms: self.now(),
+        }])
+        .await
+        .map(|_| ())
+    }
+
     /// Opens a granted version's value, unwrapping its data key once per version.
     fn open_cached(&self, secret: &SecretName, version: u32) -> Result<Zeroizing<Vec<u8>>> {
         let key = (secret.clone(), version);
@@ -574,6 +829,28 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take_due(self.now(), true);
+        let mut due = due;
+        let results =
+            std::mem::take(&mut *self.proxy_results.lock().unwrap_or_else(|p| p.into_inner()));
+        if !results.is_empty() {
+            due.push(Event::ProxyResults {
+                results,
+                at_ms: self.now(),
+            });
+        }
+        let gone = std::mem::take(&mut *self.ended_runs.lock().unwrap_or_else(|p| p.into_inner()));
+        let open_runs: Vec<u64> = self.read(|st| st.runs.keys().copied().collect());
+        for run in open_runs {
+            let reason = gone
+                .iter()
+                .find(|(r, _)| *r == run)
+                .map_or("daemon stopped", |(_, why)| *why);
+            due.push(Event::RunEnded {
+                run,
+                reason: reason.into(),
+                at_ms: self.now(),
+            });
+        }
         if !due.is_empty() {
             let entries: Result<Vec<_>, _> = due.iter().map(Event::to_entry).collect();
             match entries.map(|e| self.log.append_batch(e)) {

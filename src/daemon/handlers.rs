@@ -298,6 +298,61 @@ pub async fn call(
                 FRAME,
             )
         }
+        Route::ProviderList => {
+            let list = engine.read(|st| wire::ProviderList {
+                providers: st
+                    .all_profiles()
+                    .into_iter()
+                    .map(|(provider, (profile, builtin))| wire::ProviderInfo {
+                        provider,
+                        builtin,
+                        profile,
+                    })
+                    .collect(),
+            });
+            give::<endpoint::ProviderList>(&list, FRAME * 4 * (1 + list.providers.len()))
+        }
+        Route::ProviderAdd | Route::ProviderSet => {
+            let r = take::<endpoint::ProviderSet>(body).await?;
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::SetProvider {
+                        provider: r.provider.clone(),
+                        profile: r.profile,
+                        create: route == Route::ProviderAdd,
+                    },
+                )
+                .await?;
+            give::<endpoint::ProviderSet>(
+                &wire::ProviderSet {
+                    provider: r.provider,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::RunEnd => {
+            let r = take::<endpoint::RunEnd>(body).await?;
+            // Only the identity that started a run, from the same uid, may end it; to anyone
+            // else it does not exist.
+            let owned = engine.read(|st| {
+                st.runs
+                    .get(&r.run)
+                    .is_some_and(|x| x.identity == caller.identity && x.uid == caller.uid)
+            });
+            if !owned {
+                return Err(crate::domain::Refusal::Unknown(
+                    crate::domain::Thing::Run,
+                    r.run.to_string(),
+                )
+                .into());
+            }
+            engine.end_run(r.run, "ended by its process").await?;
+            give::<endpoint::RunEnd>(&wire::RunEnded { run: r.run }, FRAME)
+        }
+        // Served by the server itself: its answer is held open.
+        Route::RunStart => Err(ApiError::Internal("run start reached the handlers".into())),
         Route::Health => anyone(engine, route),
     }
 }

@@ -36,6 +36,11 @@ impl Reply {
         self.0
     }
 
+    /// An answer already built in a zeroizing buffer.
+    pub fn wrap(buf: Zeroizing<Vec<u8>>) -> Self {
+        Reply(Bytes::from_owner(Wiped(buf)))
+    }
+
     /// Serialises `v` straight into a zeroizing buffer: no intermediate `String` or
     /// `serde_json::Value` holds what it carries. `hint` sizes the buffer so that it is
     /// not reallocated (a reallocation would leave an unwiped copy behind).

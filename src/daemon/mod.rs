@@ -11,6 +11,7 @@ pub mod hardening;
 pub mod home;
 pub mod http;
 pub mod keyfile;
+pub mod proxy;
 pub mod seal;
 pub mod server;
 
@@ -306,8 +307,29 @@ impl Signals {
     }
 }
 
+/// The injecting proxy's settings.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyOptions {
+    /// A loopback address to serve the proxy on, besides the socket.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Extra CA certificates (PEM) trusted for upstreams.
+    pub upstream_ca: Option<PathBuf>,
+}
+
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or SIGQUIT.
-pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) -> Result<()> {
+pub fn run(
+    home: Home,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    proxy: ProxyOptions,
+) -> Result<()> {
+    if let Some(a) = proxy.listen
+        && !a.ip().is_loopback()
+    {
+        bail!(
+            "--proxy-listen {a}: the proxy listens on loopback only (credentials cross it in the clear)"
+        );
+    }
     // Before any key is read: no same-uid process may attach, read memory, or get a core.
     let p = hardening::harden();
     tracing::info!(
@@ -332,13 +354,35 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
         tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");
     }
     let group = socket_group.as_deref().map(group_id).transpose()?;
-    let engine = Arc::new(Engine::open(&home, scopehold_log::system_clock())?);
+    let mut upstream = proxy::Upstream::new(proxy.upstream_ca.as_deref(), Default::default())?;
+    tracing::info!(roots = %upstream.roots, "proxy upstream trust");
+    // Bound before the engine is built so that runs are told where it is.
+    let tcp = match proxy.listen {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a)
+                .with_context(|| format!("binding the proxy listener on {a}"))?;
+            l.set_nonblocking(true)?;
+            upstream.listen = Some(l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
+    let engine =
+        Arc::new(Engine::open(&home, scopehold_log::system_clock())?.with_upstream(upstream));
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
         let listener = bind(&path, group, managed)?;
         tracing::info!(socket = %path.display(), "listening");
+        let tcp = match tcp {
+            Some(l) => {
+                let l = tokio::net::TcpListener::from_std(l)?;
+                tracing::info!(address = %l.local_addr()?, "proxy listening on loopback");
+                Some(l)
+            }
+            None => None,
+        };
         notify_ready();
         // Housekeeping every second: denial counts whose window ended, the disk reserve, and
         // the data keys that ended grace periods no longer need. A weak reference, so that the
@@ -354,10 +398,17 @@ pub fn run(home: Home, socket: Option<PathBuf>, socket_group: Option<String>) ->
                 if let Err(err) = e.flush_denials(false).await {
                     tracing::warn!(error = %err, "denial counts not written");
                 }
+                if let Err(err) = e.flush_proxy_results().await {
+                    tracing::warn!(error = %err, "proxied call outcomes not written");
+                }
+                if let Err(err) = e.flush_ended_runs().await {
+                    tracing::warn!(error = %err, "ended runs not recorded");
+                }
             }
         });
         server::run(
             listener,
+            tcp,
             engine.clone(),
             signals.stopped(),
             Duration::from_secs(10),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -75,10 +75,10 @@ impl Drop for UidSlot {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<super::proxy::Body>;
 
 fn response(status: u16, body: Bytes) -> Resp {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -87,7 +87,8 @@ fn response(status: u16, body: Bytes) -> Resp {
     r
 }
 
-fn error_response(e: &ApiError) -> Resp {
+/// The JSON error answer of `e`, with its status.
+pub(crate) fn error_response(e: &ApiError) -> Resp {
     // An error body holds no secret: a plain buffer will do.
     let body = serde_json::to_vec(&crate::api::wire::ErrorBody::from(e)).unwrap_or_default();
     response(e.status(), Bytes::from(body))
@@ -97,6 +98,7 @@ fn error_response(e: &ApiError) -> Resp {
 /// requests finish (bounded by `drain`).
 pub async fn run(
     listener: UnixListener,
+    tcp: Option<tokio::net::TcpListener>,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -106,30 +108,36 @@ pub async fn run(
     let per_uid = Arc::new(PerUid::default());
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        // The unix socket serves everything; the loopback listener only the proxy. A TCP
+        // peer's uid comes from the kernel's socket table (`proxy::peer`).
+        let accepted = tokio::select! {
+            r = listener.accept() => r.map(|(s, _)| {
+                let peer = s.peer_cred().map(|c| Peer { uid: c.uid(), pid: c.pid() });
+                (Stream::Unix(s), peer.ok())
+            }),
+            r = accept_tcp(tcp.as_ref()) => r.map(|(s, peer_addr)| {
+                let peer = s.local_addr().ok().and_then(|local| {
+                    super::proxy::peer::tcp_peer_uid(local, peer_addr)
+                }).map(|uid| Peer { uid, pid: None });
+                (Stream::Tcp(s), peer)
+            }),
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             tracing::warn!("connection limit reached; refusing a connection");
             continue;
         };
-        let peer = match stream.peer_cred() {
-            Ok(c) => Peer {
-                uid: c.uid(),
-                pid: c.pid(),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "no peer credentials; refusing a connection");
-                continue;
-            }
+        let Some(peer) = peer else {
+            tracing::warn!("no peer credentials; refusing a connection");
+            continue;
         };
         let Some(slot) = per_uid.take(peer.uid) else {
             tracing::debug!(
@@ -138,16 +146,34 @@ pub async fn run(
             );
             continue;
         };
-        let conn = graceful.watch(connection(stream, engine.clone(), peer));
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _slot = slot;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let engine = engine.clone();
+        match stream {
+            Stream::Unix(s) => {
+                let conn = graceful.watch(connection(s, engine, peer, false));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _slot = slot;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Stream::Tcp(s) => {
+                let conn = graceful.watch(connection(s, engine, peer, true));
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _slot = slot;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
+    // Held answers (runs) end within a heartbeat, so the drain below is not held up.
+    engine.stop();
     drop(listener);
+    drop(tcp);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -156,12 +182,31 @@ pub async fn run(
     }
 }
 
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept_tcp(
+    l: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => {
+            let (s, a) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((s, a))
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// One connection's HTTP/1.1 server: the bounds on the request head, then [`handle`] for
-/// every request.
+/// every request (only proxy requests when `proxy_only`: the loopback listener).
 fn connection<I>(
     io: I,
     engine: Arc<Engine>,
     peer: Peer,
+    proxy_only: bool,
 ) -> hyper::server::conn::http1::Connection<
     TokioIo<I>,
     impl hyper::service::Service<
@@ -176,7 +221,7 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let engine = engine.clone();
-        async move { Ok::<_, Infallible>(handle(&engine, peer, req).await) }
+        async move { Ok::<_, Infallible>(handle(&engine, peer, req, proxy_only).await) }
     });
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -192,7 +237,7 @@ pub async fn serve_connection<I>(io: I, engine: Arc<Engine>, peer: Peer) -> hype
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    connection(io, engine, peer).await
+    connection(io, engine, peer, false).await
 }
 
 fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError> {
@@ -210,7 +255,18 @@ fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError
     }
 }
 
-async fn handle(engine: &Engine, peer: Peer, req: Request<Incoming>) -> Resp {
+async fn handle(
+    engine: &Arc<Engine>,
+    peer: Peer,
+    req: Request<Incoming>,
+    proxy_only: bool,
+) -> Resp {
+    if super::proxy::is_proxy_request(&req) {
+        return super::proxy::handle(engine.clone(), peer, req).await;
+    }
+    if proxy_only {
+        return error_response(&ApiError::NoRoute);
+    }
     let route = match api::lookup(req.method().as_str(), req.uri().path()) {
         Ok(r) => r,
         Err(e) => {
@@ -240,9 +296,9 @@ async fn handle(engine: &Engine, peer: Peer, req: Request<Incoming>) -> Resp {
             span.record("identity", i.as_str());
         }
         match result {
-            Ok(reply) => {
+            Ok(resp) => {
                 span.record("outcome", "ok");
-                response(200, reply.into_bytes())
+                resp
             }
             Err(e) => {
                 span.record("outcome", e.code());
@@ -263,14 +319,14 @@ async fn handle(engine: &Engine, peer: Peer, req: Request<Incoming>) -> Resp {
 }
 
 async fn serve(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     peer: Peer,
     route: &'static RouteSpec,
     req: Request<Incoming>,
     who: &mut Option<Caller>,
-) -> Result<Reply, ApiError> {
+) -> Result<Resp, ApiError> {
     if route.access == Access::Anyone {
-        return handlers::anyone(engine, route.route);
+        return handlers::anyone(engine, route.route).map(ok);
     }
     let token = bearer(&req)?;
     let caller = engine
@@ -281,5 +337,21 @@ async fn serve(
     if route.access == Access::Admin {
         engine.authorize_admin(caller)?;
     }
-    handlers::call(engine, caller, route.route, RequestBody::new(req)).await
+    if route.route == api::Route::RunStart {
+        let r = RequestBody::new(req)
+            .json::<crate::api::wire::RunStartRequest>()
+            .await?;
+        let listen = engine
+            .upstream()
+            .and_then(|u| u.listen)
+            .map(|a| a.to_string());
+        return super::proxy::runs::start(engine, caller, r, listen).await;
+    }
+    handlers::call(engine, caller, route.route, RequestBody::new(req))
+        .await
+        .map(ok)
+}
+
+fn ok(reply: Reply) -> Resp {
+    response(200, reply.into_bytes())
 }

@@ -10,6 +10,7 @@ use std::fmt;
 
 use super::event::{CredentialHash, Event, Sealed};
 use super::names::{Actor, Identity, IdentityRef, Name, ProjectName, SecretName};
+use super::profile::Profile;
 use super::state::{MINUTE_MS, State};
 
 /// Who is asking, as established by the credential and the kernel, never by request fields.
@@ -122,6 +123,46 @@ pub enum Command {
         /// A version still in its grace period, instead of the current one.
         version: Option<u32>,
     },
+    /// Add a provider profile (`create`: refused if one is in effect, built-in or not), or
+    /// set one (overriding a built-in, or replacing an admin's).
+    SetProvider {
+        /// The provider namespace.
+        provider: Name,
+        /// The profile.
+        profile: Profile,
+        /// Whether this adds a new provider rather than changing one.
+        create: bool,
+    },
+    /// Let one request through the injecting proxy: decided exactly as a resolution (grant,
+    /// expiry, uses, rate, uid), and only to a host of the secret's profile.
+    Proxy {
+        /// The secret whose key the request needs.
+        secret: SecretName,
+        /// The project it is used in.
+        project: ProjectName,
+        /// The upstream host (`name` or `name:port`).
+        host: String,
+        /// The request's method.
+        method: String,
+        /// The request's path, the query's values left out.
+        path: String,
+        /// The run whose placeholder the request carries, if it carries one.
+        run: Option<u64>,
+    },
+    /// Start a `run --proxy`: placeholders for these secrets, valid until it ends.
+    StartRun {
+        /// The project.
+        project: ProjectName,
+        /// The secrets, each of which the caller must be able to use now.
+        secrets: Vec<SecretName>,
+    },
+    /// End a run (its process said so, its connection closed, or the daemon restarted).
+    EndRun {
+        /// The run.
+        run: u64,
+        /// Why, in a few fixed words.
+        reason: String,
+    },
 }
 
 impl Command {
@@ -166,6 +207,14 @@ pub enum DenyReason {
     AgentRevoked,
     /// The agent is bound to another uid.
     AgentUid,
+    /// The secret's provider has no profile, so the proxy does not know where it may go.
+    NoProfile,
+    /// The request is aimed at a host the secret's profile does not name.
+    HostNotInProfile,
+    /// The placeholder's run has ended.
+    RunEnded,
+    /// The placeholder's run holds no grant for this secret and project, or is another uid's.
+    NotInRun,
 }
 
 impl DenyReason {
@@ -184,6 +233,10 @@ impl DenyReason {
             DenyReason::RateLimited => "rate limit",
             DenyReason::AgentRevoked => "agent revoked",
             DenyReason::AgentUid => "caller uid not bound to agent",
+            DenyReason::NoProfile => "no provider profile",
+            DenyReason::HostNotInProfile => "host not in provider profile",
+            DenyReason::RunEnded => "run ended",
+            DenyReason::NotInRun => "not in the run's grants",
         }
     }
 }
@@ -204,6 +257,10 @@ pub enum Thing {
     Secret,
     /// A grant.
     Grant,
+    /// A provider profile.
+    Provider,
+    /// A run under the proxy.
+    Run,
 }
 
 impl fmt::Display for Thing {
@@ -215,6 +272,8 @@ impl fmt::Display for Thing {
             Thing::Identity => "identity",
             Thing::Secret => "secret",
             Thing::Grant => "grant",
+            Thing::Provider => "provider",
+            Thing::Run => "run",
         })
     }
 }
@@ -381,6 +440,38 @@ pub fn recorded_refusal(
             *reason,
             now_ms,
         )),
+        (
+            Command::Proxy {
+                secret,
+                project,
+                host,
+                method,
+                path,
+                run,
+            },
+            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+        ) => Some(Event::ProxyDenied {
+            identity: caller.identity.clone(),
+            secret: secret.clone(),
+            project: project.clone(),
+            host: host.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            reason: reason.as_str().to_string(),
+            run: *run,
+            pid: caller.pid,
+            uid: caller.uid,
+            at_ms: now_ms,
+        }),
+        (
+            Command::StartRun { project, secrets },
+            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+        ) => Some(denial_event(
+            caller,
+            secrets.first().map(|s| (s, project)),
+            *reason,
+            now_ms,
+        )),
         _ => None,
     }
 }
@@ -535,6 +626,109 @@ pub fn decide(
             }]),
         },
         Command::CreateGrant(spec) => decide_grant(state, caller, spec, now_ms),
+        Command::SetProvider {
+            provider,
+            profile,
+            create,
+        } => {
+            if *create && state.profile(provider.as_str()).is_some() {
+                return Err(Refusal::AlreadyExists(
+                    Thing::Provider,
+                    provider.to_string(),
+                ));
+            }
+            profile
+                .check()
+                .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            Ok(vec![Event::ProviderSet {
+                provider: provider.clone(),
+                profile: profile.clone(),
+                by: by(caller),
+            }])
+        }
+        Command::Proxy {
+            secret,
+            project,
+            host,
+            method,
+            path,
+            run,
+        } => {
+            if let Some(id) = run {
+                match state.runs.get(id) {
+                    None => return Err(Refusal::Denied(DenyReason::RunEnded)),
+                    Some(r)
+                        if r.identity != caller.identity
+                            || r.uid != caller.uid
+                            || &r.project != project
+                            || !r.secrets.contains(secret) =>
+                    {
+                        return Err(Refusal::Denied(DenyReason::NotInRun));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let Some(profile) = state.profile(secret.provider()) else {
+                return Err(Refusal::Denied(DenyReason::NoProfile));
+            };
+            if !profile.allows(host) {
+                return Err(Refusal::Denied(DenyReason::HostNotInProfile));
+            }
+            let Event::SecretResolved {
+                identity,
+                secret,
+                version,
+                project,
+                grant,
+                pid,
+                uid,
+                at_ms,
+            } = decide_resolve(state, caller, secret, project, None, now_ms)?
+            else {
+                unreachable!("decide_resolve decides resolutions")
+            };
+            Ok(vec![Event::ProxyCall {
+                identity,
+                secret,
+                version,
+                project,
+                grant,
+                host: host.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                run: *run,
+                pid,
+                uid,
+                at_ms,
+            }])
+        }
+        Command::StartRun { project, secrets } => {
+            if secrets.is_empty() {
+                return Err(Refusal::Invalid("a run holds at least one secret".into()));
+            }
+            for s in secrets {
+                usable(state, caller, s, project, now_ms).map_err(Refusal::Denied)?;
+            }
+            Ok(vec![Event::RunStarted {
+                run: state.next_run.max(1),
+                identity: caller.identity.clone(),
+                project: project.clone(),
+                secrets: secrets.clone(),
+                pid: caller.pid,
+                uid: caller.uid,
+                at_ms: now_ms,
+            }])
+        }
+        Command::EndRun { run, reason } => {
+            if !state.runs.contains_key(run) {
+                return Err(Refusal::Unknown(Thing::Run, run.to_string()));
+            }
+            Ok(vec![Event::RunEnded {
+                run: *run,
+                reason: reason.clone(),
+                at_ms: now_ms,
+            }])
+        }
         Command::RevokeGrant { grant } => match state.grants.get(grant) {
             None => Err(Refusal::Unknown(Thing::Grant, grant.to_string())),
             Some(g) if g.revoked => Err(Refusal::AlreadyRevoked(Thing::Grant, grant.to_string())),
@@ -621,6 +815,45 @@ fn decide_resolve(
         return Err(Refusal::RateLimited(reason));
     }
     deny(reason)
+}
+
+/// Whether some grant would let `caller` use `secret` in `project` now, without using it
+/// (a run is refused up front rather than handing out placeholders that cannot work). The
+/// rate is not consulted: it is checked call by call.
+fn usable(
+    state: &State,
+    caller: &Caller,
+    secret: &SecretName,
+    project: &ProjectName,
+    now_ms: u64,
+) -> Result<(), DenyReason> {
+    let Some(s) = state.secrets.get(secret) else {
+        return Err(DenyReason::NoSuchSecret);
+    };
+    if s.revoked {
+        return Err(DenyReason::SecretRevoked);
+    }
+    if !s.projects.contains(project) {
+        return Err(DenyReason::NotInProject);
+    }
+    let mut reason = DenyReason::NotGranted;
+    for g in state.grants.values() {
+        if g.identity != caller.identity || &g.secret != secret || &g.project != project {
+            continue;
+        }
+        reason = if g.revoked {
+            DenyReason::GrantRevoked
+        } else if g.expires_at_ms.is_some_and(|e| now_ms >= e) {
+            DenyReason::Expired
+        } else if g.max_uses.is_some_and(|m| g.uses >= m) {
+            DenyReason::Exhausted
+        } else if g.uid.is_some_and(|u| u != caller.uid) {
+            DenyReason::GrantUid
+        } else {
+            return Ok(());
+        };
+    }
+    Err(reason)
 }
 
 fn decide_grant(

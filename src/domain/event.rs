@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::names::{Actor, Identity, Name, ProjectName, SecretName, empty_as_none};
+use super::profile::Profile;
 
 /// Defines [`EventKind`] from one table: variant, kind number in the envelope, name, and
 /// whether the body may carry secret material. The numbers are in every log: never reuse
@@ -70,6 +71,12 @@ event_kinds! {
     ResolutionDenied = 13, "resolution_denied", Public;
     UnauthenticatedDenied = 14, "unauthenticated_denied", Public;
     DenialsCounted = 15, "denials_counted", Public;
+    ProviderSet = 16, "provider_set", Public;
+    ProxyCall = 17, "proxy_call", Public;
+    ProxyDenied = 18, "proxy_denied", Public;
+    ProxyResults = 19, "proxy_results", Public;
+    RunStarted = 20, "run_started", Public;
+    RunEnded = 21, "run_ended", Public;
 }
 
 impl EventKind {
@@ -125,6 +132,26 @@ impl<'de> Deserialize<'de> for CredentialHash {
             .map_err(|_| serde::de::Error::custom("malformed credential hash"))?;
         Ok(Self(h))
     }
+}
+
+/// The outcome of one proxied call, recorded after its response ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyResult {
+    /// The sequence number of the call's `proxy_call` event.
+    pub call: u64,
+    /// The upstream's status (502 when it could not be reached or failed mid-way, with
+    /// `error` saying so).
+    pub status: u16,
+    /// Request body bytes sent upstream.
+    pub bytes_up: u64,
+    /// Response body bytes sent back.
+    pub bytes_down: u64,
+    /// From the decision to the response's last byte, in microseconds.
+    pub duration_us: u64,
+    /// What went wrong, if the call did not complete (fixed text, never upstream data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Everything that can happen. The serde tag is the kind's name in [`EventKind`].
@@ -238,6 +265,68 @@ pub enum Event {
         from_ms: u64,
         to_ms: u64,
     },
+    /// A provider profile was added or changed (it overrides a built-in of the same name).
+    ProviderSet {
+        provider: Name,
+        profile: Profile,
+        by: Actor,
+    },
+    /// A request was let through the injecting proxy: recorded (and durable) before the key
+    /// was sent. The outcome follows in a `proxy_results` event naming this event's number.
+    /// `path` is the request's path with the query's values left out.
+    ProxyCall {
+        identity: Identity,
+        secret: SecretName,
+        version: u32,
+        project: ProjectName,
+        grant: u64,
+        host: String,
+        method: String,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
+        pid: Option<i32>,
+        uid: u32,
+        at_ms: u64,
+    },
+    /// A request to the proxy was refused (nothing was sent upstream).
+    ProxyDenied {
+        identity: Identity,
+        secret: SecretName,
+        project: ProjectName,
+        host: String,
+        method: String,
+        path: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<u64>,
+        pid: Option<i32>,
+        uid: u32,
+        at_ms: u64,
+    },
+    /// The outcomes of proxied calls, batched: every call's status, bytes and duration, by
+    /// the number of its `proxy_call` event.
+    ProxyResults {
+        results: Vec<ProxyResult>,
+        at_ms: u64,
+    },
+    /// `scopehold run --proxy` started: placeholders for these secrets are valid through the
+    /// proxy, for this identity and uid, until the run ends.
+    RunStarted {
+        run: u64,
+        identity: Identity,
+        project: ProjectName,
+        secrets: Vec<SecretName>,
+        pid: Option<i32>,
+        uid: u32,
+        at_ms: u64,
+    },
+    /// A run ended: its placeholders are dead.
+    RunEnded {
+        run: u64,
+        reason: String,
+        at_ms: u64,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -276,6 +365,12 @@ impl Event {
             Event::ResolutionDenied { .. } => EventKind::ResolutionDenied,
             Event::UnauthenticatedDenied { .. } => EventKind::UnauthenticatedDenied,
             Event::DenialsCounted { .. } => EventKind::DenialsCounted,
+            Event::ProviderSet { .. } => EventKind::ProviderSet,
+            Event::ProxyCall { .. } => EventKind::ProxyCall,
+            Event::ProxyDenied { .. } => EventKind::ProxyDenied,
+            Event::ProxyResults { .. } => EventKind::ProxyResults,
+            Event::RunStarted { .. } => EventKind::RunStarted,
+            Event::RunEnded { .. } => EventKind::RunEnded,
         }
     }
 
@@ -314,7 +409,10 @@ impl Event {
         match self {
             Event::SecretResolved { identity, .. }
             | Event::ResolutionDenied { identity, .. }
-            | Event::GrantCreated { identity, .. } => Some(identity.to_string()),
+            | Event::GrantCreated { identity, .. }
+            | Event::ProxyCall { identity, .. }
+            | Event::ProxyDenied { identity, .. }
+            | Event::RunStarted { identity, .. } => Some(identity.to_string()),
             Event::DenialsCounted { identity, .. } => identity.as_ref().map(|i| i.to_string()),
             Event::ProjectCreated { by, .. }
             | Event::MemberAdded { by, .. }
@@ -324,8 +422,12 @@ impl Event {
             | Event::SecretStored { by, .. }
             | Event::SecretRotated { by, .. }
             | Event::SecretRevoked { by, .. }
-            | Event::GrantRevoked { by, .. } => Some(by.to_string()),
-            Event::SecretVersionSealed { .. } | Event::UnauthenticatedDenied { .. } => None,
+            | Event::GrantRevoked { by, .. }
+            | Event::ProviderSet { by, .. } => Some(by.to_string()),
+            Event::SecretVersionSealed { .. }
+            | Event::UnauthenticatedDenied { .. }
+            | Event::ProxyResults { .. }
+            | Event::RunEnded { .. } => None,
         }
     }
 
@@ -337,7 +439,9 @@ impl Event {
             | Event::SecretRotated { secret, .. }
             | Event::SecretRevoked { secret, .. }
             | Event::GrantCreated { secret, .. }
-            | Event::SecretResolved { secret, .. } => Some(secret),
+            | Event::SecretResolved { secret, .. }
+            | Event::ProxyCall { secret, .. }
+            | Event::ProxyDenied { secret, .. } => Some(secret),
             Event::ResolutionDenied { secret, .. } => secret.as_ref(),
             _ => None,
         }
@@ -350,6 +454,7 @@ impl Event {
             Event::ResolutionDenied { .. }
                 | Event::UnauthenticatedDenied { .. }
                 | Event::DenialsCounted { .. }
+                | Event::ProxyDenied { .. }
         )
     }
 }

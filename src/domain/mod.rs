@@ -7,6 +7,7 @@
 pub mod decide;
 pub mod event;
 pub mod names;
+pub mod profile;
 pub mod state;
 
 #[cfg(test)]
@@ -16,8 +17,9 @@ pub use decide::{
     Caller, Command, DenyReason, GrantSpec, Identified, Refusal, Thing, authorize_admin, decide,
     denial_event, identify, next_version, recorded_refusal,
 };
-pub use event::{CredentialHash, DecodeError, Event, EventKind, Sealed};
+pub use event::{CredentialHash, DecodeError, Event, EventKind, ProxyResult, Sealed};
 pub use names::{
     Actor, Identity, IdentityRef, Name, NameError, ProjectName, SecretName, valid_name,
 };
-pub use state::{Agent, ApplyError, Grant, Member, SecretEntry, State};
+pub use profile::Profile;
+pub use state::{Agent, ApplyError, Grant, Member, Run, SecretEntry, State};

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::event::{Event, Sealed};
 use super::names::{Identity, Name, ProjectName, SecretName};
+use super::profile::{Profile, builtins};
 
 /// A member: a human, identified by their unix uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +96,25 @@ pub struct State {
     pub grants: BTreeMap<u64, Grant>,
     /// The id the next grant takes (at least 1).
     pub next_grant: u64,
+    /// Provider profiles set by admins (they override the built-in of the same name).
+    pub profiles: BTreeMap<Name, Profile>,
+    /// Runs under the proxy that have not ended.
+    pub runs: BTreeMap<u64, Run>,
+    /// The id the next run takes (at least 1).
+    pub next_run: u64,
+}
+
+/// A `run --proxy` in progress: what its placeholders may be used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Who started it.
+    pub identity: Identity,
+    /// The project its grants are used in.
+    pub project: ProjectName,
+    /// The secrets it holds placeholders for.
+    pub secrets: Vec<SecretName>,
+    /// The uid it started from: its placeholders are refused from any other.
+    pub uid: u32,
 }
 
 /// Why the log's history cannot be folded.
@@ -113,6 +133,44 @@ impl State {
             Identity::Member(n) => self.members.contains_key(n),
             Identity::Host(_) => false,
         }
+    }
+
+    /// The profile of a provider namespace: an admin's, else the built-in.
+    pub fn profile(&self, provider: &str) -> Option<&Profile> {
+        match self.profiles.iter().find(|(n, _)| n.as_str() == provider) {
+            Some((_, p)) => Some(p),
+            None => builtins().get(provider),
+        }
+    }
+
+    /// Every profile in effect, by provider, and whether it is a built-in.
+    pub fn all_profiles(&self) -> BTreeMap<String, (Profile, bool)> {
+        let mut all: BTreeMap<String, (Profile, bool)> = builtins()
+            .iter()
+            .map(|(n, p)| (n.to_string(), (p.clone(), true)))
+            .collect();
+        for (n, p) in &self.profiles {
+            all.insert(n.to_string(), (p.clone(), false));
+        }
+        all
+    }
+
+    fn use_grant(&mut self, identity: &Identity, grant: u64, at_ms: u64) -> Result<(), ApplyError> {
+        let Some(g) = self.grants.get_mut(&grant) else {
+            return Err(ApplyError(format!("use of unknown grant {grant}")));
+        };
+        g.uses += 1;
+        while g.recent.front().is_some_and(|t| *t + MINUTE_MS <= at_ms) {
+            g.recent.pop_front();
+        }
+        g.recent.push_back(at_ms);
+        g.last_used_ms = Some(at_ms);
+        if let Identity::Agent(n) = identity
+            && let Some(a) = self.agents.get_mut(n)
+        {
+            a.last_used_ms = Some(at_ms);
+        }
+        Ok(())
     }
 
     /// The member the kernel's uid belongs to.
@@ -283,25 +341,50 @@ impl State {
                 grant,
                 at_ms,
                 ..
+            }
+            | Event::ProxyCall {
+                identity,
+                grant,
+                at_ms,
+                ..
+            } => self.use_grant(identity, *grant, *at_ms)?,
+            Event::ProviderSet {
+                provider, profile, ..
             } => {
-                let Some(g) = self.grants.get_mut(grant) else {
-                    return bad(format!("resolution under unknown grant {grant}"));
-                };
-                g.uses += 1;
-                while g.recent.front().is_some_and(|t| *t + MINUTE_MS <= *at_ms) {
-                    g.recent.pop_front();
+                self.profiles.insert(provider.clone(), profile.clone());
+            }
+            Event::RunStarted {
+                run,
+                identity,
+                project,
+                secrets,
+                uid,
+                ..
+            } => {
+                if self.runs.contains_key(run) || *run < self.next_run {
+                    return bad(format!("run {run} started twice"));
                 }
-                g.recent.push_back(*at_ms);
-                g.last_used_ms = Some(*at_ms);
-                if let Identity::Agent(n) = identity
-                    && let Some(a) = self.agents.get_mut(n)
-                {
-                    a.last_used_ms = Some(*at_ms);
+                self.runs.insert(
+                    *run,
+                    Run {
+                        identity: identity.clone(),
+                        project: project.clone(),
+                        secrets: secrets.clone(),
+                        uid: *uid,
+                    },
+                );
+                self.next_run = run + 1;
+            }
+            Event::RunEnded { run, .. } => {
+                if self.runs.remove(run).is_none() {
+                    return bad(format!("run {run} ended but was not running"));
                 }
             }
             Event::ResolutionDenied { .. }
             | Event::UnauthenticatedDenied { .. }
-            | Event::DenialsCounted { .. } => {}
+            | Event::DenialsCounted { .. }
+            | Event::ProxyDenied { .. }
+            | Event::ProxyResults { .. } => {}
         }
         Ok(())
     }

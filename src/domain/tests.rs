@@ -518,7 +518,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=15).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=21).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -528,12 +528,218 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut samples = world();
     samples.extend(decide(&s, &root(), &Command::CreateGrant(spec("b")), 1).unwrap());
     samples.push(resolved(&agent("a"), 1, 1, 1));
+    let mut s2 = s.clone();
+    when(&mut s2, &root(), &Command::CreateGrant(spec("a")), 1);
+    let run = when(&mut s2, &agent("a"), &start_run(), 2);
+    let call = when(&mut s2, &agent("a"), &proxy("api.openai.com", Some(1)), 3);
+    samples.extend(run);
+    samples.extend(call);
+    samples.push(
+        recorded_refusal(
+            &agent("a"),
+            &proxy("evil.test", None),
+            &Refusal::Denied(DenyReason::HostNotInProfile),
+            4,
+        )
+        .unwrap(),
+    );
+    samples.push(Event::ProxyResults {
+        results: vec![crate::domain::ProxyResult {
+            call: 9,
+            status: 200,
+            bytes_up: 1,
+            bytes_down: 2,
+            duration_us: 3,
+            error: None,
+        }],
+        at_ms: 5,
+    });
+    samples.extend(when(
+        &mut s2,
+        &agent("a"),
+        &Command::EndRun {
+            run: 1,
+            reason: "done".into(),
+        },
+        6,
+    ));
+    samples.extend(when(&mut s2, &root(), &set_provider("acme", false), 7));
+    let kinds: std::collections::BTreeSet<_> = samples.iter().map(|e| e.kind()).collect();
+    for k in [
+        EventKind::ProviderSet,
+        EventKind::ProxyCall,
+        EventKind::ProxyDenied,
+        EventKind::ProxyResults,
+        EventKind::RunStarted,
+        EventKind::RunEnded,
+    ] {
+        assert!(kinds.contains(&k), "no sample of {k}");
+    }
     for e in samples {
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], e.kind().name());
         let back = Event::from_body(e.kind().number(), &serde_json::to_vec(&e).unwrap());
         assert_eq!(back.as_ref(), Ok(&e));
     }
+}
+
+fn proxy(host: &str, run: Option<u64>) -> Command {
+    Command::Proxy {
+        secret: sec("openai/prod"),
+        project: p("demo"),
+        host: host.into(),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        run,
+    }
+}
+
+fn start_run() -> Command {
+    Command::StartRun {
+        project: p("demo"),
+        secrets: vec![sec("openai/prod")],
+    }
+}
+
+fn set_provider(name: &str, create: bool) -> Command {
+    Command::SetProvider {
+        provider: n(name),
+        profile: serde_json::from_str(r#"{"hosts":["api.acme.test"],"header":"x-api-key"}"#)
+            .unwrap(),
+        create,
+    }
+}
+
+#[test]
+fn a_proxied_call_is_decided_as_a_resolution_and_only_to_the_profiles_hosts() {
+    let mut s = given(&world());
+    // Not granted: denied as a resolution would be.
+    assert_eq!(
+        decide(&s, &agent("a"), &proxy("api.openai.com", None), 1),
+        Err(Refusal::Denied(DenyReason::NotGranted))
+    );
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(GrantSpec {
+            max_uses: Some(2),
+            ..spec("a")
+        }),
+        1,
+    );
+    // Granted, to the built-in profile's host: one event that uses the grant.
+    let evs = when(&mut s, &agent("a"), &proxy("api.openai.com", None), 2);
+    assert!(matches!(
+        &evs[..],
+        [Event::ProxyCall { version: 1, grant: 1, host, .. }] if host == "api.openai.com"
+    ));
+    assert_eq!(s.grants[&1].uses, 1);
+    // Anywhere else: refused, and the refusal names the host.
+    for h in [
+        "evil.test",
+        "api.openai.com.evil.test",
+        "api.openai.com:8443",
+    ] {
+        let r = decide(&s, &agent("a"), &proxy(h, None), 3).unwrap_err();
+        assert_eq!(r, Refusal::Denied(DenyReason::HostNotInProfile), "{h}");
+        let ev = recorded_refusal(&agent("a"), &proxy(h, None), &r, 3).unwrap();
+        assert!(matches!(ev, Event::ProxyDenied { host, .. } if host == h));
+    }
+    // Uses count: the second call is the last.
+    when(&mut s, &agent("a"), &proxy("api.openai.com", None), 4);
+    assert_eq!(
+        decide(&s, &agent("a"), &proxy("api.openai.com", None), 5),
+        Err(Refusal::Denied(DenyReason::Exhausted))
+    );
+    // A provider without a profile: nowhere to send the key.
+    let mut s = given(&world());
+    s.apply(&Event::SecretStored {
+        secret: sec("acme/prod"),
+        projects: vec![p("demo")],
+        by: root_by(),
+    })
+    .unwrap();
+    let c = Command::Proxy {
+        secret: sec("acme/prod"),
+        project: p("demo"),
+        host: "api.acme.test".into(),
+        method: "GET".into(),
+        path: "/".into(),
+        run: None,
+    };
+    assert_eq!(
+        decide(&s, &agent("a"), &c, 1),
+        Err(Refusal::Denied(DenyReason::NoProfile))
+    );
+    // An admin's profile makes it reachable (and `add` refuses a provider that has one).
+    when(&mut s, &root(), &set_provider("acme", true), 1);
+    assert!(matches!(
+        decide(&s, &root(), &set_provider("acme", true), 2),
+        Err(Refusal::AlreadyExists(Thing::Provider, _))
+    ));
+    assert!(matches!(
+        decide(&s, &root(), &set_provider("openai", true), 2),
+        Err(Refusal::AlreadyExists(Thing::Provider, _))
+    ));
+    assert!(s.profile("acme").unwrap().allows("api.acme.test"));
+}
+
+#[test]
+fn a_runs_placeholder_holds_only_for_its_grants_its_uid_and_its_life() {
+    let mut s = given(&world());
+    assert_eq!(
+        decide(&s, &agent("a"), &start_run(), 1),
+        Err(Refusal::Denied(DenyReason::NotGranted))
+    );
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1);
+    let evs = when(&mut s, &agent("a"), &start_run(), 2);
+    assert!(matches!(
+        &evs[..],
+        [Event::RunStarted {
+            run: 1,
+            uid: 1000,
+            ..
+        }]
+    ));
+    when(&mut s, &agent("a"), &proxy("api.openai.com", Some(1)), 3);
+    // Another uid, another identity, another project: not the run's.
+    let other_uid = Caller {
+        uid: 1001,
+        ..agent("a")
+    };
+    assert_eq!(
+        decide(&s, &other_uid, &proxy("api.openai.com", Some(1)), 4),
+        Err(Refusal::Denied(DenyReason::NotInRun))
+    );
+    assert_eq!(
+        decide(&s, &agent("b"), &proxy("api.openai.com", Some(1)), 4),
+        Err(Refusal::Denied(DenyReason::NotInRun))
+    );
+    // Ended: dead.
+    when(
+        &mut s,
+        &agent("a"),
+        &Command::EndRun {
+            run: 1,
+            reason: "done".into(),
+        },
+        5,
+    );
+    assert_eq!(
+        decide(&s, &agent("a"), &proxy("api.openai.com", Some(1)), 6),
+        Err(Refusal::Denied(DenyReason::RunEnded))
+    );
+    // A revoked grant stops the run's calls at once, run or not.
+    let evs = when(&mut s, &agent("a"), &start_run(), 7);
+    let Event::RunStarted { run, .. } = evs[0] else {
+        panic!()
+    };
+    assert_eq!(run, 2);
+    when(&mut s, &root(), &Command::RevokeGrant { grant: 1 }, 8);
+    assert_eq!(
+        decide(&s, &agent("a"), &proxy("api.openai.com", Some(run)), 9),
+        Err(Refusal::Denied(DenyReason::GrantRevoked))
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -610,11 +816,39 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
                 }
             )),
         (0u64..5).prop_map(|g| Command::RevokeGrant { grant: g }),
-        (secret, project, prop::option::of(1u32..4)).prop_map(|(x, pr, v)| Command::Resolve {
-            secret: sec(x),
-            project: p(pr),
-            version: v
+        (secret.clone(), project.clone(), prop::option::of(1u32..4)).prop_map(|(x, pr, v)| {
+            Command::Resolve {
+                secret: sec(x),
+                project: p(pr),
+                version: v,
+            }
         }),
+        (
+            secret.clone(),
+            project.clone(),
+            prop::sample::select(vec!["api.openai.com", "api.github.com", "evil.test"]),
+            prop::option::of(0u64..4)
+        )
+            .prop_map(|(x, pr, h, run)| Command::Proxy {
+                secret: sec(x),
+                project: p(pr),
+                host: h.into(),
+                method: "GET".into(),
+                path: "/".into(),
+                run
+            }),
+        (project.clone(), prop::collection::vec(secret, 0..3)).prop_map(|(pr, xs)| {
+            Command::StartRun {
+                project: p(pr),
+                secrets: xs.into_iter().map(sec).collect(),
+            }
+        }),
+        (0u64..4).prop_map(|run| Command::EndRun {
+            run,
+            reason: "r".into()
+        }),
+        (prop::sample::select(vec!["openai", "acme"]), any::<bool>())
+            .prop_map(|(x, c)| set_provider(x, c)),
     ];
     (caller, cmd)
 }

@@ -129,6 +129,7 @@ impl Daemon {
                 let listener = tokio::net::UnixListener::from_std(std_listener).unwrap();
                 scopehold::daemon::server::run(
                     listener,
+                    None,
                     core.clone(),
                     async {
                         let _ = rx.await;

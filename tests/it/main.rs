@@ -15,4 +15,5 @@ mod console;
 mod custody;
 mod daemon;
 mod paths;
+mod proxy;
 mod users;

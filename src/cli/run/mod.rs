@@ -2,9 +2,10 @@
 //! (masked in its output) or, with `--proxy`, as placeholders that only the daemon's
 //! injecting proxy turns into keys.
 //!
-//! `child` starts the command and relays signals.
+//! `child` starts the command and relays signals; `proxy` is `--proxy`.
 
 mod child;
+mod proxy;
 
 use anyhow::anyhow;
 
@@ -37,7 +38,8 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
     // credential) from /proc/$PPID/environ, or our memory (every value we resolve for it).
     crate::daemon::hardening::not_dumpable()
         .map_err(|e| anyhow!("making this process unreadable to its child: {e}"))?;
-    let mut mappings: Vec<(String, SecretName)> = Vec::new();
+    // With --proxy a secret's variable is chosen from its profile unless --env named one.
+    let mut mappings: Vec<(Option<String>, SecretName)> = Vec::new();
     for e in envs {
         let usage = || {
             Exit::new(
@@ -50,14 +52,14 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
             .filter(|(v, s)| !v.is_empty() && !s.is_empty())
             .ok_or_else(usage)?;
         let secret: SecretName = secret.parse().map_err(|_| usage())?;
-        mappings.push((var.to_string(), secret));
+        mappings.push((Some(var.to_string()), secret));
     }
     if mappings.is_empty() {
         let t = token();
         let me = call::<endpoint::Whoami>(ctx, &Empty {}, t.as_deref().map(|s| s.as_str()))?;
         for g in me.grants {
             if &g.project == project && !mappings.iter().any(|(_, s)| *s == g.secret) {
-                mappings.push((env_name(&g.secret), g.secret));
+                mappings.push((None, g.secret));
             }
         }
         if mappings.is_empty() {
@@ -67,10 +69,14 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
             ));
         }
     }
+    if args.proxy {
+        return proxy::run(ctx, project, &mappings, command);
+    }
     let mut values = Vec::new();
     for (var, secret) in &mappings {
         let r = resolve_value(ctx, secret, project, None)?;
-        values.push((var.clone(), r.value));
+        let var = var.clone().unwrap_or_else(|| env_name(secret));
+        values.push((var, r.value));
     }
     let code = child::spawn_and_wait(command, &values)?;
     drop(values);
