@@ -14,5 +14,6 @@ mod compat;
 mod console;
 mod custody;
 mod daemon;
+mod masking;
 mod paths;
 mod users;

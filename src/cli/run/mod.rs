@@ -5,6 +5,11 @@
 //! `child` starts the command and relays signals.
 
 mod child;
+// Masking the child's output (issue 9, part 5).
+mod mask;
+mod output;
+mod pty;
+pub use pty::exec_helper_if_asked;
 
 use anyhow::anyhow;
 
@@ -72,7 +77,13 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
         let r = resolve_value(ctx, secret, project, None)?;
         values.push((var.clone(), r.value));
     }
-    let code = child::spawn_and_wait(command, &values)?;
+    let masking = if args.no_masking {
+        None
+    } else {
+        let labelled = mappings.iter().zip(&values);
+        mask::Patterns::new(labelled.map(|((_, s), (_, v))| (s.as_str(), v.expose().as_bytes())))
+    };
+    let code = child::spawn_and_wait(command, &values, masking)?;
     drop(values);
     std::process::exit(code);
 }
