@@ -2,7 +2,8 @@
 //! (masked in its output) or, with `--proxy`, as placeholders that only the daemon's
 //! injecting proxy turns into keys.
 //!
-//! `child` starts the command and relays signals.
+//! `child` starts the command and relays signals; `mask` is the streaming masker, `output`
+//! sets up the child's streams (pipes or a pty) through it, `pty` the terminal side.
 
 mod child;
 // Masking the child's output (issue 9, part 5).
