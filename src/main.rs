@@ -7,6 +7,8 @@ use clap::Parser;
 use scopehold::cli::{self, Cli, EXIT_OK, Exit, exit::EXIT_USAGE};
 
 fn main() -> ExitCode {
+    // `run`'s pty helper: becomes the command, before anything else is set up.
+    cli::run::exec_helper_if_asked();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -371,6 +371,10 @@ pub struct RunArgs {
     /// VAR=PROVIDER/NAME (repeatable)
     #[arg(long = "env", value_name = "VAR=PROVIDER/NAME")]
     pub envs: Vec<String>,
+    /// Pass the command's output through unchanged (by default each value, and its base64,
+    /// hex and URL-encoded forms, is shown as <scopehold:PROVIDER/NAME>)
+    #[arg(long)]
+    pub no_masking: bool,
     /// The command and its arguments
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -14,6 +14,7 @@ mod compat;
 mod console;
 mod custody;
 mod daemon;
+mod masking;
 mod paths;
 mod proxy;
 mod users;

@@ -1,16 +1,21 @@
 //! Starting the child and waiting for it.
 
+use std::sync::Arc;
+
 use anyhow::anyhow;
 
+use super::mask::Patterns;
+use super::output::Plan;
 use crate::api::wire::SecretString;
 use crate::cli::exit::Exit;
 
 /// Starts the child with the values in its environment and without SCOPEHOLD_TOKEN, forwards
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT to it, and returns its exit status (128 + signal if a
-/// signal ended it).
+/// signal ended it). With `masking`, its output passes through the masker (`output.rs`).
 pub(super) fn spawn_and_wait(
     command: &[String],
     values: &[(String, SecretString)],
+    masking: Option<Arc<Patterns>>,
 ) -> Result<i32, Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -18,12 +23,18 @@ pub(super) fn spawn_and_wait(
         .build()
         .map_err(|e| anyhow!("starting the runtime: {e}"))?;
     rt.block_on(async {
-        let mut cmd = tokio::process::Command::new(&command[0]);
-        cmd.args(&command[1..]).env_remove("SCOPEHOLD_TOKEN");
+        let mut plan = Plan::new(masking).map_err(|e| anyhow!("setting up masking: {e}"))?;
+        let mut cmd = plan.command(command).map_err(|e| anyhow!("setting up masking: {e}"))?;
+        cmd.env_remove("SCOPEHOLD_TOKEN");
         for (k, v) in values {
             cmd.env(k, v.expose());
         }
         let mut child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", command[0]))?;
+        // The child's ends of its pipes and pty: ours closed, so its end of output shows.
+        drop(cmd);
+        let streams = plan.start().map_err(|e| anyhow!("masking the output: {e}"))?;
+        let mut winch = signal(SignalKind::window_change())
+            .map_err(|e| anyhow!("installing signal handlers: {e}"))?;
         let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
         let mut sigs = Vec::new();
         for (k, n) in [
@@ -40,7 +51,12 @@ pub(super) fn spawn_and_wait(
                 status = child.wait() => {
                     let status = status.map_err(|e| anyhow!("waiting for {}: {e}", command[0]))?;
                     use std::os::unix::process::ExitStatusExt;
+                    streams.finish().await;
                     return Ok::<i32, Exit>(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+                }
+                _ = winch.recv() => {
+                    streams.resize();
+                    continue;
                 }
                 _ = a.recv() => *na,
                 _ = b.recv() => *nb,

@@ -2,10 +2,16 @@
 //! (masked in its output) or, with `--proxy`, as placeholders that only the daemon's
 //! injecting proxy turns into keys.
 //!
-//! `child` starts the command and relays signals; `proxy` is `--proxy`.
+//! `child` starts the command and relays signals; `mask` is the streaming masker, `output`
+//! sets up the child's streams (pipes or a pty) through it, `pty` the terminal side;
+//! `proxy` is `--proxy`.
 
 mod child;
+mod mask;
+mod output;
 mod proxy;
+mod pty;
+pub use pty::exec_helper_if_asked;
 
 use anyhow::anyhow;
 
@@ -78,7 +84,13 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
         let var = var.clone().unwrap_or_else(|| env_name(secret));
         values.push((var, r.value));
     }
-    let code = child::spawn_and_wait(command, &values)?;
+    let masking = if args.no_masking {
+        None
+    } else {
+        let labelled = mappings.iter().zip(&values);
+        mask::Patterns::new(labelled.map(|((_, s), (_, v))| (s.as_str(), v.expose().as_bytes())))
+    };
+    let code = child::spawn_and_wait(command, &values, masking)?;
     drop(values);
     std::process::exit(code);
 }

@@ -61,7 +61,8 @@ pub fn run(
             "scopehold: run {run} was ended by the daemon; proxied calls are refused from now on"
         );
     });
-    let code = child::spawn_and_wait(command, &env)?;
+    // No masking: the child holds no value to leak, only placeholders that die with the run.
+    let code = child::spawn_and_wait(command, &env, None)?;
     // Ends the run at once (the closing connection would end it within a second anyway).
     let _ = client::call_expecting::<endpoint::RunEnd>(
         &ctx.socket,
