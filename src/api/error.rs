@@ -37,6 +37,10 @@ pub enum ApiError {
     /// A fault of the daemon's own (never the caller's input).
     #[error("{0}")]
     Internal(String),
+    /// The daemon is stopping: a waiting watch is ended (nothing changed; watch again once
+    /// the daemon is back).
+    #[error("the daemon is stopping; nothing changed; watch again once it is back")]
+    Stopping,
 }
 
 impl ApiError {
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::LogUnavailable(_) => (503, "log_unavailable"),
             ApiError::DiskReserve => (503, "disk_reserve"),
             ApiError::Internal(_) => (500, "internal"),
+            ApiError::Stopping => (503, "stopping"),
         }
     }
 

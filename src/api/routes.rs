@@ -57,6 +57,7 @@ pub enum Route {
     GrantList,
     GrantCreate,
     GrantRevoke,
+    Watch,
 }
 
 /// One row of the table.
@@ -106,6 +107,7 @@ routes! {
     GrantList     Get  "/v1/grants"          Admin    "grant.list";
     GrantCreate   Post "/v1/grants"          Admin    "grant.create";
     GrantRevoke   Post "/v1/grants/revoke"   Admin    "grant.revoke";
+    Watch         Post "/v1/watch"           Identity "watch";
 }
 
 impl Route {

@@ -8,6 +8,7 @@ pub mod decide;
 pub mod event;
 pub mod names;
 pub mod state;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

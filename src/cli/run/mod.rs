@@ -5,6 +5,7 @@
 //! `child` starts the command and relays signals.
 
 mod child;
+mod watch;
 
 use anyhow::anyhow;
 
@@ -67,12 +68,17 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
             ));
         }
     }
+    if args.watch {
+        let grace = std::time::Duration::from_secs(args.stop_grace);
+        let code = watch::run_watching(ctx, project, &mappings, command, grace)?;
+        std::process::exit(code);
+    }
     let mut values = Vec::new();
     for (var, secret) in &mappings {
         let r = resolve_value(ctx, secret, project, None)?;
         values.push((var.clone(), r.value));
     }
-    let code = child::spawn_and_wait(command, &values)?;
+    let code = child::spawn_and_wait(command, &values, std::future::pending())?;
     drop(values);
     std::process::exit(code);
 }
