@@ -16,3 +16,4 @@ mod custody;
 mod daemon;
 mod paths;
 mod users;
+mod watch;
