@@ -605,7 +605,9 @@ impl Engine {
         let _waiting = Waiting::new(&self.watching);
         let mut changes = self.changes.subscribe();
         // The credential the caller authenticated with is the agent's current one (it was
-        // just checked against it); a reissue later ends the watch.
+        // just checked against it); a reissue later ends the watch. (A reissue landing
+        // between authentication and this read goes unseen by this watch; the caller's next
+        // request, with the old credential, is refused.)
         let credential = caller
             .identity
             .agent()
