@@ -43,6 +43,10 @@ pub enum ApiError {
     /// A fault of the daemon's own (never the caller's input).
     #[error("{0}")]
     Internal(String),
+    /// The daemon is stopping: a waiting watch is ended (nothing changed; watch again once
+    /// the daemon is back).
+    #[error("the daemon is stopping; nothing changed; watch again once it is back")]
+    Stopping,
 }
 
 impl ApiError {
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::Upstream(_) => (502, "upstream_failed"),
             ApiError::UpstreamTimeout => (504, "upstream_timeout"),
             ApiError::Internal(_) => (500, "internal"),
+            ApiError::Stopping => (503, "stopping"),
         }
     }
 

@@ -62,6 +62,7 @@ pub enum Route {
     ProviderSet,
     RunStart,
     RunEnd,
+    Watch,
 }
 
 /// One row of the table.
@@ -116,6 +117,7 @@ routes! {
     ProviderSet   Post "/v1/providers/set"   Admin    "provider.set";
     RunStart      Post "/v1/runs"            Identity "run.start";
     RunEnd        Post "/v1/runs/end"        Identity "run.end";
+    Watch         Post "/v1/watch"           Identity "watch";
 }
 
 impl Route {

@@ -582,6 +582,54 @@ pub struct RunEnded {
     pub run: u64,
 }
 
+/// `POST /v1/watch`: a long poll, answered once one of the values held is no longer what the
+/// daemon would hand out (`scopehold run --watch` restarts or stops its child on the answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    /// What the caller holds (1 to 64 values).
+    pub holds: Vec<WatchHold>,
+}
+
+/// One value a watcher holds: which secret, resolved in which project, at which version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchHold {
+    /// `provider/name`.
+    pub secret: SecretName,
+    /// The project it was resolved in.
+    pub project: ProjectName,
+    /// The version held.
+    pub version: u32,
+}
+
+/// What changed about a held value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchChange {
+    /// Another version is current (in `version`): resolve again.
+    Rotated,
+    /// The secret is revoked.
+    Revoked,
+    /// The caller can no longer resolve it; also the answer for a secret that does not exist
+    /// or was never granted, so that a watch does not tell which secrets exist.
+    AccessEnded,
+}
+
+/// The answer to a watch: which held value changed and how (never a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+    /// What changed.
+    pub change: WatchChange,
+    /// The version now current, for `rotated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
 /// Ties a route to its request and response types, so the server and the client cannot
 /// disagree on what a route takes and gives.
 pub trait Endpoint {
@@ -633,6 +681,7 @@ pub mod endpoint {
         ProviderSet: ProviderSet, ProviderSetRequest => super::ProviderSet;
         RunStart: RunStart, RunStartRequest => RunStarted;
         RunEnd: RunEnd, RunEndRequest => super::RunEnded;
+        Watch: Watch, WatchRequest => WatchAnswer;
     }
 }
 

@@ -382,4 +382,11 @@ pub struct RunArgs {
     /// through the daemon's injecting proxy, which adds the key; the key never reaches it
     #[arg(long)]
     pub proxy: bool,
+    /// Restart the command when a secret it holds is rotated; stop it (exit 3) when one is
+    /// revoked or access to it ends. The daemon pushes the change (a long poll), no polling
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: seconds the command has to exit after SIGTERM before SIGKILL
+    #[arg(long, value_name = "SECS", default_value_t = 10, requires = "watch")]
+    pub stop_grace: u64,
 }

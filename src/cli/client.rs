@@ -167,6 +167,31 @@ pub fn request_raw_expecting(
     body: &[u8],
     token: Option<&str>,
 ) -> Result<RawAnswer, ClientError> {
+    request_raw_within(
+        socket,
+        expect,
+        method,
+        path,
+        body,
+        token,
+        Some(READ_TIMEOUT),
+    )
+}
+
+/// How long an ordinary answer may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// As [`request_raw_expecting`], waiting for the answer up to `read_timeout` (`None`: as long
+/// as it takes, for a long poll).
+fn request_raw_within(
+    socket: &Path,
+    expect: Option<u32>,
+    method: Method,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<RawAnswer, ClientError> {
     let unreachable = |source| ClientError::Unreachable {
         path: socket.display().to_string(),
         source,
@@ -175,8 +200,7 @@ pub fn request_raw_expecting(
     if let Some(uid) = expect {
         check_peer(&s, socket, uid)?;
     }
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(unreachable)?;
+    s.set_read_timeout(read_timeout).map_err(unreachable)?;
     let head = format!(
         "{} {path} HTTP/1.1\r\nHost: scopehold\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         method.as_str(),
@@ -231,12 +255,41 @@ pub fn call_expecting<E: Endpoint>(
     req: &E::Request,
     token: Option<&str>,
 ) -> Result<E::Response, CallError> {
+    call_within::<E>(socket, expect, req, token, Some(READ_TIMEOUT))
+}
+
+/// As [`call_expecting`], waiting as long as the answer takes: for a long poll
+/// (`/v1/watch`), which the daemon answers when something changes or when it stops.
+pub fn call_waiting<E: Endpoint>(
+    socket: &Path,
+    expect: Option<u32>,
+    req: &E::Request,
+    token: Option<&str>,
+) -> Result<E::Response, CallError> {
+    call_within::<E>(socket, expect, req, token, None)
+}
+
+fn call_within<E: Endpoint>(
+    socket: &Path,
+    expect: Option<u32>,
+    req: &E::Request,
+    token: Option<&str>,
+    read_timeout: Option<Duration>,
+) -> Result<E::Response, CallError> {
     let spec = E::ROUTE.spec();
     let body = match spec.method {
         Method::Get => Zeroizing::new(Vec::new()),
         Method::Post => to_json(req)?,
     };
-    let a = request_raw_expecting(socket, expect, spec.method, spec.path, &body, token)?;
+    let a = request_raw_within(
+        socket,
+        expect,
+        spec.method,
+        spec.path,
+        &body,
+        token,
+        read_timeout,
+    )?;
     drop(body);
     if a.status == 200 {
         return serde_json::from_slice(&a.body).map_err(|e| {

@@ -118,9 +118,16 @@ pub struct Engine {
     /// placeholders are already dead).
     ended_runs: Mutex<Vec<(u64, &'static str)>>,
     /// Set when the daemon stops: held runs end their answers.
-    stopping: tokio::sync::watch::Sender<bool>,
+    runs_stopping: tokio::sync::watch::Sender<bool>,
     /// The injecting proxy's client, when the daemon runs one.
     upstream: Option<Arc<super::proxy::Upstream>>,
+    /// Watches (`/v1/watch`): bumped once a batch of events that may end what a watcher
+    /// holds is durable, and once more when the daemon stops (with `stopping` set).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    stopping: AtomicBool,
+    /// Watches waiting now (for tests and diagnostics: a watch whose caller hung up must
+    /// not linger).
+    watching: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A proxied call the log has recorded: its event's number, the version, and the key.
@@ -246,10 +253,13 @@ impl Engine {
             same_uid_agents: Mutex::new(Default::default()),
             keys_sealed: home.is_sealed().unwrap_or(false),
             data_keys: Mutex::new(HashMap::new()),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            stopping: AtomicBool::new(false),
+            watching: Arc::default(),
             placeholders: Mutex::new(HashMap::new()),
             proxy_results: Mutex::new(Vec::new()),
             ended_runs: Mutex::new(Vec::new()),
-            stopping: tokio::sync::watch::Sender::new(false),
+            runs_stopping: tokio::sync::watch::Sender::new(false),
             upstream: None,
         }
         .ended_stale_runs()
@@ -301,12 +311,12 @@ impl Engine {
 
     /// Tells held answers (runs) that the daemon is stopping.
     pub fn stop(&self) {
-        self.stopping.send_replace(true);
+        self.runs_stopping.send_replace(true);
     }
 
     /// Changes to `true` when the daemon stops.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.stopping.subscribe()
+        self.runs_stopping.subscribe()
     }
 
     /// What the daemon can say about its own custody (`/v1/health`).
@@ -438,10 +448,20 @@ impl Engine {
             self.prune_data_keys_in(state, self.now());
         }
         let (tx, rx) = oneshot::channel();
+        // Watchers are woken only once the batch is durable: none hears of a change the log
+        // does not hold (and a failed write wakes nobody).
+        let wake = events
+            .iter()
+            .any(domain::watch::may_end_a_hold)
+            .then(|| self.changes.clone());
         self.log.submit(
             entries,
             Box::new(move |r| {
+                let durable = r.is_ok();
                 let _ = tx.send(r);
+                if let Some(changes) = wake.filter(|_| durable) {
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }),
         );
         Ok(rx)
@@ -816,6 +836,86 @@ impl Engine {
         v
     }
 
+    /// Most values one watch may hold: bounds the work of each re-check.
+    pub const MAX_WATCHED: usize = 64;
+
+    /// A long poll: waits until one of `holds` is no longer what `caller` holds (another
+    /// version current, the secret revoked, the caller's access ended) and says which and
+    /// how. Waits without the state lock and without a timer loop: it re-checks when a
+    /// durable batch of events may have changed something (the `changes` channel), and at
+    /// the one instant that comes without an event, the expiry of the grants it relies on.
+    /// Ends with [`ApiError::Stopping`] when the daemon stops. Records nothing: a watch
+    /// hands out nothing, and the resolution that follows its answer is recorded.
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        holds: &[domain::watch::Held],
+    ) -> Result<(usize, domain::watch::Change), ApiError> {
+        if holds.is_empty() || holds.len() > Self::MAX_WATCHED {
+            return Err(ApiError::BadRequest(format!(
+                "a watch holds 1 to {} values",
+                Self::MAX_WATCHED
+            )));
+        }
+        let _waiting = Waiting::new(&self.watching);
+        let mut changes = self.changes.subscribe();
+        // The credential the caller authenticated with is the agent's current one (it was
+        // just checked against it); a reissue later ends the watch. (A reissue landing
+        // between authentication and this read goes unseen by this watch; the caller's next
+        // request, with the old credential, is refused.)
+        let credential = caller
+            .identity
+            .agent()
+            .and_then(|n| self.read(|st| st.agents.get(n).and_then(|a| a.credential_hash)));
+        loop {
+            // Marked seen before the check, so a batch made durable during the check wakes
+            // the next wait instead of being lost.
+            changes.borrow_and_update();
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(ApiError::Stopping);
+            }
+            let now = self.now();
+            let (found, deadline) = self.read(|st| {
+                let found = holds.iter().enumerate().find_map(|(i, h)| {
+                    domain::watch::change(st, caller, credential, h, now).map(|c| (i, c))
+                });
+                (found, domain::watch::deadline(st, caller, holds, now))
+            });
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            let expiry = async {
+                match deadline {
+                    // The engine's clock is ms since the epoch; a test clock moved by hand
+                    // wakes nobody, which only delays an expiry to the next event.
+                    Some(at) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(at.saturating_sub(now)))
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = changes.changed() => if r.is_err() {
+                    return Err(ApiError::Stopping);
+                },
+                () = expiry => {}
+            }
+        }
+    }
+
+    /// How many watches are waiting now.
+    pub fn watches_waiting(&self) -> usize {
+        self.watching.load(Ordering::SeqCst)
+    }
+
+    /// Ends every waiting watch with [`ApiError::Stopping`] (and any that starts later): called
+    /// when the daemon begins to stop, so that they do not hold up the drain.
+    pub fn stop_watches(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The master key (sealing new values, hashing fresh credentials).
     pub fn master(&self) -> &MasterKey {
         &self.master
@@ -860,6 +960,23 @@ impl Engine {
             }
         }
         self.log.close()
+    }
+}
+
+/// A waiting watch, counted while it lives (dropped with the request's future, however it
+/// ends).
+struct Waiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Waiting {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

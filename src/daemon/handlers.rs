@@ -354,7 +354,44 @@ pub async fn call(
         // Served by the server itself: its answer is held open.
         Route::RunStart => Err(ApiError::Internal("run start reached the handlers".into())),
         Route::Health => anyone(engine, route),
+        Route::Watch => watch(engine, caller, body).await,
     }
+}
+
+/// `POST /v1/watch`: waits (see [`Engine::watch`]) and says which held value changed, how.
+async fn watch(engine: &Engine, caller: &Caller, body: RequestBody) -> Result<Reply, ApiError> {
+    use crate::domain::watch::{Change, Held};
+    let r = take::<endpoint::Watch>(body).await?;
+    let holds: Vec<Held> = r
+        .holds
+        .into_iter()
+        .map(|h| Held {
+            secret: h.secret,
+            project: h.project,
+            version: h.version,
+        })
+        .collect();
+    let (i, change) = engine.watch(caller, &holds).await?;
+    let Held {
+        secret, project, ..
+    } = holds
+        .into_iter()
+        .nth(i)
+        .ok_or_else(|| unexpected(Route::Watch))?;
+    let (change, version) = match change {
+        Change::Rotated(v) => (wire::WatchChange::Rotated, Some(v)),
+        Change::Revoked => (wire::WatchChange::Revoked, None),
+        Change::AccessEnded => (wire::WatchChange::AccessEnded, None),
+    };
+    give::<endpoint::Watch>(
+        &wire::WatchAnswer {
+            secret,
+            project,
+            change,
+            version,
+        },
+        FRAME * 2,
+    )
 }
 
 /// Decodes the body as the route's request type: the server and the client share it through

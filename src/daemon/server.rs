@@ -174,6 +174,8 @@ pub async fn run(
     engine.stop();
     drop(listener);
     drop(tcp);
+    // Waiting watches (long polls) would otherwise hold the drain until `drain` runs out.
+    engine.stop_watches();
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

@@ -9,6 +9,7 @@ pub mod event;
 pub mod names;
 pub mod profile;
 pub mod state;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

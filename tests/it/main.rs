@@ -18,3 +18,4 @@ mod masking;
 mod paths;
 mod proxy;
 mod users;
+mod watch;

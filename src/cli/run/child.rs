@@ -12,10 +12,13 @@ use crate::cli::exit::Exit;
 /// Starts the child with the values in its environment and without SCOPEHOLD_TOKEN, forwards
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT to it, and returns its exit status (128 + signal if a
 /// signal ended it). With `masking`, its output passes through the masker (`output.rs`).
+/// When `stop` completes (`run --watch`: a secret it holds changed), the child is sent
+/// SIGTERM, and SIGKILL if it has not exited within the grace `stop` gives.
 pub(super) fn spawn_and_wait(
     command: &[String],
     values: &[(String, SecretString)],
     masking: Option<Arc<Patterns>>,
+    stop: impl std::future::Future<Output = std::time::Duration>,
 ) -> Result<i32, Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -45,6 +48,7 @@ pub(super) fn spawn_and_wait(
         ] {
             sigs.push((signal(k).map_err(|e| anyhow!("installing signal handlers: {e}"))?, n));
         }
+        tokio::pin!(stop);
         loop {
             let [(a, na), (b, nb), (c, nc), (d, nd)] = &mut sigs[..] else { unreachable!("four signals") };
             let forward = tokio::select! {
@@ -62,6 +66,18 @@ pub(super) fn spawn_and_wait(
                 _ = b.recv() => *nb,
                 _ = c.recv() => *nc,
                 _ = d.recv() => *nd,
+                grace = &mut stop => {
+                    if let Some(p) = pid {
+                        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+                    }
+                    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                        let _ = child.kill().await;
+                    }
+                    let _ = child.wait().await;
+                    streams.finish().await;
+                    // The caller asked for the stop and knows why; the status is not its own.
+                    return Ok(0);
+                }
             };
             if let Some(p) = pid {
                 let _ = nix::sys::signal::kill(p, forward);

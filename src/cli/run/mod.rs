@@ -12,6 +12,7 @@ mod output;
 mod proxy;
 mod pty;
 pub use pty::exec_helper_if_asked;
+mod watch;
 
 use anyhow::anyhow;
 
@@ -78,19 +79,25 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
     if args.proxy {
         return proxy::run(ctx, project, &mappings, command);
     }
+    let masking = |values: &[(String, crate::api::wire::SecretString)]| {
+        if args.no_masking {
+            return None;
+        }
+        let labelled = mappings.iter().zip(values);
+        mask::Patterns::new(labelled.map(|((_, s), (_, v))| (s.as_str(), v.expose().as_bytes())))
+    };
+    if args.watch {
+        let grace = std::time::Duration::from_secs(args.stop_grace);
+        let code = watch::run_watching(ctx, project, &mappings, command, grace, &masking)?;
+        std::process::exit(code);
+    }
     let mut values = Vec::new();
     for (var, secret) in &mappings {
         let r = resolve_value(ctx, secret, project, None)?;
         let var = var.clone().unwrap_or_else(|| env_name(secret));
         values.push((var, r.value));
     }
-    let masking = if args.no_masking {
-        None
-    } else {
-        let labelled = mappings.iter().zip(&values);
-        mask::Patterns::new(labelled.map(|((_, s), (_, v))| (s.as_str(), v.expose().as_bytes())))
-    };
-    let code = child::spawn_and_wait(command, &values, masking)?;
+    let code = child::spawn_and_wait(command, &values, masking(&values), std::future::pending())?;
     drop(values);
     std::process::exit(code);
 }

@@ -62,7 +62,7 @@ pub fn run(
         );
     });
     // No masking: the child holds no value to leak, only placeholders that die with the run.
-    let code = child::spawn_and_wait(command, &env, None)?;
+    let code = child::spawn_and_wait(command, &env, None, std::future::pending())?;
     // Ends the run at once (the closing connection would end it within a second anyway).
     let _ = client::call_expecting::<endpoint::RunEnd>(
         &ctx.socket,
