@@ -5,6 +5,7 @@
 //!   log.key                     0600  the log's ed25519 signing key (32-byte seed), plain or sealed
 //!   log.pub                           the log's public key, hex: give it to auditors
 //!   master.key                  0600  wraps the data key of every secret version, plain or sealed
+//!   ca.key, ca.pem, ca-bundle.pem       the HTTPS_PROXY certificate authority (see `super::ca`)
 //!   log/                        0700  segments, index, LOCK (see log/FORMAT.md)
 //!   checkpoint                        the kept checkpoint (movable: --checkpoint-file)
 //! ```
@@ -124,6 +125,8 @@ impl Home {
         let master = keyfile::random_key()?;
         write_key(&dir, &self.root, Role::Master, &master, pass)?;
         write_key(&dir, &self.root, Role::Log, &seed, pass)?;
+        // The HTTPS_PROXY certificate authority: ca.key (sealed like the others), ca.pem.
+        super::ca::create_at(&dir, &self.root, pass)?;
         drop((seed, master));
         keyfile::sync_dir(&self.root)?;
         public.write_file(&self.log_pub())?;
@@ -186,9 +189,16 @@ impl Home {
             let bytes = keyfile::encode(role, key, Some(new))?;
             write_at(&dir, &self.root, &name, &bytes)?;
         }
+        // ca.key too, renamed last (a load finishes or discards its ca.key.new on its own).
+        let ca = super::ca::write_pending(&dir, &self.root, keys.pass.as_ref(), new)?;
         dir.sync_all()
             .with_context(|| format!("syncing {}", self.root.display()))?;
-        for role in [Role::Log, Role::Master] {
+        let roles: &[Role] = if ca {
+            &[Role::Log, Role::Master, Role::Ca]
+        } else {
+            &[Role::Log, Role::Master]
+        };
+        for &role in roles {
             nix::fcntl::renameat(&*dir, pending_name(role).as_str(), &*dir, role.file_name())
                 .map_err(|e| {
                     anyhow!(
@@ -257,6 +267,7 @@ impl Home {
             log: l,
             master_sealed: ms,
             log_sealed: ls,
+            pass: p,
         })
     }
 }
@@ -274,19 +285,26 @@ struct RawKeys {
     log: Zeroizing<[u8; 32]>,
     master_sealed: bool,
     log_sealed: bool,
+    /// The passphrase that opened them, if they were sealed (ca.key is opened with it too).
+    pass: Option<Passphrase>,
 }
 
 fn pending_name(role: Role) -> String {
     format!("{}.new", role.file_name())
 }
 
-fn lock(dir: fs::File) -> Result<Flock<fs::File>> {
+pub(super) fn lock(dir: fs::File) -> Result<Flock<fs::File>> {
     // One key loader or passphrase change at a time on a state directory.
     Flock::lock(dir, FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow!("locking the state directory: {e}"))
 }
 
-fn open_at(dir: &fs::File, name: &str, flags: OFlag, mode: Mode) -> nix::Result<fs::File> {
+pub(super) fn open_at(
+    dir: &fs::File,
+    name: &str,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<fs::File> {
     nix::fcntl::openat(
         dir.as_fd(),
         name,
@@ -296,7 +314,7 @@ fn open_at(dir: &fs::File, name: &str, flags: OFlag, mode: Mode) -> nix::Result<
     .map(fs::File::from)
 }
 
-fn read_key(dir: &fs::File, root: &Path, role: Role) -> Result<KeyFile> {
+pub(super) fn read_key(dir: &fs::File, root: &Path, role: Role) -> Result<KeyFile> {
     let path = root.join(role.file_name());
     let f = open_at(dir, role.file_name(), OFlag::O_RDONLY, Mode::empty()).map_err(|e| {
         anyhow!(
@@ -307,7 +325,7 @@ fn read_key(dir: &fs::File, root: &Path, role: Role) -> Result<KeyFile> {
     KeyFile::from_file(f, &path)
 }
 
-fn read_pending(dir: &fs::File, root: &Path, role: Role) -> Result<Option<KeyFile>> {
+pub(super) fn read_pending(dir: &fs::File, root: &Path, role: Role) -> Result<Option<KeyFile>> {
     let name = pending_name(role);
     match open_at(dir, &name, OFlag::O_RDONLY, Mode::empty()) {
         Ok(f) => Ok(Some(KeyFile::from_file(f, &root.join(&name))?)),
@@ -317,7 +335,7 @@ fn read_pending(dir: &fs::File, root: &Path, role: Role) -> Result<Option<KeyFil
 }
 
 /// Creates `name` in `dir` (`O_EXCL|O_NOFOLLOW`, 0600), writes and syncs it.
-fn write_at(dir: &fs::File, root: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_at(dir: &fs::File, root: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let path = root.join(name);
     let mut f = open_at(
@@ -332,7 +350,7 @@ fn write_at(dir: &fs::File, root: &Path, name: &str, bytes: &[u8]) -> Result<()>
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn write_key(
+pub(super) fn write_key(
     dir: &fs::File,
     root: &Path,
     role: Role,

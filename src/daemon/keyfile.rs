@@ -1,4 +1,4 @@
-//! The two key files at rest (`master.key`, `log.key`), plain or sealed under a passphrase.
+//! The key files at rest (`master.key`, `log.key`, `ca.key`), plain or sealed under a passphrase.
 //!
 //! A **plain** key file is the key's 32 raw bytes, mode 0600: it protects the keys from other
 //! uids only, through file permissions. A **sealed** key file holds the key wrapped under a
@@ -16,7 +16,7 @@
 //! sealed: <96 hex digits: the 32-byte key encrypted, then its 16-byte tag>
 //! ```
 //!
-//! - `role` is `master.key` or `log.key`: the file's job. A file moved to the other role's
+//! - `role` is `master.key`, `log.key` or `ca.key`: the file's job. A file moved to the other role's
 //!   name fails to open.
 //! - `kdf`: argon2id (version 0x13), memory `m` in KiB, `t` passes, `p` lanes; the wrapping
 //!   key is its 32-byte output from the passphrase (UTF-8 bytes) and `salt`. Files are written
@@ -61,6 +61,8 @@ pub enum Role {
     Master,
     /// `log.key`: the log's ed25519 signing seed.
     Log,
+    /// `ca.key`: the HTTPS_PROXY certificate authority's P-256 private scalar (`super::ca`).
+    Ca,
 }
 
 impl Role {
@@ -69,6 +71,7 @@ impl Role {
         match self {
             Role::Master => "master.key",
             Role::Log => "log.key",
+            Role::Ca => "ca.key",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! executes commands; `server` serves the socket, `handlers` answer each route, `http` reads
 //! bodies and builds answers in zeroizing buffers; `seal` encrypts values at rest.
 
+pub mod ca; // the HTTPS_PROXY certificate authority
 pub mod denials;
 pub mod engine;
 pub mod handlers;
@@ -371,6 +372,15 @@ pub fn run(
         Arc::new(Engine::open(&home, scopehold_log::system_clock())?.with_upstream(upstream));
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
+    // --- the HTTPS_PROXY certificate authority (ca.rs); the proxy takes `ca` from here ---
+    let (ca, created) = ca::Ca::load_or_create(&home)?;
+    if created {
+        tracing::info!(home = %home.root.display(), fingerprint = %ca.fingerprint(), "this state directory had no certificate authority (made by an earlier release): created ca.key and ca.pem");
+    }
+    let bundle = ca.write_bundle(&home.root)?;
+    tracing::info!(bundle = %bundle.path.display(), roots = ?bundle.roots, fingerprint = %ca.fingerprint(), "certificate authority loaded; trust bundle written");
+    let _ca = Arc::new(ca);
+    // --- end of the certificate authority ---
     let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
         let listener = bind(&path, group, managed)?;

@@ -147,3 +147,73 @@ fn the_previous_release_state_opens_and_replays_to_the_same_listings_and_value()
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, b"sk-prev-release-CANARY-3");
 }
+
+#[test]
+fn the_daemon_gives_a_previous_release_state_a_certificate_authority_at_start() {
+    let (t, home) = copy_state();
+    assert!(!home.join("ca.key").exists());
+    let socket = t.path().join("s.sock");
+    let log = t.path().join("daemon.log");
+    let d = Daemon(
+        bin(&home, &socket)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut up = false;
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(up, "{}", std::fs::read_to_string(&log).unwrap());
+    let mode = |f: &str| {
+        std::fs::metadata(home.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca.key"), 0o600);
+    assert_eq!(mode("ca.pem"), 0o644);
+    assert_eq!(mode("ca-bundle.pem"), 0o644);
+    let h = scopehold::daemon::Home::new(Some(home.clone()), None).unwrap();
+    let fp = scopehold::daemon::ca::Ca::load(&h).unwrap().fingerprint();
+    let bundle = std::fs::read_to_string(home.join("ca-bundle.pem")).unwrap();
+    assert!(bundle.contains(std::fs::read_to_string(home.join("ca.pem")).unwrap().trim()));
+    // SIGTERM and wait: the log lines are all written.
+    drop(d);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("had no certificate authority") && text.contains(&fp),
+        "{text}"
+    );
+    // A second start keeps the same CA and says nothing of creating one.
+    let log2 = t.path().join("daemon2.log");
+    let d = Daemon(
+        bin(&home, &socket)
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log2).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    drop(d);
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(text.contains("certificate authority loaded"), "{text}");
+    assert!(!text.contains("had no certificate authority"), "{text}");
+    assert_eq!(
+        scopehold::daemon::ca::Ca::load(&h).unwrap().fingerprint(),
+        fp
+    );
+}

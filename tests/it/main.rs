@@ -8,6 +8,7 @@
 )]
 
 mod agents;
+mod ca;
 mod cli;
 mod common;
 mod compat;
