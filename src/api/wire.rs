@@ -565,6 +565,9 @@ pub struct RunStarted {
     pub proxy_listen: Option<String>,
     /// One per secret.
     pub placeholders: Vec<RunPlaceholder>,
+    /// The trust bundle (system roots and the ScopeHold CA, PEM) for `HTTPS_PROXY` clients.
+    #[serde(default)]
+    pub ca_bundle: Option<String>,
 }
 
 /// `POST /v1/runs/end`.

@@ -69,6 +69,10 @@ pub enum Command {
         /// system's roots (a private provider endpoint, or a test upstream)
         #[arg(long, value_name = "FILE")]
         upstream_ca: Option<PathBuf>,
+        /// Refuse CONNECT (HTTPS_PROXY) to hosts outside every provider profile; by default
+        /// such tunnels pass untouched (no key ever goes through them)
+        #[arg(long)]
+        refuse_other_connect: bool,
     },
     /// Projects: units of work that secrets are assigned to
     #[command(subcommand)]

@@ -315,6 +315,8 @@ pub struct ProxyOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Extra CA certificates (PEM) trusted for upstreams.
     pub upstream_ca: Option<PathBuf>,
+    /// Refuse `CONNECT` to hosts outside every profile instead of tunnelling it untouched.
+    pub refuse_other_connect: bool,
 }
 
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or SIGQUIT.
@@ -356,6 +358,7 @@ pub fn run(
     }
     let group = socket_group.as_deref().map(group_id).transpose()?;
     let mut upstream = proxy::Upstream::new(proxy.upstream_ca.as_deref(), Default::default())?;
+    upstream.tunnel_others = !proxy.refuse_other_connect;
     tracing::info!(roots = %upstream.roots, "proxy upstream trust");
     // Bound before the engine is built so that runs are told where it is.
     let tcp = match proxy.listen {
@@ -379,8 +382,28 @@ pub fn run(
     }
     let bundle = ca.write_bundle(&home.root)?;
     tracing::info!(bundle = %bundle.path.display(), roots = ?bundle.roots, fingerprint = %ca.fingerprint(), "certificate authority loaded; trust bundle written");
-    let _ca = Arc::new(ca);
+    let ca = Arc::new(ca);
     // --- end of the certificate authority ---
+    // CONNECT to a profile's host: leaves for names some profile has (the engine's profiles,
+    // read at each handshake through a weak reference, so the engine can still be closed).
+    let profiles = Arc::downgrade(&engine);
+    let config = ca.server_config(move |sni| {
+        profiles.upgrade().is_some_and(|e| {
+            e.read(|st| {
+                st.all_profiles().values().any(|(p, _)| {
+                    p.hosts
+                        .iter()
+                        .any(|h| h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n) == sni)
+                })
+            })
+        })
+    })?;
+    if let Some(u) = engine.upstream() {
+        let _ = u.mitm.set(proxy::Mitm {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            bundle_pem: ca.bundle_pem().0,
+        });
+    }
     let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
         let listener = bind(&path, group, managed)?;

@@ -103,7 +103,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Graceful stop: every connection holds a permit of `limit`; at stop each is told to
+    // finish its request in flight, and the drain waits for every permit to come back.
+    // (hyper-util's GracefulShutdown does not take HTTP/1 connections with upgrades, which
+    // CONNECT needs.)
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_uid = Arc::new(PerUid::default());
     tokio::pin!(shutdown);
@@ -147,26 +151,15 @@ pub async fn run(
             continue;
         };
         let engine = engine.clone();
+        let stop = stop_rx.clone();
         match stream {
             Stream::Unix(s) => {
-                let conn = graceful.watch(connection(s, engine, peer, false));
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _slot = slot;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                let conn = connection(s, engine, peer, false);
+                tokio::spawn(serve_until_stopped(conn, stop, (permit, slot)));
             }
             Stream::Tcp(s) => {
-                let conn = graceful.watch(connection(s, engine, peer, true));
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let _slot = slot;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                let conn = connection(s, engine, peer, true);
+                tokio::spawn(serve_until_stopped(conn, stop, (permit, slot)));
             }
         }
     }
@@ -176,11 +169,51 @@ pub async fn run(
     drop(tcp);
     // Waiting watches (long polls) would otherwise hold the drain until `drain` runs out.
     engine.stop_watches();
-    if tokio::time::timeout(drain, graceful.shutdown())
+    stop_tx.send_replace(true);
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain, limit.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {drain:?}; stopping anyway");
+    }
+}
+
+/// Serves a connection to its end, or, once `stop` is set, lets its request in flight finish
+/// and closes it. `_held` (its permits) goes back when it ends.
+async fn serve_until_stopped<C>(
+    conn: C,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    _held: (tokio::sync::OwnedSemaphorePermit, UidSlot),
+) where
+    C: Future<Output = hyper::Result<()>> + GracefulConn,
+{
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().stop_gracefully();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection that can be told to finish what it is doing and close.
+trait GracefulConn {
+    fn stop_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = super::proxy::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn stop_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -209,7 +242,7 @@ fn connection<I>(
     engine: Arc<Engine>,
     peer: Peer,
     proxy_only: bool,
-) -> hyper::server::conn::http1::Connection<
+) -> hyper::server::conn::http1::UpgradeableConnection<
     TokioIo<I>,
     impl hyper::service::Service<
         Request<Incoming>,
@@ -230,6 +263,8 @@ where
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service)
+        // CONNECT: the proxy takes the connection over once it has answered 200.
+        .with_upgrades()
 }
 
 /// Serves one connection from `peer` to its end, exactly as [`run`] serves each accepted

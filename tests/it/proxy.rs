@@ -209,7 +209,7 @@ impl Daemon {
                 .arg("--upstream-ca")
                 .arg(&up.ca_pem)
                 .args(extra)
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
                 .spawn()
                 .unwrap(),
         );
@@ -719,4 +719,113 @@ fn rotation_reaches_the_next_proxied_call_and_revocation_stops_them_at_once() {
     assert_eq!(body_of(&o)["error"]["code"], "unauthenticated");
     let h = curl_unix(&d.socket, &["http://x/v1/health"]);
     assert_eq!(body_of(&h)["status"], "ok");
+}
+
+#[test]
+fn https_proxy_clients_get_the_key_injected_inside_connect_and_other_hosts_pass_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path());
+    // A second server outside every profile (its own test CA, another port).
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = upstream(other_dir.path());
+    let d = Daemon::start(&up, &[]);
+    let cred = d.set_up(&up);
+    let out = dir.path().join("out");
+    // curl with no key and no base URL: it only knows HTTPS_PROXY and the CA bundle, as
+    // git, gh or any CLI would.
+    let script = format!(
+        r#"curl -sS https://localhost:{p}/v1/echo > {o}.mitm 2> {o}.mitm.err
+curl -sSk https://localhost:{q}/v1/echo > {o}.other 2> {o}.other.err
+echo "$HTTPS_PROXY" | cut -d@ -f2 > {o}.proxy
+env > {o}.env"#,
+        p = up.port,
+        q = other.port,
+        o = out.display(),
+    );
+    let o = d
+        .cmd(&[
+            "run",
+            "--proxy",
+            "--project",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SCOPEHOLD_TOKEN", &cred)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |ext: &str| std::fs::read_to_string(format!("{}.{ext}", out.display())).unwrap();
+    // Inside the CONNECT to the profile's host: TLS from the ScopeHold CA, the key injected.
+    assert!(
+        read("mitm").contains("\"ok\":true"),
+        "{} {} {}",
+        read("mitm"),
+        read("mitm.err"),
+        std::fs::read_to_string(d.home.parent().unwrap().join("daemon.log")).unwrap()
+    );
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].api_key.as_deref(), Some(KEY));
+    // Another host: tunnelled untouched, end to end (the child's TLS, not ours), no key.
+    assert!(
+        read("other").contains("\"ok\":false"),
+        "{}",
+        read("other.err")
+    );
+    let oseen = other.seen.lock().unwrap().clone();
+    assert!(
+        !oseen.is_empty()
+            && oseen
+                .iter()
+                .all(|s| s.api_key.is_none() && s.authorization.is_none())
+    );
+    // The child's environment: a proxy URL with a placeholder, a bundle; never the key.
+    let env = read("env");
+    assert!(env.contains("SSL_CERT_FILE=") && env.contains("HTTPS_PROXY=http://scopehold:shr_"));
+    for form in crate::common::canary_forms(KEY) {
+        assert!(!contains(env.as_bytes(), &form));
+    }
+    let call = d.wait_event("proxy_call", |_| true);
+    assert_eq!(call["event"]["host"], format!("localhost:{}", up.port));
+    assert_eq!(call["event"]["path"], "/v1/echo");
+    // The run is over: the bundle it wrote is gone.
+    let bundle = env
+        .lines()
+        .find_map(|l| l.strip_prefix("SSL_CERT_FILE="))
+        .unwrap();
+    assert!(!Path::new(bundle).exists());
+
+    // The admin may refuse tunnels to other hosts altogether.
+    drop(d);
+    let d = Daemon::start(&up, &["--refuse-other-connect"]);
+    let cred = d.set_up(&up);
+    let script = format!(
+        "curl -sk -o /dev/null -w '%{{http_code}}' https://localhost:{q}/ > {o}.refused; true",
+        q = other.port,
+        o = out.display()
+    );
+    let n = other.seen.lock().unwrap().len();
+    let o = d
+        .cmd(&[
+            "run",
+            "--proxy",
+            "--project",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SCOPEHOLD_TOKEN", &cred)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        other.seen.lock().unwrap().len(),
+        n,
+        "a refused tunnel reached the host"
+    );
 }

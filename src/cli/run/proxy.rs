@@ -51,7 +51,39 @@ pub fn run(
             format!("http://{addr}")
         }
     };
-    let env = child_env(&started, secrets, project, &base);
+    let mut env = child_env(&started, secrets, project, &base);
+    // HTTPS_PROXY for tools with no base-URL setting (git, curl, gh...): the daemon answers
+    // CONNECT to a profile's host with a leaf of the ScopeHold CA, which this child alone
+    // trusts, through a bundle written here (system roots + the CA).
+    let bundle_dir = match (&started.ca_bundle, started.placeholders.first()) {
+        (Some(pem), Some(first)) => {
+            let dir = private_dir()?;
+            let file = dir.join("ca-bundle.pem");
+            std::fs::write(&file, pem).map_err(|e| anyhow!("writing the CA bundle: {e}"))?;
+            let f = file.display().to_string();
+            let hostport = base.trim_start_matches("http://");
+            let proxy_url = format!("http://scopehold:{}@{hostport}", first.placeholder.expose());
+            let plain = |s: String| SecretString::new(Zeroizing::new(s));
+            for k in ["HTTPS_PROXY", "https_proxy"] {
+                env.push((k.into(), plain(proxy_url.clone())));
+            }
+            // The base URLs are on 127.0.0.1: not through the proxy again.
+            for k in ["NO_PROXY", "no_proxy"] {
+                env.push((k.into(), plain("127.0.0.1".into())));
+            }
+            for k in [
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "NODE_EXTRA_CA_CERTS",
+                "CURL_CA_BUNDLE",
+                "GIT_SSL_CAINFO",
+            ] {
+                env.push((k.into(), plain(f.clone())));
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
     // The held answer, on its own thread: if the daemon ends the run (it stops, or the run
     // is ended from elsewhere) the child is told on stderr; its proxied calls are refused.
     let run = started.run;
@@ -71,7 +103,24 @@ pub fn run(
         token.as_deref().map(|t| t.as_str()),
     );
     drop(env);
+    if let Some(d) = bundle_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
     std::process::exit(code);
+}
+
+/// A fresh 0700 directory under the temporary directory (created, never reused: a path
+/// that exists, a symlink included, fails).
+fn private_dir() -> Result<PathBuf, Exit> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut rnd = [0u8; 8];
+    getrandom::fill(&mut rnd).map_err(|e| anyhow!("OS random source: {e}"))?;
+    let d = std::env::temp_dir().join(format!("scopehold-run-{}", hex::encode(rnd)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&d)
+        .map_err(|e| anyhow!("creating {}: {e}", d.display()))?;
+    Ok(d)
 }
 
 fn call_exit(e: CallError) -> Exit {

@@ -29,7 +29,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response};
 use zeroize::Zeroizing;
 
-pub use upstream::{Body, BoxError, ProxyLimits, Upstream};
+pub use upstream::{Body, BoxError, Mitm, ProxyLimits, Upstream};
 
 use super::engine::{Engine, PLACEHOLDER_PREFIX, Peer};
 use crate::api::ApiError;
@@ -62,11 +62,6 @@ fn bad(msg: &str) -> ApiError {
 }
 
 fn target<B>(req: &Request<B>) -> Result<Target, ApiError> {
-    if req.method() == hyper::Method::CONNECT {
-        return Err(bad(
-            "CONNECT is not served: point the SDK's base-URL variable at the proxy (scopehold run --proxy sets it)",
-        ));
-    }
     let uri = req.uri();
     let rest = uri.path_and_query().map_or("/", |p| p.as_str());
     if let Some(a) = uri.authority() {
@@ -367,7 +362,15 @@ impl Drop for MeteredDown {
 
 /// Serves one proxied request to its end; every failure is a JSON error.
 pub async fn handle(engine: Arc<Engine>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
-    match serve(&engine, peer, req).await {
+    let served = if req.method() == hyper::Method::CONNECT {
+        connect(&engine, peer, req).await
+    } else {
+        match target(&req) {
+            Ok(t) => serve(&engine, peer, req, t, None).await,
+            Err(e) => Err(e),
+        }
+    };
+    match served {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(
@@ -381,10 +384,132 @@ pub async fn handle(engine: Arc<Engine>, peer: Peer, req: Request<Incoming>) -> 
     }
 }
 
+/// The `host:port` a `CONNECT` names, normalised (`:443` dropped).
+fn connect_host<B>(req: &Request<B>) -> Result<String, ApiError> {
+    let a = req
+        .uri()
+        .authority()
+        .ok_or_else(|| bad("CONNECT names host:port"))?;
+    let host = a.host().to_ascii_lowercase();
+    if !profile::valid_host(&host) {
+        return Err(bad("CONNECT to an address that is not a DNS name"));
+    }
+    Ok(profile::normal_host(&format!(
+        "{host}:{}",
+        a.port_u16().unwrap_or(443)
+    )))
+}
+
+/// `CONNECT host:port` (a client whose `HTTPS_PROXY` is the proxy). To a host of some
+/// profile: answered 200, then TLS is terminated here with a leaf for exactly that host from
+/// the ScopeHold CA (which only ScopeHold's children trust), and each request inside is
+/// served as an absolute-form request to that host, authenticated by its own placeholder or
+/// the tunnel's (`Proxy-Authorization`). To any other host: tunnelled untouched (no key goes
+/// that way) for an authenticated caller, or refused if the daemon was told so.
+async fn connect(
+    engine: &Arc<Engine>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(upstream) = engine.upstream().cloned() else {
+        return Err(bad("this daemon runs no injecting proxy"));
+    };
+    let host = connect_host(&req)?;
+    let cred = credential(req.headers())?;
+    let profiled = engine.read(|st| st.all_profiles().values().any(|(p, _)| p.allows(&host)));
+    // Who asks: a live placeholder, or an agent or member, as anywhere else.
+    match cred.as_deref() {
+        Some(c) if c.starts_with(PLACEHOLDER_PREFIX) && engine.placeholder(c).is_some() => {}
+        other => {
+            engine.authenticate(other.map(|c| c.as_str()), peer).await?;
+        }
+    }
+    let empty = || {
+        Response::new(
+            http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+    };
+    if !profiled {
+        if !upstream.tunnel_others {
+            return Err(bad(
+                "CONNECT to a host outside every provider profile is refused by this daemon",
+            ));
+        }
+        let (name, port) = host
+            .rsplit_once(':')
+            .map_or((host.as_str(), 443), |(n, p)| (n, p.parse().unwrap_or(443)));
+        let dest = tokio::time::timeout(
+            upstream.limits.connect_timeout,
+            tokio::net::TcpStream::connect((name.to_string(), port)),
+        )
+        .await
+        .map_err(|_| ApiError::UpstreamTimeout)?
+        .map_err(|_| ApiError::Upstream(format!("{host} could not be reached")))?;
+        tokio::spawn(async move {
+            if let Ok(up) = hyper::upgrade::on(req).await {
+                let mut up = hyper_util::rt::TokioIo::new(up);
+                let mut dest = dest;
+                let _ = tokio::io::copy_bidirectional(&mut up, &mut dest).await;
+            }
+        });
+        return Ok(empty());
+    }
+    let Some(mitm) = upstream.mitm.get() else {
+        return Err(bad("this daemon has no certificate authority for CONNECT"));
+    };
+    let acceptor = mitm.acceptor.clone();
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let Ok(up) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let Ok(tls) = acceptor.accept(hyper_util::rt::TokioIo::new(up)).await else {
+            return;
+        };
+        // The leaf is for the SNI name; it must be the CONNECT's host, so a tunnel opened to
+        // one profile's host cannot be used to speak to another's.
+        let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+        if sni.as_deref() != Some(name) {
+            return;
+        }
+        let tunnel_cred = cred.map(Arc::new);
+        let svc = hyper::service::service_fn(move |inner: Request<Incoming>| {
+            let (engine, host, tunnel_cred) = (engine.clone(), host.clone(), tunnel_cred.clone());
+            async move {
+                let t = Target {
+                    named: None,
+                    host: Some(host),
+                    rest: inner
+                        .uri()
+                        .path_and_query()
+                        .map_or("/".into(), |p| p.as_str().to_string()),
+                };
+                let fallback = tunnel_cred.as_deref().cloned();
+                let r = match serve(&engine, peer, inner, t, fallback).await {
+                    Ok(r) => r,
+                    Err(e) => super::server::error_response(&e),
+                };
+                Ok::<_, std::convert::Infallible>(r)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(super::server::HEADER_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+            .await;
+    });
+    Ok(empty())
+}
+
 async fn serve(
     engine: &Arc<Engine>,
     peer: Peer,
     req: Request<Incoming>,
+    t: Target,
+    fallback: Option<Zeroizing<String>>,
 ) -> Result<Response<Body>, ApiError> {
     let Some(upstream) = engine.upstream().cloned() else {
         return Err(ApiError::BadRequest(
@@ -392,8 +517,10 @@ async fn serve(
         ));
     };
     let start = Instant::now();
-    let t = target(&req)?;
-    let cred = credential(req.headers())?;
+    let cred = match credential(req.headers())? {
+        Some(c) => Some(c),
+        None => fallback,
+    };
     // Who is calling, and for which secret and project.
     let (caller, run, project, secret) = match cred.as_deref() {
         Some(c) if c.starts_with(PLACEHOLDER_PREFIX) => match engine.placeholder(c) {
@@ -408,7 +535,21 @@ async fn serve(
                     uid: peer.uid,
                     pid: peer.pid,
                 };
-                let (project, secret) = t.named.clone().unwrap_or((r.project, held));
+                // In proxy form the placeholder names the run; the secret is the run's one
+                // whose profile has the host (its own first).
+                let (project, secret) = match t.named.clone() {
+                    Some(named) => named,
+                    None => {
+                        let host = t.host.clone().unwrap_or_default();
+                        let pick = engine.read(|st| {
+                            std::iter::once(&held)
+                                .chain(r.secrets.iter())
+                                .find(|s| st.profile(s.provider()).is_some_and(|p| p.allows(&host)))
+                                .cloned()
+                        });
+                        (r.project, pick.unwrap_or(held))
+                    }
+                };
                 (caller, Some(run), project, secret)
             }
             // A dead or forged placeholder: counted and recorded as any unknown credential.
@@ -482,7 +623,7 @@ async fn serve(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             guard.error = Some("upstream unreachable or failed");
-            tracing::info!(host = %host, error = %e, "proxied call failed upstream");
+            tracing::info!(host = %host, error = ?e, "proxied call failed upstream");
             return Err(ApiError::Upstream(format!(
                 "the upstream {host} could not be reached or failed"
             )));

@@ -102,12 +102,18 @@ pub async fn start(
             profile,
         });
     }
+    let ca_bundle = engine
+        .upstream()
+        .and_then(|u| u.mitm.get())
+        .map(|m| m.bundle_pem.clone());
+    let hint = 512 * (1 + out.len()) + ca_bundle.as_ref().map_or(0, |b| b.len() * 2);
     let started = RunStarted {
         run,
         proxy_listen,
         placeholders: out,
+        ca_bundle,
     };
-    let mut first = Reply::json(&started, 512 * (1 + started.placeholders.len()))?.into_bytes();
+    let mut first = Reply::json(&started, hint)?.into_bytes();
     // One line: the client reads up to the newline.
     first = {
         let mut v = zeroize::Zeroizing::new(Vec::with_capacity(first.len() + 1));

@@ -51,6 +51,25 @@ pub struct Upstream {
     pub roots: String,
     /// The daemon's loopback listener for the proxy, if it has one (told to runs).
     pub listen: Option<std::net::SocketAddr>,
+    /// `CONNECT` to a profile's host: TLS terminated with a leaf from the ScopeHold CA.
+    pub mitm: std::sync::OnceLock<Mitm>,
+    /// `CONNECT` to any other host: tunnelled untouched (true) or refused.
+    pub tunnel_others: bool,
+}
+
+/// What `CONNECT` to a profile's host needs: the acceptor (leaves minted on SNI), and the
+/// bundle (system roots + the CA) that runs hand their children.
+pub struct Mitm {
+    /// The TLS acceptor.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The trust bundle, PEM.
+    pub bundle_pem: String,
+}
+
+impl std::fmt::Debug for Mitm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mitm").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -119,6 +138,8 @@ impl Upstream {
             limits,
             roots: from,
             listen: None,
+            mitm: std::sync::OnceLock::new(),
+            tunnel_others: true,
         })
     }
 }
