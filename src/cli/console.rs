@@ -423,3 +423,54 @@ pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_shows_proxied_calls_and_their_refusals() {
+        let call = Event::ProxyCall {
+            identity: "agent:bot".parse().unwrap(),
+            secret: "openai/prod".parse().unwrap(),
+            version: 2,
+            project: "demo".parse().unwrap(),
+            grant: 1,
+            host: "api.openai.com".into(),
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            run: Some(3),
+            pid: Some(7),
+            uid: 1000,
+            at_ms: 1,
+        };
+        let s = summarize(
+            EventKind::ProxyCall.number(),
+            Some(&serde_json::to_vec(&call).unwrap()),
+        );
+        assert_eq!(
+            (s.identity.as_str(), s.secret.as_str(), s.denied),
+            ("agent:bot", "openai/prod", false)
+        );
+        assert_eq!(s.outcome, "proxied v2 POST api.openai.com");
+        assert!(s.fields.iter().any(|(k, v)| k == "run" && v == "3"));
+        let denied = Event::ProxyDenied {
+            identity: "agent:bot".parse().unwrap(),
+            secret: "openai/prod".parse().unwrap(),
+            project: "demo".parse().unwrap(),
+            host: "evil.test".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            reason: "host not in provider profile".into(),
+            run: None,
+            pid: None,
+            uid: 1000,
+            at_ms: 2,
+        };
+        let s = summarize(
+            EventKind::ProxyDenied.number(),
+            Some(&serde_json::to_vec(&denied).unwrap()),
+        );
+        assert!(s.denied && s.outcome.contains("evil.test"), "{}", s.outcome);
+    }
+}

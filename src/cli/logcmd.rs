@@ -390,6 +390,80 @@ pub fn show(
                 Some(Event::AgentCreated { agent, .. })
                 | Some(Event::AgentRevoked { agent, .. }) => format!("agent={agent}"),
                 Some(Event::ProjectCreated { project, .. }) => format!("project={project}"),
+                Some(Event::ProxyCall {
+                    project,
+                    version,
+                    host,
+                    method,
+                    path,
+                    run,
+                    uid,
+                    pid,
+                    ..
+                }) => format!(
+                    "project={project} version={version} {method} {host}{path} run={} uid={uid} pid={}",
+                    run.map_or("-".into(), |r| r.to_string()),
+                    pid.map_or("-".into(), |p| p.to_string())
+                ),
+                Some(Event::ProxyDenied {
+                    project,
+                    host,
+                    method,
+                    path,
+                    reason,
+                    uid,
+                    ..
+                }) => {
+                    format!("project={project} DENIED ({reason}) {method} {host}{path} uid={uid}")
+                }
+                Some(Event::ProxyResults { results, .. }) => {
+                    let shown: Vec<String> = results
+                        .iter()
+                        .take(4)
+                        .map(|r| {
+                            format!(
+                                "call {}: {} {}B/{}B {}us{}",
+                                r.call,
+                                r.status,
+                                r.bytes_up,
+                                r.bytes_down,
+                                r.duration_us,
+                                r.error
+                                    .as_deref()
+                                    .map(|e| format!(" ({e})"))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    let more = results.len().saturating_sub(4);
+                    format!(
+                        "{}{}",
+                        shown.join("; "),
+                        if more > 0 {
+                            format!("; +{more} more")
+                        } else {
+                            String::new()
+                        }
+                    )
+                }
+                Some(Event::RunStarted {
+                    run,
+                    project,
+                    secrets,
+                    uid,
+                    ..
+                }) => format!(
+                    "run={run} project={project} secrets={} uid={uid}",
+                    super::output::joined(secrets)
+                ),
+                Some(Event::RunEnded { run, reason, .. }) => format!("run={run} ({reason})"),
+                Some(Event::ProviderSet {
+                    provider, profile, ..
+                }) => format!(
+                    "provider={provider} hosts={} header={}",
+                    profile.hosts.join(","),
+                    profile.header
+                ),
                 _ => String::new(),
             };
             rows.push(format!(

@@ -634,6 +634,16 @@ echo "$ACME_BASE_URL" > {o}.url"#,
     // The upstream saw one request (the allowed one); the refusal is in the log, by host.
     assert_eq!(up.seen.lock().unwrap().len(), 1);
     let denied = d.wait_event("proxy_denied", |_| true);
+    let shown = d.ok(&["log", "show", "--kind", "proxy_denied"]);
+    assert!(
+        shown.contains("attacker.example.test") && !shown.contains("proxy_call"),
+        "{shown}"
+    );
+    let shown = d.ok(&["log", "show", "--kind", "proxy_call"]);
+    assert!(
+        shown.contains("proxy_call") && !shown.contains("attacker"),
+        "{shown}"
+    );
     assert_eq!(denied["event"]["host"], "attacker.example.test");
     assert_eq!(denied["event"]["reason"], "host not in provider profile");
     assert_eq!(denied["event"]["identity"], "agent:bot");
@@ -660,6 +670,19 @@ echo "$ACME_BASE_URL" > {o}.url"#,
         t.elapsed() < Duration::from_secs(8),
         "the first event waited for the whole body"
     );
+    // While that upstream holds its stream open, other calls go through: a slow upstream
+    // holds no lock.
+    let t = Instant::now();
+    let o = curl_unix(
+        &d.socket,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {cred}"),
+            "http://x/v1/proxy/demo/acme/prod/v1/quick",
+        ],
+    );
+    assert_eq!(body_of(&o)["ok"], true);
+    assert!(t.elapsed() < Duration::from_secs(5));
     up.release.notify_one();
     let mut rest = String::new();
     lines.read_to_string(&mut rest).unwrap();
