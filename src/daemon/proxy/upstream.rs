@@ -1,5 +1,5 @@
 //! The proxy's client to providers: HTTP/1.1 over TLS only (rustls, ring), pooled, with the
-//! system's roots (webpki's when the system has none) plus an optional private CA.
+//! system's roots (Mozilla's, from webpki-root-certs, when the system has none) plus an optional private CA.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,8 +93,9 @@ impl Upstream {
         let mut from = if added > 0 {
             format!("{added} system roots")
         } else {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            "webpki roots (no system roots found)".to_string()
+            let (n, _) = roots
+                .add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+            format!("{n} webpki roots (no system roots found)")
         };
         if let Some(f) = extra_ca {
             let mut n = 0;
