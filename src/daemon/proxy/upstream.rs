@@ -93,8 +93,9 @@ impl Upstream {
         let mut from = if added > 0 {
             format!("{added} system roots")
         } else {
-            let (n, _) = roots
-                .add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+            let (n, _) = roots.add_parsable_certificates(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
+            );
             format!("{n} webpki roots (no system roots found)")
         };
         if let Some(f) = extra_ca {
