@@ -542,6 +542,10 @@ pub struct RunStartRequest {
     pub project: ProjectName,
     /// The secrets it needs placeholders for.
     pub secrets: Vec<SecretName>,
+    /// Start although the run's uid is a member's (a one-person trial): its child could
+    /// then act as that member by uid, so it is refused unless asked for.
+    #[serde(default)]
+    pub allow_member_uid: bool,
 }
 
 /// One secret's placeholder and how the child reaches the proxy with it.

@@ -69,10 +69,11 @@ pub enum Command {
         /// system's roots (a private provider endpoint, or a test upstream)
         #[arg(long, value_name = "FILE")]
         upstream_ca: Option<PathBuf>,
-        /// Refuse CONNECT (HTTPS_PROXY) to hosts outside every provider profile; by default
-        /// such tunnels pass untouched (no key ever goes through them)
+        /// Tunnel CONNECT (HTTPS_PROXY) to hosts outside every provider profile untouched (no
+        /// key goes through them); by default such tunnels are refused, so the daemon is not
+        /// an open path out of the host for its callers
         #[arg(long)]
-        refuse_other_connect: bool,
+        tunnel_other_connect: bool,
     },
     /// Projects: units of work that secrets are assigned to
     #[command(subcommand)]
@@ -386,6 +387,10 @@ pub struct RunArgs {
     /// through the daemon's injecting proxy, which adds the key; the key never reaches it
     #[arg(long)]
     pub proxy: bool,
+    /// With --proxy: start although this uid is a member's (a one-person trial). The child
+    /// could then act as that member by uid, so the key is not kept from a hostile child
+    #[arg(long, requires = "proxy")]
+    pub allow_member_uid: bool,
     /// Restart the command when a secret it holds is rotated; stop it (exit 3) when one is
     /// revoked or access to it ends. The daemon pushes the change (a long poll), no polling
     #[arg(long)]

@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             accept_missing_checkpoint,
             proxy_listen,
             upstream_ca,
-            refuse_other_connect,
+            tunnel_other_connect,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                 crate::daemon::ProxyOptions {
                     listen: proxy_listen,
                     upstream_ca,
-                    refuse_other_connect,
+                    tunnel_other_connect,
                 },
             )?)
         }

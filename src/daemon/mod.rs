@@ -315,8 +315,8 @@ pub struct ProxyOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Extra CA certificates (PEM) trusted for upstreams.
     pub upstream_ca: Option<PathBuf>,
-    /// Refuse `CONNECT` to hosts outside every profile instead of tunnelling it untouched.
-    pub refuse_other_connect: bool,
+    /// Tunnel `CONNECT` to hosts outside every profile untouched instead of refusing it.
+    pub tunnel_other_connect: bool,
 }
 
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or SIGQUIT.
@@ -358,7 +358,7 @@ pub fn run(
     }
     let group = socket_group.as_deref().map(group_id).transpose()?;
     let mut upstream = proxy::Upstream::new(proxy.upstream_ca.as_deref(), Default::default())?;
-    upstream.tunnel_others = !proxy.refuse_other_connect;
+    upstream.tunnel_others = proxy.tunnel_other_connect;
     tracing::info!(roots = %upstream.roots, "proxy upstream trust");
     // Bound before the engine is built so that runs are told where it is.
     let tcp = match proxy.listen {

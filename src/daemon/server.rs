@@ -43,7 +43,8 @@ pub const MAX_CONNECTIONS_PER_UID: usize = MAX_CONNECTIONS / 16;
 struct PerUid(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
 
 /// One connection's share of its uid's count, given back when the connection ends.
-struct UidSlot {
+#[derive(Debug)]
+pub struct UidSlot {
     uid: u32,
     counts: Arc<PerUid>,
 }
@@ -119,11 +120,10 @@ pub async fn run(
                 let peer = s.peer_cred().map(|c| Peer { uid: c.uid(), pid: c.pid() });
                 (Stream::Unix(s), peer.ok())
             }),
+            // The TCP peer's uid is looked up after the permit is taken, off this loop
+            // (reading the kernel's socket table can be slow when it is large).
             r = accept_tcp(tcp.as_ref()) => r.map(|(s, peer_addr)| {
-                let peer = s.local_addr().ok().and_then(|local| {
-                    super::proxy::peer::tcp_peer_uid(local, peer_addr)
-                }).map(|uid| Peer { uid, pid: None });
-                (Stream::Tcp(s), peer)
+                (Stream::Tcp(s, peer_addr), Some(Peer { uid: u32::MAX, pid: None }))
             }),
             () = &mut shutdown => break,
         };
@@ -143,23 +143,47 @@ pub async fn run(
             tracing::warn!("no peer credentials; refusing a connection");
             continue;
         };
-        let Some(slot) = per_uid.take(peer.uid) else {
-            tracing::debug!(
-                uid = peer.uid,
-                "per-uid connection limit reached; refusing a connection"
-            );
-            continue;
-        };
         let engine = engine.clone();
         let stop = stop_rx.clone();
         match stream {
             Stream::Unix(s) => {
-                let conn = connection(s, engine, peer, false);
-                tokio::spawn(serve_until_stopped(conn, stop, (permit, slot)));
+                let Some(slot) = per_uid.take(peer.uid) else {
+                    tracing::debug!(
+                        uid = peer.uid,
+                        "per-uid connection limit reached; refusing a connection"
+                    );
+                    continue;
+                };
+                let held = Arc::new((permit, slot));
+                let conn = connection(s, engine, peer, false, held.clone());
+                tokio::spawn(serve_until_stopped(conn, stop, held));
             }
-            Stream::Tcp(s) => {
-                let conn = connection(s, engine, peer, true);
-                tokio::spawn(serve_until_stopped(conn, stop, (permit, slot)));
+            Stream::Tcp(s, peer_addr) => {
+                let per_uid = per_uid.clone();
+                tokio::spawn(async move {
+                    let Ok(local) = s.local_addr() else { return };
+                    let uid = tokio::task::spawn_blocking(move || {
+                        super::proxy::peer::tcp_peer_uid(local, peer_addr)
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                    let Some(uid) = uid else {
+                        tracing::warn!("no owner for a loopback connection; refusing it");
+                        return;
+                    };
+                    let Some(slot) = per_uid.take(uid) else {
+                        tracing::debug!(
+                            uid,
+                            "per-uid connection limit reached; refusing a connection"
+                        );
+                        return;
+                    };
+                    let peer = Peer { uid, pid: None };
+                    let held = Arc::new((permit, slot));
+                    let conn = connection(s, engine, peer, true, held.clone());
+                    serve_until_stopped(conn, stop, held).await;
+                });
             }
         }
     }
@@ -181,11 +205,8 @@ pub async fn run(
 
 /// Serves a connection to its end, or, once `stop` is set, lets its request in flight finish
 /// and closes it. `_held` (its permits) goes back when it ends.
-async fn serve_until_stopped<C>(
-    conn: C,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    _held: (tokio::sync::OwnedSemaphorePermit, UidSlot),
-) where
+async fn serve_until_stopped<C>(conn: C, mut stop: tokio::sync::watch::Receiver<bool>, _held: Held)
+where
     C: Future<Output = hyper::Result<()>> + GracefulConn,
 {
     tokio::pin!(conn);
@@ -219,8 +240,17 @@ where
 
 enum Stream {
     Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
 }
+
+/// A connection's share of the limits (its permit of all connections and its uid's slot),
+/// held by the connection and by any tunnel it turns into (CONNECT): a tunnel counts against
+/// the limits, and the drain at stop waits for it, until it ends.
+pub type Held = Arc<(tokio::sync::OwnedSemaphorePermit, UidSlot)>;
+
+/// The connection's [`Held`], in each of its requests' extensions.
+#[derive(Clone, Debug)]
+pub struct ConnectionShare(pub Option<Held>);
 
 async fn accept_tcp(
     l: Option<&tokio::net::TcpListener>,
@@ -242,6 +272,7 @@ fn connection<I>(
     engine: Arc<Engine>,
     peer: Peer,
     proxy_only: bool,
+    held: Held,
 ) -> hyper::server::conn::http1::UpgradeableConnection<
     TokioIo<I>,
     impl hyper::service::Service<
@@ -254,8 +285,31 @@ fn connection<I>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
+    let share = ConnectionShare(Some(held));
+    connection_with(io, engine, peer, proxy_only, share)
+}
+
+fn connection_with<I>(
+    io: I,
+    engine: Arc<Engine>,
+    peer: Peer,
+    proxy_only: bool,
+    share: ConnectionShare,
+) -> hyper::server::conn::http1::UpgradeableConnection<
+    TokioIo<I>,
+    impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Resp,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Resp, Infallible>> + Send,
+    > + Send,
+>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let engine = engine.clone();
+        req.extensions_mut().insert(share.clone());
         async move { Ok::<_, Infallible>(handle(&engine, peer, req, proxy_only).await) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -274,7 +328,7 @@ pub async fn serve_connection<I>(io: I, engine: Arc<Engine>, peer: Peer) -> hype
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    connection(io, engine, peer, false).await
+    connection_with(io, engine, peer, false, ConnectionShare(None)).await
 }
 
 fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError> {
@@ -298,6 +352,38 @@ async fn handle(
     req: Request<Incoming>,
     proxy_only: bool,
 ) -> Resp {
+    // Browsers are never clients: a web page (through DNS rebinding, or a form posted to
+    // the loopback listener or a run's relay) would act with the uid of the browser's user.
+    // They always send one of these; the CLI, SDKs, curl and agents do not.
+    if ["origin", "sec-fetch-site", "sec-fetch-mode"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h))
+    {
+        return error_response(&ApiError::BadRequest(
+            "requests from web browsers are refused".into(),
+        ));
+    }
+    // On the loopback listener an origin-form request must name a loopback host: a page
+    // whose name was rebound to 127.0.0.1 sends its own name.
+    if proxy_only && req.uri().authority().is_none() {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let name = host.rsplit_once(':').map_or(host, |(n, p)| {
+            if p.bytes().all(|c| c.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        });
+        if !["127.0.0.1", "localhost", "[::1]"].contains(&name) {
+            return error_response(&ApiError::BadRequest(
+                "the proxy listener answers requests for 127.0.0.1 or localhost only".into(),
+            ));
+        }
+    }
     if super::proxy::is_proxy_request(&req) {
         return super::proxy::handle(engine.clone(), peer, req).await;
     }

@@ -106,7 +106,14 @@ pub fn valid_host(h: &str) -> bool {
     {
         return false;
     }
+    // A name, not an address: the last label of a DNS name is never all digits (so
+    // `127.0.0.1`, `169.254.169.254` and `2130706433` are refused).
+    let last_is_number = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| !l.is_empty() && l.bytes().all(|c| c.is_ascii_digit()));
     !name.is_empty()
+        && !last_is_number
         && name.len() <= 253
         && name.split('.').all(|l| {
             !l.is_empty()
@@ -357,6 +364,8 @@ mod tests {
             (r#"{"hosts":["Evil.test/x"],"header":"x"}"#, "host"),
             (r#"{"hosts":["a.test:0"],"header":"x"}"#, "host"),
             (r#"{"hosts":["a.test:99999"],"header":"x"}"#, "host"),
+            (r#"{"hosts":["127.0.0.1"],"header":"x"}"#, "host"),
+            (r#"{"hosts":["2130706433:443"],"header":"x"}"#, "host"),
             (r#"{"hosts":["a.test"],"header":"host"}"#, "header"),
             (r#"{"hosts":["a.test"],"header":"x y"}"#, "header"),
             (

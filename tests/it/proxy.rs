@@ -409,6 +409,7 @@ time.sleep(30)
         .cmd(&[
             "run",
             "--proxy",
+            "--allow-member-uid",
             "--project",
             "demo",
             "--",
@@ -543,7 +544,7 @@ time.sleep(30)
         &[
             "-H",
             &format!("x-api-key: {placeholder}"),
-            "http://x/v1/proxy/demo/acme/prod/v1/echo",
+            "http://localhost/v1/proxy/demo/acme/prod/v1/echo",
         ],
     );
     assert_eq!(body_of(&o)["error"]["code"], "unauthenticated");
@@ -612,6 +613,7 @@ echo "$ACME_BASE_URL" > {o}.url"#,
         .cmd(&[
             "run",
             "--proxy",
+            "--allow-member-uid",
             "--project",
             "demo",
             "--",
@@ -631,6 +633,19 @@ echo "$ACME_BASE_URL" > {o}.url"#,
     // The base URL is the daemon's listener: no relay in between.
     let url = std::fs::read_to_string(format!("{}.url", out.display())).unwrap();
     assert!(url.starts_with(&format!("http://{listen}/")), "{url}");
+    // A page whose name was rebound to 127.0.0.1 sends its own name: refused.
+    let o = Command::new("curl")
+        .args(["-sS", "-H", "Host: rebound.example.test", "-H"])
+        .arg(format!("Authorization: Bearer {cred}"))
+        .arg(format!("http://{listen}/v1/proxy/demo/acme/prod/v1/x"))
+        .output()
+        .unwrap();
+    assert!(
+        body_of(&o)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1 or localhost only")
+    );
     // The upstream saw one request (the allowed one); the refusal is in the log, by host.
     assert_eq!(up.seen.lock().unwrap().len(), 1);
     let denied = d.wait_event("proxy_denied", |_| true);
@@ -656,7 +671,7 @@ echo "$ACME_BASE_URL" > {o}.url"#,
         .args([
             "-H",
             &format!("Authorization: Bearer {cred}"),
-            "http://x/v1/proxy/demo/acme/prod/stream",
+            "http://localhost/v1/proxy/demo/acme/prod/stream",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -678,7 +693,7 @@ echo "$ACME_BASE_URL" > {o}.url"#,
         &[
             "-H",
             &format!("Authorization: Bearer {cred}"),
-            "http://x/v1/proxy/demo/acme/prod/v1/quick",
+            "http://localhost/v1/proxy/demo/acme/prod/v1/quick",
         ],
     );
     assert_eq!(body_of(&o)["ok"], true);
@@ -702,7 +717,7 @@ fn rotation_reaches_the_next_proxied_call_and_revocation_stops_them_at_once() {
             &[
                 "-H",
                 &format!("Authorization: Bearer {cred}"),
-                "http://x/v1/proxy/demo/acme/prod/v1/models",
+                "http://localhost/v1/proxy/demo/acme/prod/v1/models",
             ],
         ))
     };
@@ -729,19 +744,72 @@ fn rotation_reaches_the_next_proxied_call_and_revocation_stops_them_at_once() {
     let denied = d.wait_event("proxy_denied", |_| true);
     assert_eq!(denied["event"]["reason"], "grant revoked");
     // Bad input: a malformed proxy path, a forged placeholder; the daemon keeps serving.
-    let o = curl_unix(&d.socket, &["http://x/v1/proxy/Bad/acme/prod/x"]);
+    let o = curl_unix(&d.socket, &["http://localhost/v1/proxy/Bad/acme/prod/x"]);
     assert_eq!(body_of(&o)["error"]["code"], "invalid_request");
     let o = curl_unix(
         &d.socket,
         &[
             "-H",
             "x-api-key: shr_forged",
-            "http://x/v1/proxy/demo/acme/prod/x",
+            "http://localhost/v1/proxy/demo/acme/prod/x",
         ],
     );
     assert_eq!(body_of(&o)["error"]["code"], "unauthenticated");
-    let h = curl_unix(&d.socket, &["http://x/v1/health"]);
+    // No uid-only callers through the proxy (a uid is also its user's browser), and no
+    // browsers at all.
+    let o = curl_unix(&d.socket, &["http://localhost/v1/proxy/demo/acme/prod/x"]);
+    assert!(
+        body_of(&o)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs a credential")
+    );
+    let o = curl_unix(
+        &d.socket,
+        &[
+            "-H",
+            "Origin: http://evil.example.test",
+            "-H",
+            &format!("Authorization: Bearer {cred}"),
+            "http://localhost/v1/proxy/demo/acme/prod/x",
+        ],
+    );
+    assert!(
+        body_of(&o)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("web browsers")
+    );
+    let h = curl_unix(&d.socket, &["http://localhost/v1/health"]);
     assert_eq!(body_of(&h)["status"], "ok");
+}
+
+#[test]
+fn a_run_under_a_members_uid_is_refused_unless_asked_for() {
+    // The test runs as root, the first admin member: a child of a run under root could
+    // resolve as that member with no credential at all, so the run is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path());
+    let d = Daemon::start(&up, &[]);
+    let cred = d.set_up(&up);
+    let marker = dir.path().join("started");
+    let o = d
+        .cmd(&[
+            "run",
+            "--proxy",
+            "--project",
+            "demo",
+            "--",
+            "touch",
+            marker.to_str().unwrap(),
+        ])
+        .env("SCOPEHOLD_TOKEN", &cred)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("member"), "{err}");
+    assert!(!marker.exists(), "the command was started");
+    assert!(d.events().iter().all(|e| e["kind"] != "run_started"));
 }
 
 #[test]
@@ -751,7 +819,7 @@ fn https_proxy_clients_get_the_key_injected_inside_connect_and_other_hosts_pass_
     // A second server outside every profile (its own test CA, another port).
     let other_dir = tempfile::tempdir().unwrap();
     let other = upstream(other_dir.path());
-    let d = Daemon::start(&up, &[]);
+    let d = Daemon::start(&up, &["--tunnel-other-connect"]);
     let cred = d.set_up(&up);
     let out = dir.path().join("out");
     // curl with no key and no base URL: it only knows HTTPS_PROXY and the CA bundle, as
@@ -769,6 +837,7 @@ env > {o}.env"#,
         .cmd(&[
             "run",
             "--proxy",
+            "--allow-member-uid",
             "--project",
             "demo",
             "--",
@@ -821,9 +890,9 @@ env > {o}.env"#,
         .unwrap();
     assert!(!Path::new(bundle).exists());
 
-    // The admin may refuse tunnels to other hosts altogether.
+    // By default the daemon refuses tunnels to other hosts altogether.
     drop(d);
-    let d = Daemon::start(&up, &["--refuse-other-connect"]);
+    let d = Daemon::start(&up, &[]);
     let cred = d.set_up(&up);
     let script = format!(
         "curl -sk -o /dev/null -w '%{{http_code}}' https://localhost:{q}/ > {o}.refused; true",
@@ -835,6 +904,7 @@ env > {o}.env"#,
         .cmd(&[
             "run",
             "--proxy",
+            "--allow-member-uid",
             "--project",
             "demo",
             "--",

@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
         }
     }
     if args.proxy {
-        return proxy::run(ctx, project, &mappings, command);
+        return proxy::run(ctx, project, &mappings, command, args.allow_member_uid);
     }
     let masking = |values: &[(String, crate::api::wire::SecretString)]| {
         if args.no_masking {

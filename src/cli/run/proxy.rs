@@ -31,12 +31,19 @@ pub fn run(
     project: &ProjectName,
     secrets: &[(Option<String>, SecretName)],
     command: &[String],
+    allow_member_uid: bool,
 ) -> Result<(), Exit> {
     let token = super::token();
     let req = RunStartRequest {
         project: project.clone(),
         secrets: secrets.iter().map(|(_, s)| s.clone()).collect(),
+        allow_member_uid,
     };
+    if allow_member_uid {
+        eprintln!(
+            "scopehold: warning: --allow-member-uid: the command runs under a member's uid and could act as that member; the key is kept from it only if it does not try"
+        );
+    }
     let (started, held) = client::call_held::<endpoint::RunStart>(
         &ctx.socket,
         ctx.daemon_uid,

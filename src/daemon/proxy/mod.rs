@@ -419,11 +419,31 @@ async fn connect(
     let profiled = engine.read(|st| st.all_profiles().values().any(|(p, _)| p.allows(&host)));
     // Who asks: a live placeholder, or an agent or member, as anywhere else.
     match cred.as_deref() {
-        Some(c) if c.starts_with(PLACEHOLDER_PREFIX) && engine.placeholder(c).is_some() => {}
-        other => {
-            engine.authenticate(other.map(|c| c.as_str()), peer).await?;
+        Some(c) if c.starts_with(PLACEHOLDER_PREFIX) => {
+            let live = engine.placeholder(c).is_some_and(|(run, _)| {
+                engine.read(|st| st.runs.get(&run).is_some_and(|r| r.uid == peer.uid))
+            });
+            if !live {
+                // Dead, forged, or another uid's: counted and recorded as an unknown one.
+                engine.authenticate(Some(c), peer).await?;
+                return Err(Refusal::Unauthenticated.into());
+            }
+        }
+        Some(c) => {
+            engine.authenticate(Some(c), peer).await?;
+        }
+        None => {
+            return Err(bad(
+                "CONNECT needs a credential: HTTPS_PROXY=http://scopehold:PLACEHOLDER@... (scopehold run --proxy sets it)",
+            ));
         }
     }
+    // The tunnel keeps the connection's place in the limits, and ends when the daemon stops.
+    let share = req
+        .extensions()
+        .get::<super::server::ConnectionShare>()
+        .cloned();
+    let mut stopping = engine.stopping();
     let empty = || {
         Response::new(
             http_body_util::Empty::<Bytes>::new()
@@ -434,7 +454,7 @@ async fn connect(
     if !profiled {
         if !upstream.tunnel_others {
             return Err(bad(
-                "CONNECT to a host outside every provider profile is refused by this daemon",
+                "CONNECT to a host outside every provider profile is refused (daemon --tunnel-other-connect allows it)",
             ));
         }
         let (name, port) = host
@@ -448,10 +468,14 @@ async fn connect(
         .map_err(|_| ApiError::UpstreamTimeout)?
         .map_err(|_| ApiError::Upstream(format!("{host} could not be reached")))?;
         tokio::spawn(async move {
+            let _share = share;
             if let Ok(up) = hyper::upgrade::on(req).await {
                 let mut up = hyper_util::rt::TokioIo::new(up);
                 let mut dest = dest;
-                let _ = tokio::io::copy_bidirectional(&mut up, &mut dest).await;
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut up, &mut dest) => {}
+                    () = async { let _ = stopping.wait_for(|s| *s).await; } => {}
+                }
             }
         });
         return Ok(empty());
@@ -462,6 +486,7 @@ async fn connect(
     let acceptor = mitm.acceptor.clone();
     let engine = engine.clone();
     tokio::spawn(async move {
+        let _share = share;
         let Ok(up) = hyper::upgrade::on(req).await else {
             return;
         };
@@ -495,11 +520,19 @@ async fn connect(
                 Ok::<_, std::convert::Infallible>(r)
             }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(super::server::HEADER_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-            .await;
+            .max_buf_size(super::server::MAX_HEAD)
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
     });
     Ok(empty())
 }
@@ -517,10 +550,21 @@ async fn serve(
         ));
     };
     let start = Instant::now();
+    if matches!(req.method().as_str(), "TRACE" | "TRACK" | "CONNECT") {
+        // TRACE echoes the request's headers back: the key among them.
+        return Err(bad("TRACE and TRACK are not proxied"));
+    }
     let cred = match credential(req.headers())? {
         Some(c) => Some(c),
         None => fallback,
     };
+    // No uid-only callers here: a uid is also its user's browser and every other program
+    // it runs. The proxy needs an agent's credential or a run's placeholder.
+    if cred.is_none() {
+        return Err(bad(
+            "the proxy needs a credential: an agent's (Authorization: Bearer shk_...) or a run's placeholder (scopehold run --proxy)",
+        ));
+    }
     // Who is calling, and for which secret and project.
     let (caller, run, project, secret) = match cred.as_deref() {
         Some(c) if c.starts_with(PLACEHOLDER_PREFIX) => match engine.placeholder(c) {

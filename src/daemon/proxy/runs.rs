@@ -78,6 +78,17 @@ pub async fn start(
     if req.secrets.is_empty() || req.secrets.len() > 64 {
         return Err(ApiError::BadRequest("a run holds 1 to 64 secrets".into()));
     }
+    // A placeholder is worth nothing if the child can be a member by its uid alone (run
+    // `scopehold resolve` with no credential): the run would protect only against a child
+    // that does not try. Agents run under their own uids (README: Run it for agents).
+    if !req.allow_member_uid
+        && let Some(member) = engine.read(|st| st.member_by_uid(caller.uid).map(|(n, _)| n.clone()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "uid {} is member {member}'s: a child under it could resolve as {member}, so a run under the proxy would not keep the key from it; run the agent under its own uid (or pass --allow-member-uid for a trial)",
+            caller.uid
+        )));
+    }
     let (run, placeholders) = engine.start_run(caller, &req.project, &req.secrets).await?;
     let mut out = Vec::with_capacity(placeholders.len());
     for (secret, p) in placeholders {

@@ -141,7 +141,7 @@ impl Upstream {
             roots: from,
             listen: None,
             mitm: std::sync::OnceLock::new(),
-            tunnel_others: true,
+            tunnel_others: false,
         })
     }
 }
