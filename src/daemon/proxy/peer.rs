@@ -25,10 +25,14 @@ fn find_uid(table: &str, at: SocketAddr, to: SocketAddr) -> Option<u32> {
     let (a, b) = (encode(at), encode(to));
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local rem st tx:rx tr:when retrnsmt uid ...
-        (f.len() > 7 && f[1].eq_ignore_ascii_case(&a) && f[2].eq_ignore_ascii_case(&b))
-            .then(|| f[7].parse().ok())
-            .flatten()
+        // sl local rem st tx:rx tr:when retrnsmt uid ...; only an ESTABLISHED (01) row: a
+        // TIME_WAIT row of an earlier connection on the same ports shows uid 0.
+        (f.len() > 7
+            && f[3] == "01"
+            && f[1].eq_ignore_ascii_case(&a)
+            && f[2].eq_ignore_ascii_case(&b))
+        .then(|| f[7].parse().ok())
+        .flatten()
     })
 }
 
