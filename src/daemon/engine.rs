@@ -117,14 +117,14 @@ pub struct Engine {
     /// Runs whose held answer closed, to be recorded as ended by the housekeeping (their
     /// placeholders are already dead).
     ended_runs: Mutex<Vec<(u64, &'static str)>>,
-    /// Set when the daemon stops: held runs end their answers.
-    runs_stopping: tokio::sync::watch::Sender<bool>,
+    /// Set when the daemon stops: held runs end their answers, tunnels close, and waiting
+    /// watches are answered.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// The injecting proxy's client, when the daemon runs one.
     upstream: Option<Arc<super::proxy::Upstream>>,
     /// Watches (`/v1/watch`): bumped once a batch of events that may end what a watcher
     /// holds is durable, and once more when the daemon stops (with `stopping` set).
     changes: Arc<tokio::sync::watch::Sender<u64>>,
-    stopping: AtomicBool,
     /// Watches waiting now (for tests and diagnostics: a watch whose caller hung up must
     /// not linger).
     watching: Arc<std::sync::atomic::AtomicUsize>,
@@ -254,12 +254,11 @@ impl Engine {
             keys_sealed: home.is_sealed().unwrap_or(false),
             data_keys: Mutex::new(HashMap::new()),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
-            stopping: AtomicBool::new(false),
             watching: Arc::default(),
             placeholders: Mutex::new(HashMap::new()),
             proxy_results: Mutex::new(Vec::new()),
             ended_runs: Mutex::new(Vec::new()),
-            runs_stopping: tokio::sync::watch::Sender::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             upstream: None,
         }
         .ended_stale_runs()
@@ -309,14 +308,17 @@ impl Engine {
         self.upstream.as_ref()
     }
 
-    /// Tells held answers (runs) that the daemon is stopping.
+    /// The daemon is stopping: held answers (runs) end, tunnels close, and every waiting
+    /// watch (and any that starts later) is answered [`ApiError::Stopping`], so that none of
+    /// them holds up the drain.
     pub fn stop(&self) {
-        self.runs_stopping.send_replace(true);
+        self.stopping.send_replace(true);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Changes to `true` when the daemon stops.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.runs_stopping.subscribe()
+        self.stopping.subscribe()
     }
 
     /// What the daemon can say about its own custody (`/v1/health`).
@@ -871,7 +873,7 @@ impl Engine {
             // Marked seen before the check, so a batch made durable during the check wakes
             // the next wait instead of being lost.
             changes.borrow_and_update();
-            if self.stopping.load(Ordering::SeqCst) {
+            if *self.stopping.borrow() {
                 return Err(ApiError::Stopping);
             }
             let now = self.now();
@@ -907,13 +909,6 @@ impl Engine {
     /// How many watches are waiting now.
     pub fn watches_waiting(&self) -> usize {
         self.watching.load(Ordering::SeqCst)
-    }
-
-    /// Ends every waiting watch with [`ApiError::Stopping`] (and any that starts later): called
-    /// when the daemon begins to stop, so that they do not hold up the drain.
-    pub fn stop_watches(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The master key (sealing new values, hashing fresh credentials).

@@ -155,7 +155,7 @@ pub async fn run(
                     continue;
                 };
                 let held = Arc::new((permit, slot));
-                let conn = connection(s, engine, peer, false, held.clone());
+                let conn = connection(s, engine, peer, false, ConnectionShare(Some(held.clone())));
                 tokio::spawn(serve_until_stopped(conn, stop, held));
             }
             Stream::Tcp(s, peer_addr) => {
@@ -181,18 +181,18 @@ pub async fn run(
                     };
                     let peer = Peer { uid, pid: None };
                     let held = Arc::new((permit, slot));
-                    let conn = connection(s, engine, peer, true, held.clone());
+                    let conn =
+                        connection(s, engine, peer, true, ConnectionShare(Some(held.clone())));
                     serve_until_stopped(conn, stop, held).await;
                 });
             }
         }
     }
-    // Held answers (runs) end within a heartbeat, so the drain below is not held up.
+    // Held answers (runs) end within a heartbeat, tunnels close, waiting watches (long
+    // polls) are answered: none holds up the drain below.
     engine.stop();
     drop(listener);
     drop(tcp);
-    // Waiting watches (long polls) would otherwise hold the drain until `drain` runs out.
-    engine.stop_watches();
     stop_tx.send_replace(true);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, limit.acquire_many(all))
@@ -272,28 +272,6 @@ fn connection<I>(
     engine: Arc<Engine>,
     peer: Peer,
     proxy_only: bool,
-    held: Held,
-) -> hyper::server::conn::http1::UpgradeableConnection<
-    TokioIo<I>,
-    impl hyper::service::Service<
-        Request<Incoming>,
-        Response = Resp,
-        Error = Infallible,
-        Future = impl Future<Output = Result<Resp, Infallible>> + Send,
-    > + Send,
->
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let share = ConnectionShare(Some(held));
-    connection_with(io, engine, peer, proxy_only, share)
-}
-
-fn connection_with<I>(
-    io: I,
-    engine: Arc<Engine>,
-    peer: Peer,
-    proxy_only: bool,
     share: ConnectionShare,
 ) -> hyper::server::conn::http1::UpgradeableConnection<
     TokioIo<I>,
@@ -328,7 +306,7 @@ pub async fn serve_connection<I>(io: I, engine: Arc<Engine>, peer: Peer) -> hype
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    connection_with(io, engine, peer, false, ConnectionShare(None)).await
+    connection(io, engine, peer, false, ConnectionShare(None)).await
 }
 
 fn bearer(req: &Request<Incoming>) -> Result<Option<Zeroizing<String>>, ApiError> {
