@@ -300,15 +300,18 @@ pub async fn call(
         }
         Route::ProviderList => {
             let list = engine.read(|st| wire::ProviderList {
-                providers: st
-                    .all_profiles()
-                    .into_iter()
-                    .map(|(provider, (profile, builtin))| wire::ProviderInfo {
-                        provider,
-                        builtin,
-                        profile,
-                    })
-                    .collect(),
+                providers: {
+                    let mut v: Vec<wire::ProviderInfo> = st
+                        .profiles_in_effect()
+                        .map(|(provider, profile, builtin)| wire::ProviderInfo {
+                            provider: provider.to_string(),
+                            builtin,
+                            profile: profile.clone(),
+                        })
+                        .collect();
+                    v.sort_by(|a, b| a.provider.cmp(&b.provider));
+                    v
+                },
             });
             give::<endpoint::ProviderList>(&list, FRAME * 4 * (1 + list.providers.len()))
         }

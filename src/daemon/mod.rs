@@ -390,7 +390,7 @@ pub fn run(
     let config = ca.server_config(move |sni| {
         profiles.upgrade().is_some_and(|e| {
             e.read(|st| {
-                st.all_profiles().values().any(|(p, _)| {
+                st.profiles_in_effect().any(|(_, p, _)| {
                     p.hosts
                         .iter()
                         .any(|h| h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n) == sni)

@@ -143,16 +143,15 @@ impl State {
         }
     }
 
-    /// Every profile in effect, by provider, and whether it is a built-in.
-    pub fn all_profiles(&self) -> BTreeMap<String, (Profile, bool)> {
-        let mut all: BTreeMap<String, (Profile, bool)> = builtins()
+    /// Every profile in effect (an admin's, else the built-in), with its provider and
+    /// whether it is a built-in; borrowed, so the proxy can ask per call.
+    pub fn profiles_in_effect(&self) -> impl Iterator<Item = (&str, &Profile, bool)> {
+        let set = self.profiles.iter().map(|(n, p)| (n.as_str(), p, false));
+        let builtin = builtins()
             .iter()
-            .map(|(n, p)| (n.to_string(), (p.clone(), true)))
-            .collect();
-        for (n, p) in &self.profiles {
-            all.insert(n.to_string(), (p.clone(), false));
-        }
-        all
+            .filter(|(n, _)| !self.profiles.keys().any(|k| k.as_str() == **n))
+            .map(|(n, p)| (*n, p, true));
+        set.chain(builtin)
     }
 
     fn use_grant(&mut self, identity: &Identity, grant: u64, at_ms: u64) -> Result<(), ApplyError> {

@@ -416,7 +416,7 @@ async fn connect(
     };
     let host = connect_host(&req)?;
     let cred = credential(req.headers())?;
-    let profiled = engine.read(|st| st.all_profiles().values().any(|(p, _)| p.allows(&host)));
+    let profiled = engine.read(|st| st.profiles_in_effect().any(|(_, p, _)| p.allows(&host)));
     // Who asks: a live placeholder, or an agent or member, as anywhere else.
     match cred.as_deref() {
         Some(c) if c.starts_with(PLACEHOLDER_PREFIX) => {
