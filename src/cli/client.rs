@@ -146,6 +146,34 @@ fn to_json<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     Ok(buf)
 }
 
+/// One request, head and body, in a zeroizing buffer of exact size (it carries the
+/// credential, and the body may carry a value).
+fn request_bytes(
+    method: Method,
+    path: &str,
+    body: &[u8],
+    token: Option<&str>,
+    close: bool,
+) -> Zeroizing<Vec<u8>> {
+    let head = format!(
+        "{} {path} HTTP/1.1\r\nHost: scopehold\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n",
+        method.as_str(),
+        if close { "Connection: close\r\n" } else { "" },
+        body.len()
+    );
+    let auth = token.map_or(0, |t| t.len() + 32);
+    let mut req = Zeroizing::new(Vec::with_capacity(head.len() + auth + 2 + body.len()));
+    req.extend_from_slice(head.as_bytes());
+    if let Some(t) = token {
+        req.extend_from_slice(b"Authorization: Bearer ");
+        req.extend_from_slice(t.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    req
+}
+
 /// Sends one request and reads the whole answer.
 pub fn request_raw(
     socket: &Path,
@@ -201,21 +229,7 @@ fn request_raw_within(
         check_peer(&s, socket, uid)?;
     }
     s.set_read_timeout(read_timeout).map_err(unreachable)?;
-    let head = format!(
-        "{} {path} HTTP/1.1\r\nHost: scopehold\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        method.as_str(),
-        body.len()
-    );
-    let auth = token.map_or(0, |t| t.len() + 32);
-    let mut req = Zeroizing::new(Vec::with_capacity(head.len() + auth + 2 + body.len()));
-    req.extend_from_slice(head.as_bytes());
-    if let Some(t) = token {
-        req.extend_from_slice(b"Authorization: Bearer ");
-        req.extend_from_slice(t.as_bytes());
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(body);
+    let req = request_bytes(method, path, body, token, true);
     s.write_all(&req).map_err(unreachable)?;
     drop(req);
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
@@ -361,12 +375,10 @@ pub fn request(
     })
 }
 
-/// A held answer (`POST /v1/runs`): its first line, and the connection, which the caller
+/// A held answer (`POST /v1/runs`) after its first line: the connection, which the caller
 /// keeps open for as long as what it stands for should last.
 #[derive(Debug)]
 pub struct Held {
-    /// The first line of the answer (JSON), in a zeroizing buffer.
-    pub first: Zeroizing<Vec<u8>>,
     /// The rest of the answer: chunks of heartbeats until the daemon ends it.
     pub rest: std::io::BufReader<UnixStream>,
 }
@@ -407,22 +419,8 @@ pub fn call_held<E: Endpoint>(
     if let Some(uid) = expect {
         check_peer(&s, socket, uid)?;
     }
-    let head = format!(
-        "{} {} HTTP/1.1\r\nHost: scopehold\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        spec.method.as_str(),
-        spec.path,
-        body.len()
-    );
-    let auth = token.map_or(0, |t| t.len() + 32);
-    let mut out = Zeroizing::new(Vec::with_capacity(head.len() + auth + 2 + body.len()));
-    out.extend_from_slice(head.as_bytes());
-    if let Some(t) = token {
-        out.extend_from_slice(b"Authorization: Bearer ");
-        out.extend_from_slice(t.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    // Not `Connection: close`: the answer is held open for as long as the run lasts.
+    let out = request_bytes(spec.method, spec.path, &body, token, false);
     (&s).write_all(&out).map_err(unreachable)?;
     drop(out);
     s.set_read_timeout(Some(Duration::from_secs(60)))
@@ -496,5 +494,6 @@ pub fn call_held<E: Endpoint>(
         .map_err(|e| proto(&format!("socket: {e}")))?;
     let resp = serde_json::from_slice(&first)
         .map_err(|e| CallError::Client(ClientError::Protocol(format!("malformed answer: {e}"))))?;
-    Ok((resp, Held { first, rest: r }))
+    drop(first);
+    Ok((resp, Held { rest: r }))
 }

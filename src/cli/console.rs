@@ -8,7 +8,7 @@ use anyhow::Result;
 use scopehold_tui::{Decoder, Summary, TablesFn};
 
 use super::client::{self, CallError};
-use super::output::{joined, opt, time_str};
+use super::output::{joined, opt, proxy_outcome, time_str};
 use crate::api::endpoint;
 use crate::api::wire::{self, SecretString};
 use crate::daemon::Home;
@@ -175,22 +175,7 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             s.fields = results
                 .iter()
                 .take(8)
-                .map(|r| {
-                    f(
-                        &format!("call {}", r.call),
-                        format!(
-                            "{} {}B up {}B down {}us{}",
-                            r.status,
-                            r.bytes_up,
-                            r.bytes_down,
-                            r.duration_us,
-                            r.error
-                                .as_deref()
-                                .map(|e| format!(" ({e})"))
-                                .unwrap_or_default()
-                        ),
-                    )
-                })
+                .map(|r| f(&format!("call {}", r.call), proxy_outcome(r)))
                 .collect();
         }
         Event::RunStarted {

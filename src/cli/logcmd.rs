@@ -420,20 +420,7 @@ pub fn show(
                     let shown: Vec<String> = results
                         .iter()
                         .take(4)
-                        .map(|r| {
-                            format!(
-                                "call {}: {} {}B/{}B {}us{}",
-                                r.call,
-                                r.status,
-                                r.bytes_up,
-                                r.bytes_down,
-                                r.duration_us,
-                                r.error
-                                    .as_deref()
-                                    .map(|e| format!(" ({e})"))
-                                    .unwrap_or_default()
-                            )
-                        })
+                        .map(|r| format!("call {}: {}", r.call, super::output::proxy_outcome(r)))
                         .collect();
                     let more = results.len().saturating_sub(4);
                     format!(

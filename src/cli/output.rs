@@ -48,3 +48,18 @@ pub fn table(rows: Vec<Vec<String>>) -> String {
 pub fn header(cols: &[&str]) -> Vec<String> {
     cols.iter().map(|c| c.to_string()).collect()
 }
+
+/// One proxied call's outcome, as the log listing and the console show it.
+pub fn proxy_outcome(r: &crate::domain::ProxyResult) -> String {
+    format!(
+        "{} {}B up {}B down {}us{}",
+        r.status,
+        r.bytes_up,
+        r.bytes_down,
+        r.duration_us,
+        r.error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    )
+}
