@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use crate::common::contains;
 use crate::users::Killed;
 
+#[path = "../../examples/common/test_tls.rs"]
+mod test_tls;
+
 const KEY: &str = "sk-acme-CANARY-proxy-5f1e93c07a";
 const KEY2: &str = "sk-acme-CANARY-rotated-77d0be41";
 
@@ -35,32 +38,7 @@ struct Upstream {
 }
 
 fn upstream(dir: &Path) -> Upstream {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let ca_pem = dir.join("test-ca.pem");
-    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
-
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (ca_pem, acceptor) = test_tls::localhost_acceptor(dir, "test-ca.pem");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -238,6 +216,21 @@ impl Daemon {
         c
     }
 
+    /// `scopehold run --proxy` in project demo as the agent `cred`, under the test's uid
+    /// (root, a member: hence `--allow-member-uid`, which the trial needs).
+    fn run_proxy(&self, cred: &str, command: &[&str]) -> Command {
+        let mut c = self.cmd(&[
+            "run",
+            "--proxy",
+            "--allow-member-uid",
+            "--project",
+            "demo",
+            "--",
+        ]);
+        c.args(command).env("SCOPEHOLD_TOKEN", cred);
+        c
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args).output().unwrap();
         assert!(
@@ -406,18 +399,7 @@ time.sleep(30)
         ready = ready.to_str().unwrap()
     );
     let mut run = d
-        .cmd(&[
-            "run",
-            "--proxy",
-            "--allow-member-uid",
-            "--project",
-            "demo",
-            "--",
-            "python3",
-            "-c",
-            &script,
-        ])
-        .env("SCOPEHOLD_TOKEN", &cred)
+        .run_proxy(&cred, &["python3", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -609,21 +591,7 @@ curl -s -H "x-api-key: $ACME_API_KEY" "$ACME_BASE_URL/ok" > {o}.ok
 echo "$ACME_BASE_URL" > {o}.url"#,
         o = out.to_str().unwrap()
     );
-    let o = d
-        .cmd(&[
-            "run",
-            "--proxy",
-            "--allow-member-uid",
-            "--project",
-            "demo",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("SCOPEHOLD_TOKEN", &cred)
-        .output()
-        .unwrap();
+    let o = d.run_proxy(&cred, &["sh", "-c", &script]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let evil: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{}.evil", out.display())).unwrap()).unwrap();
@@ -833,21 +801,7 @@ env > {o}.env"#,
         q = other.port,
         o = out.display(),
     );
-    let o = d
-        .cmd(&[
-            "run",
-            "--proxy",
-            "--allow-member-uid",
-            "--project",
-            "demo",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("SCOPEHOLD_TOKEN", &cred)
-        .output()
-        .unwrap();
+    let o = d.run_proxy(&cred, &["sh", "-c", &script]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let read = |ext: &str| std::fs::read_to_string(format!("{}.{ext}", out.display())).unwrap();
     // Inside the CONNECT to the profile's host: TLS from the ScopeHold CA, the key injected.
@@ -900,25 +854,139 @@ env > {o}.env"#,
         o = out.display()
     );
     let n = other.seen.lock().unwrap().len();
-    let o = d
-        .cmd(&[
-            "run",
-            "--proxy",
-            "--allow-member-uid",
-            "--project",
-            "demo",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("SCOPEHOLD_TOKEN", &cred)
-        .output()
-        .unwrap();
+    let o = d.run_proxy(&cred, &["sh", "-c", &script]).output().unwrap();
     assert!(o.status.success());
     assert_eq!(
         other.seen.lock().unwrap().len(),
         n,
         "a refused tunnel reached the host"
     );
+}
+
+/// Waits (bounded) for a file and returns its contents.
+fn wait_file(p: &Path) -> String {
+    for _ in 0..200 {
+        if let Ok(s) = std::fs::read_to_string(p)
+            && s.ends_with('\n')
+        {
+            return s.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {}", p.display());
+}
+
+#[test]
+fn another_uid_holding_a_live_placeholder_gets_nothing_by_any_path() {
+    // A hostile local user who got hold of a run's placeholder while the run is alive (read
+    // from a log line, a shared file): through the daemon's listener, inside CONNECT, and
+    // through a run's relay, it must get neither a call nor the key.
+    let Some(stranger) = crate::users::TestUser::create("px", &["-N"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let up = upstream(dir.path());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&up, &["--proxy-listen", &listen]);
+    let cred = d.set_up(&up);
+    let out = dir.path().join("out");
+    let go = dir.path().join("go");
+    // The child publishes its placeholder, then waits (bounded) while the stranger tries.
+    let script = format!(
+        r#"echo "$ACME_API_KEY" > {o}.ph
+i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#,
+        o = out.display(),
+        go = go.display()
+    );
+    let run = d
+        .run_proxy(&cred, &["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = Killed(run);
+    let ph = wait_file(&PathBuf::from(format!("{}.ph", out.display())));
+    assert!(ph.starts_with("shr_"));
+    let as_stranger = |args: &[String]| {
+        let o = stranger.command("curl").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The daemon's listener: the placeholder is the run's, the uid is not.
+    let body = as_stranger(&[
+        "-sS".into(),
+        "-H".into(),
+        format!("x-api-key: {ph}"),
+        format!("http://{listen}/v1/proxy/demo/acme/prod/v1/steal"),
+    ]);
+    assert!(body.contains("\"denied\""), "{body}");
+    // CONNECT with it: refused before any tunnel.
+    let body = as_stranger(&[
+        "-sS".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "-x".into(),
+        format!("http://scopehold:{ph}@{listen}"),
+        "-k".into(),
+        format!("https://localhost:{}/v1/steal", up.port),
+    ]);
+    assert!(!body.starts_with('2'), "{body}");
+    assert!(
+        up.seen.lock().unwrap().is_empty(),
+        "a stranger's call reached the upstream"
+    );
+    let denied = d.wait_event("proxy_denied", |e| e["event"]["uid"] == stranger.uid);
+    assert_eq!(denied["event"]["reason"], "not in the run's grants");
+    std::fs::write(&go, "").unwrap();
+    drop(run);
+
+    // A run without a daemon listener relays its child's loopback connections: the relay
+    // serves its own uid only.
+    drop(d);
+    let d = Daemon::start(&up, &[]);
+    let cred = d.set_up(&up);
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(format!("{}.ph", out.display()));
+    let script = format!(
+        r#"echo "$SCOPEHOLD_PROXY $ACME_API_KEY" > {o}.ph
+i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#,
+        o = out.display(),
+        go = go.display()
+    );
+    let run = Killed(
+        d.run_proxy(&cred, &["sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_file(&PathBuf::from(format!("{}.ph", out.display())));
+    let (relay, ph) = line.split_once(' ').unwrap();
+    let o = stranger
+        .command("curl")
+        .args(["-sS", "-H", &format!("x-api-key: {ph}")])
+        .arg(format!("{relay}/v1/proxy/demo/acme/prod/v1/steal"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the relay answered another uid");
+    assert!(up.seen.lock().unwrap().is_empty());
+    // The same request from the run's own uid goes through, so the refusal above is the uid's.
+    let o = Command::new("curl")
+        .args(["-sS", "-H", &format!("x-api-key: {ph}")])
+        .arg(format!("{relay}/v1/proxy/demo/acme/prod/v1/mine"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"ok\":true"));
+    std::fs::write(&go, "").unwrap();
+    drop(run);
 }
