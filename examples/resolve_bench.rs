@@ -125,7 +125,7 @@ fn main() {
         .to_string();
     admin(
         "/v1/grants",
-        json!({"identity": "bench", "secret": "openai/prod", "project": "bench"}),
+        json!({"identity": "agent:bench", "secret": "openai/prod", "project": "bench"}),
     );
 
     println!(

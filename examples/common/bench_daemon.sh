@@ -15,5 +15,5 @@ grant_bench_agent() {
   "$bin" project create bench >/dev/null
   printf 'sk-bench-0123456789abcdef0123456789abcdef' | "$bin" secret put openai/prod --project bench >/dev/null
   "$bin" --json agent create bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["credential"])'
-  "$bin" grant create bench openai/prod --project bench >/dev/null
+  "$bin" grant create agent:bench openai/prod --project bench >/dev/null
 }

@@ -53,9 +53,10 @@ impl ApiError {
     /// The HTTP status and the stable code: the one table.
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
-            ApiError::Refused(r) => match r {
+            ApiError::Refused(r) => match r.innermost() {
                 Refusal::Unauthenticated => (401, "unauthenticated"),
                 Refusal::Denied(_) => (403, "denied"),
+                Refusal::Unusable { .. } => (403, "grant_unusable"),
                 Refusal::RateLimited(_) => (429, "rate_limited"),
                 Refusal::NotAdmin => (403, "forbidden"),
                 Refusal::Unknown(..) => (404, "not_found"),
@@ -63,10 +64,16 @@ impl ApiError {
                 | Refusal::AlreadyRevoked(..)
                 | Refusal::Revoked(..)
                 | Refusal::UidTaken { .. }
-                | Refusal::ConcurrentRotation(_) => (409, "conflict"),
+                | Refusal::ConcurrentRotation(_)
+                | Refusal::LastAdmin(_)
+                | Refusal::NameRetired(_)
+                | Refusal::NameTaken(..) => (409, "conflict"),
+                // Only ever wraps the others: `innermost` has unwrapped it.
+                Refusal::InBatch { .. } => (403, "denied"),
                 Refusal::NoProjects
                 | Refusal::NotInProject { .. }
                 | Refusal::ZeroLimit
+                | Refusal::KindNeeded(_)
                 | Refusal::Invalid(_) => (400, "invalid_request"),
             },
             ApiError::NoRoute => (404, "not_found"),

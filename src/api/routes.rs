@@ -54,6 +54,11 @@ pub enum Route {
     AgentReissue,
     MemberList,
     MemberAdd,
+    MemberRemove,
+    MemberAdmin,
+    SecretAssign,
+    SecretUnassign,
+    ResolveAll,
     GrantList,
     GrantCreate,
     GrantRevoke,
@@ -109,6 +114,11 @@ routes! {
     AgentReissue  Post "/v1/agents/reissue"  Admin    "agent.reissue";
     MemberList    Get  "/v1/members"         Admin    "member.list";
     MemberAdd     Post "/v1/members"         Admin    "member.add";
+    MemberRemove  Post "/v1/members/remove"  Admin    "member.remove";
+    MemberAdmin   Post "/v1/members/admin"   Admin    "member.admin";
+    SecretAssign  Post "/v1/secrets/assign"  Admin    "secret.assign";
+    SecretUnassign Post "/v1/secrets/unassign" Admin  "secret.unassign";
+    ResolveAll    Post "/v1/resolve/all"     Identity "resolve.all";
     GrantList     Get  "/v1/grants"          Admin    "grant.list";
     GrantCreate   Post "/v1/grants"          Admin    "grant.create";
     GrantRevoke   Post "/v1/grants/revoke"   Admin    "grant.revoke";

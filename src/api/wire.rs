@@ -119,6 +119,36 @@ pub struct ResolveResponse {
     pub event: u64,
 }
 
+/// `POST /v1/resolve/all`: several secrets, all or nothing (`run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveAllRequest {
+    /// `provider/name` each (current versions).
+    pub secrets: Vec<SecretName>,
+    /// The project they are asked for in.
+    pub project: ProjectName,
+}
+
+/// The answer to [`ResolveAllRequest`]: every value, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveAllResponse {
+    /// The values.
+    pub values: Vec<ResolvedValue>,
+}
+
+/// One value of a [`ResolveAllResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedValue {
+    /// The secret.
+    pub secret: SecretName,
+    /// The value.
+    pub value: SecretString,
+    /// Its version.
+    pub version: u32,
+    /// The log event that recorded its resolution.
+    pub event: u64,
+}
+
 /// `GET /v1/whoami`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WhoamiResponse {
@@ -139,6 +169,12 @@ pub struct WhoamiGrant {
     pub secret: SecretName,
     /// The project.
     pub project: ProjectName,
+    /// Its effective state (`domain::GrantState::name`): `active`, `expired`...
+    #[serde(default)]
+    pub state: String,
+    /// Why, in words.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// `GET /v1/health`.
@@ -295,8 +331,51 @@ pub struct SecretInfo {
     pub revoked: bool,
     /// The previous version's grace period, if one is set.
     pub grace: Option<Grace>,
-    /// Who holds a grant that is not revoked.
+    /// Who holds a grant that can be used (active or rate limited now).
     pub granted_to: Vec<Identity>,
+    /// `active` or `revoked`.
+    #[serde(default)]
+    pub state: String,
+    /// Every version, oldest first, with what it is now.
+    #[serde(default)]
+    pub version_states: Vec<VersionInfo>,
+}
+
+/// One version of a secret in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The version.
+    pub version: u32,
+    /// `current`, `grace` or `retired`.
+    pub state: String,
+    /// With `grace`: until when (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until_ms: Option<u64>,
+}
+
+/// `POST /v1/secrets/assign` and `/v1/secrets/unassign`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretProjectRequest {
+    /// The secret.
+    pub name: SecretName,
+    /// The project.
+    pub project: ProjectName,
+}
+
+/// A secret was added to a project, or taken out of one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretAssignment {
+    /// The secret.
+    pub secret: SecretName,
+    /// The project.
+    pub project: ProjectName,
+    /// Whether it is in the project now.
+    pub assigned: bool,
+    /// Grants that ended with it (taken out only).
+    pub grants_ended: Vec<u64>,
+    /// The event that recorded it.
+    pub event: u64,
 }
 
 /// A previous version kept resolvable until a time.
@@ -367,7 +446,7 @@ pub struct AgentInfo {
     pub revoked: bool,
     /// When it last resolved a secret.
     pub last_used_ms: Option<u64>,
-    /// Its grants that are not revoked.
+    /// Its grants that can be used (active or rate limited now).
     pub grants: Vec<u64>,
 }
 
@@ -389,6 +468,39 @@ pub struct MemberAddRequest {
 pub struct MemberAdded {
     /// The member.
     pub member: Name,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `POST /v1/members/remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberNameRequest {
+    /// The member.
+    pub name: Name,
+}
+
+/// `POST /v1/members/admin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberAdminRequest {
+    /// The member.
+    pub name: Name,
+    /// Whether they administer from now on.
+    pub admin: bool,
+}
+
+/// A member was removed, or their admin right changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChanged {
+    /// The member.
+    pub member: Name,
+    /// Whether they are still a member.
+    pub member_now: bool,
+    /// Whether they administer now.
+    pub admin: bool,
+    /// Grants that ended with the removal.
+    pub grants_ended: Vec<u64>,
     /// The event that recorded it.
     pub event: u64,
 }
@@ -495,6 +607,14 @@ pub struct GrantInfo {
     pub revoked: bool,
     /// When it was last used.
     pub last_used_ms: Option<u64>,
+    /// Its effective state (`domain::GrantState::name`): `active`, `expired`, `exhausted`,
+    /// `revoked`, `agent_revoked`, `secret_revoked`, `member_removed`, `secret_unassigned`,
+    /// `rate_limited`.
+    #[serde(default)]
+    pub state: String,
+    /// Why, in words.
+    #[serde(default)]
+    pub why: String,
 }
 
 /// `POST /v1/providers` and `/v1/providers/set`: a provider's profile.
@@ -680,6 +800,11 @@ pub mod endpoint {
         AgentReissue: AgentReissue, AgentNameRequest => AgentCredential;
         MemberList: MemberList, Empty => super::MemberList;
         MemberAdd: MemberAdd, MemberAddRequest => MemberAdded;
+        MemberRemove: MemberRemove, MemberNameRequest => MemberChanged;
+        MemberAdmin: MemberAdmin, MemberAdminRequest => MemberChanged;
+        SecretAssign: SecretAssign, SecretProjectRequest => SecretAssignment;
+        SecretUnassign: SecretUnassign, SecretProjectRequest => SecretAssignment;
+        ResolveAll: ResolveAll, ResolveAllRequest => ResolveAllResponse;
         GrantList: GrantList, Empty => super::GrantList;
         GrantCreate: GrantCreate, GrantCreateRequest => GrantCreated;
         GrantRevoke: GrantRevoke, GrantRevokeRequest => GrantRevoked;

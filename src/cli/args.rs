@@ -176,6 +176,23 @@ pub enum SecretCommand {
     Revoke {
         name: SecretName,
     },
+    /// Add the secret to another project (grants there are made with `grant create`)
+    Assign {
+        /// PROVIDER/NAME
+        name: SecretName,
+        /// The project to add it to
+        #[arg(long)]
+        project: ProjectName,
+    },
+    /// Take the secret out of a project: its grants there end for good (adding it back does
+    /// not revive them)
+    Unassign {
+        /// PROVIDER/NAME
+        name: SecretName,
+        /// The project to take it out of
+        #[arg(long)]
+        project: ProjectName,
+    },
     List,
 }
 
@@ -207,6 +224,22 @@ pub enum MemberCommand {
         uid: u32,
         #[arg(long)]
         admin: bool,
+    },
+    /// Remove a member: their uid no longer identifies them and their grants end for good
+    /// (the last admin cannot be removed)
+    Remove {
+        /// The member
+        name: Name,
+    },
+    /// Give a member the admin right
+    Promote {
+        /// The member
+        name: Name,
+    },
+    /// Take a member's admin right away (the last admin cannot be demoted)
+    Demote {
+        /// The member
+        name: Name,
     },
     List,
 }
@@ -263,8 +296,11 @@ pub struct ProfileArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum GrantCommand {
-    /// Grant IDENTITY (an agent or member name) the secret in a project; prints the grant id
+    /// Grant IDENTITY the secret in a project; prints the grant id
     Create {
+        /// Who receives it: agent:NAME or member:NAME (the kind is always said, so a grant
+        /// never lands on an agent named like a member)
+        #[arg(value_parser = qualified_identity)]
         identity: IdentityRef,
         /// PROVIDER/NAME
         secret: SecretName,
@@ -356,6 +392,17 @@ pub struct ExportArgs {
     pub to: Option<u64>,
     #[arg(long, value_enum, default_value_t = ExportFormat::Bundle)]
     pub format: ExportFormat,
+}
+
+/// An identity with its kind said: `agent:NAME` or `member:NAME`.
+fn qualified_identity(s: &str) -> Result<IdentityRef, String> {
+    match s.parse::<IdentityRef>() {
+        Ok(IdentityRef::Qualified(i)) => Ok(IdentityRef::Qualified(i)),
+        Ok(IdentityRef::Bare(n)) => Err(format!(
+            "say which kind of identity: agent:{n} or member:{n}"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `--kind` takes the names of the one table of event kinds.

@@ -161,12 +161,40 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                 format!("revoked {} (event {})", v.secret, v.event)
             })
         }
+        SecretCommand::Assign { name, project } => {
+            let v = admin::<endpoint::SecretAssign>(
+                ctx,
+                &wire::SecretProjectRequest { name, project },
+            )?;
+            print(ctx, &v, |v| {
+                format!(
+                    "added {} to project {} (event {})",
+                    v.secret, v.project, v.event
+                )
+            })
+        }
+        SecretCommand::Unassign { name, project } => {
+            let v = admin::<endpoint::SecretUnassign>(
+                ctx,
+                &wire::SecretProjectRequest { name, project },
+            )?;
+            print(ctx, &v, |v| {
+                format!(
+                    "took {} out of project {} (event {}){}",
+                    v.secret,
+                    v.project,
+                    v.event,
+                    ended_text(&v.grants_ended)
+                )
+            })
+        }
         SecretCommand::List => {
             let v = admin::<endpoint::SecretList>(ctx, &Empty {})?;
             print(ctx, &v, |v| {
                 let mut rows = vec![header(&[
                     "SECRET",
-                    "VERSION",
+                    "CURRENT",
+                    "VERSIONS",
                     "PROJECTS",
                     "GRANTED TO",
                     "STATE",
@@ -174,7 +202,8 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                 for x in &v.secrets {
                     rows.push(vec![
                         x.name.to_string(),
-                        x.version.to_string(),
+                        format!("v{}", x.version),
+                        versions_text(&x.version_states),
                         joined(&x.projects),
                         joined(&x.granted_to),
                         state(x.revoked),
@@ -236,6 +265,7 @@ pub fn agent(ctx: &Ctx, c: AgentCommand) -> Result<(), Exit> {
 
 /// `member add|list`.
 pub fn member(ctx: &Ctx, c: MemberCommand) -> Result<(), Exit> {
+    let promote = matches!(c, MemberCommand::Promote { .. });
     match c {
         MemberCommand::Add {
             name,
@@ -252,6 +282,36 @@ pub fn member(ctx: &Ctx, c: MemberCommand) -> Result<(), Exit> {
             )?;
             print(ctx, &v, |v| {
                 format!("added member {} (event {})", v.member, v.event)
+            })
+        }
+        MemberCommand::Remove { name } => {
+            let v = admin::<endpoint::MemberRemove>(ctx, &wire::MemberNameRequest { name })?;
+            print(ctx, &v, |v| {
+                format!(
+                    "removed member {} (event {}){}",
+                    v.member,
+                    v.event,
+                    ended_text(&v.grants_ended)
+                )
+            })
+        }
+        MemberCommand::Promote { name } | MemberCommand::Demote { name } => {
+            let v = admin::<endpoint::MemberAdmin>(
+                ctx,
+                &wire::MemberAdminRequest {
+                    name,
+                    admin: promote,
+                },
+            )?;
+            print(ctx, &v, |v| {
+                if v.admin {
+                    format!("member {} is an admin now (event {})", v.member, v.event)
+                } else {
+                    format!(
+                        "member {} is no longer an admin (event {})",
+                        v.member, v.event
+                    )
+                }
             })
         }
         MemberCommand::List => {
@@ -308,7 +368,7 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
             print(ctx, &v, |v| {
                 let mut rows = vec![header(&[
                     "ID", "IDENTITY", "SECRET", "PROJECT", "USES", "MAX", "RATE/MIN", "EXPIRES",
-                    "STATE",
+                    "STATE", "WHY",
                 ])];
                 for x in &v.grants {
                     rows.push(vec![
@@ -320,12 +380,44 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
                         opt(x.max_uses),
                         opt(x.rate_per_min),
                         x.expires_at_ms.map_or_else(|| "-".into(), time_str),
-                        state(x.revoked),
+                        x.state.clone(),
+                        if x.state == "active" {
+                            String::new()
+                        } else {
+                            x.why.clone()
+                        },
                     ]);
                 }
                 table(rows)
             })
         }
+    }
+}
+
+/// ` v2 current, v1 grace until T, ...`: every version and what it is now.
+fn versions_text(v: &[wire::VersionInfo]) -> String {
+    let mut parts: Vec<String> = v
+        .iter()
+        .rev()
+        .filter(|x| x.state != "retired")
+        .map(|x| match x.grace_until_ms {
+            Some(t) => format!("v{} grace until {}", x.version, time_str(t)),
+            None => format!("v{} {}", x.version, x.state),
+        })
+        .collect();
+    let retired = v.iter().filter(|x| x.state == "retired").count();
+    if retired > 0 {
+        parts.push(format!("{retired} retired"));
+    }
+    parts.join(", ")
+}
+
+/// `; grants 3, 4 ended`, or nothing.
+fn ended_text(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!("; grants ended: {}", joined(ids))
     }
 }
 
@@ -484,6 +576,24 @@ pub(crate) fn resolve_value(
             secret: secret.clone(),
             project: project.clone(),
             version,
+        },
+        t.as_deref().map(|s| s.as_str()),
+    )
+}
+
+/// Resolves several secrets at once, all or nothing: a refusal of one consumes no use of
+/// the others, and names the secret (and, to its grant's holder, why).
+pub(crate) fn resolve_all(
+    ctx: &Ctx,
+    secrets: Vec<SecretName>,
+    project: &ProjectName,
+) -> Result<wire::ResolveAllResponse, Exit> {
+    let t = token();
+    call::<endpoint::ResolveAll>(
+        ctx,
+        &wire::ResolveAllRequest {
+            secrets,
+            project: project.clone(),
         },
         t.as_deref().map(|s| s.as_str()),
     )

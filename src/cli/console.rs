@@ -128,6 +128,18 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
             s.fields = vec![f("uid", uid.map_or("any".into(), |u| u.to_string()))];
         }
         Event::AgentRevoked { agent, .. } => s.outcome = format!("agent:{agent} revoked"),
+        Event::MemberRemoved { member, .. } => s.outcome = format!("member:{member} removed"),
+        Event::MemberAdminSet { member, admin, .. } => {
+            s.outcome = format!("member:{member} admin {admin}");
+        }
+        Event::SecretAssigned { project, .. } => {
+            s.project = project.to_string();
+            s.outcome = "added to project".into();
+        }
+        Event::SecretUnassigned { project, .. } => {
+            s.project = project.to_string();
+            s.outcome = "taken out of project".into();
+        }
         Event::ProviderSet {
             provider, profile, ..
         } => {

@@ -508,10 +508,9 @@ impl Engine {
                 }
                 Err(refusal) => match domain::recorded_refusal(caller, command, &refusal, now) {
                     Some(ev) => {
-                        let reason = match &refusal {
-                            Refusal::Denied(r) | Refusal::RateLimited(r) => *r,
-                            _ => domain::DenyReason::NotGranted,
-                        };
+                        let reason = refusal
+                            .deny_reason()
+                            .unwrap_or(domain::DenyReason::NotGranted);
                         let key = DenialKey::Caller(caller.identity.clone(), reason);
                         let Some(mut events) = self.note_denial(key, caller.uid) else {
                             // Counted; recorded when its window ends.
@@ -611,6 +610,41 @@ impl Engine {
             version: *version,
             event: done.seq,
         })
+    }
+
+    /// Several resolutions, all or nothing ([`Command::ResolveAll`]): decided together, and
+    /// only once every event is durable, every value decrypted.
+    pub async fn resolve_all(
+        &self,
+        caller: &Caller,
+        command: &Command,
+    ) -> Result<Vec<(SecretName, Resolved)>, ApiError> {
+        let done = self.execute(caller, command).await?;
+        // The events of one decision are consecutive in the log, ending at `done.seq`.
+        let first = done.seq + 1 - done.events.len() as u64;
+        let mut out = Vec::with_capacity(done.events.len());
+        for (i, ev) in done.events.iter().enumerate() {
+            let Event::SecretResolved {
+                secret, version, ..
+            } = ev
+            else {
+                return Err(ApiError::Internal(
+                    "a resolution decided no resolution event".into(),
+                ));
+            };
+            let value = self.open_cached(secret, *version).map_err(|_| {
+                ApiError::Internal("a stored value does not open with this master key".into())
+            })?;
+            out.push((
+                secret.clone(),
+                Resolved {
+                    value,
+                    version: *version,
+                    event: first + i as u64,
+                },
+            ));
+        }
+        Ok(out)
     }
 
     /// A proxied request: [`Command::Proxy`] decided and recorded, and only once its event is

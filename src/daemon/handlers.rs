@@ -9,7 +9,9 @@ use super::http::{Reply, RequestBody};
 use super::seal::MAX_VALUE_LEN;
 use crate::api::wire::{self, SecretString};
 use crate::api::{ApiError, Endpoint, Route, endpoint};
-use crate::domain::{Caller, Command, Event, GrantSpec, SecretName, State, next_version};
+use crate::domain::{
+    self, Caller, Command, Event, GrantSpec, Identity, SecretName, State, next_version,
+};
 
 /// Room for the JSON around a value: field names, numbers.
 const FRAME: usize = 128;
@@ -81,7 +83,34 @@ pub async fn call(
                 hint,
             )
         }
+        Route::ResolveAll => {
+            let r = take::<endpoint::ResolveAll>(body).await?;
+            let command = Command::ResolveAll {
+                secrets: r.secrets,
+                project: r.project,
+            };
+            let resolved = engine.resolve_all(caller, &command).await?;
+            let mut values = Vec::with_capacity(resolved.len());
+            let mut hint = FRAME;
+            for (secret, mut res) in resolved {
+                let value = String::from_utf8(std::mem::take(&mut *res.value)).map_err(|e| {
+                    drop(Zeroizing::new(e.into_bytes()));
+                    ApiError::Internal("stored value is not UTF-8".into())
+                })?;
+                hint += value.len() * ESCAPE + FRAME;
+                values.push(wire::ResolvedValue {
+                    secret,
+                    value: SecretString::new(Zeroizing::new(value)),
+                    version: res.version,
+                    event: res.event,
+                });
+            }
+            give::<endpoint::ResolveAll>(&wire::ResolveAllResponse { values }, hint)
+        }
         Route::Whoami => {
+            let now = engine.now();
+            // Every grant of the caller's but those revoked: the ones that no longer work
+            // are listed with why, so `run` can name them instead of failing on them.
             let me = engine.read(|st| wire::WhoamiResponse {
                 identity: caller.identity.clone(),
                 uid: caller.uid,
@@ -89,10 +118,15 @@ pub async fn call(
                     .grants
                     .iter()
                     .filter(|(_, g)| g.identity == caller.identity && !g.revoked)
-                    .map(|(id, g)| wire::WhoamiGrant {
-                        id: *id,
-                        secret: g.secret.clone(),
-                        project: g.project.clone(),
+                    .map(|(id, g)| {
+                        let state = st.grant_state(g, now);
+                        wire::WhoamiGrant {
+                            id: *id,
+                            secret: g.secret.clone(),
+                            project: g.project.clone(),
+                            state: state.name().to_string(),
+                            why: state.why(),
+                        }
                     })
                     .collect(),
             });
@@ -102,7 +136,71 @@ pub async fn call(
         | Route::SecretList
         | Route::AgentList
         | Route::MemberList
-        | Route::GrantList => engine.read(|st| list(st, route)),
+        | Route::GrantList => {
+            let now = engine.now();
+            engine.read(|st| list(st, route, now))
+        }
+        Route::MemberRemove | Route::MemberAdmin => {
+            let (name, command) = if route == Route::MemberRemove {
+                let r = take::<endpoint::MemberRemove>(body).await?;
+                (r.name.clone(), Command::RemoveMember { member: r.name })
+            } else {
+                let r = take::<endpoint::MemberAdmin>(body).await?;
+                let c = Command::SetMemberAdmin {
+                    member: r.name.clone(),
+                    admin: r.admin,
+                };
+                (r.name, c)
+            };
+            let who = Identity::Member(name.clone());
+            let before = live_grants(engine, |g| g.identity == who);
+            let done = engine.execute(caller, &command).await?;
+            let (member_now, admin) = engine.read(|st| {
+                st.members
+                    .get(&name)
+                    .map_or((false, false), |m| (true, m.admin))
+            });
+            let after = live_grants(engine, |g| g.identity == who);
+            give::<endpoint::MemberRemove>(
+                &wire::MemberChanged {
+                    member: name,
+                    member_now,
+                    admin,
+                    grants_ended: before.into_iter().filter(|g| !after.contains(g)).collect(),
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::SecretAssign | Route::SecretUnassign => {
+            let assign = route == Route::SecretAssign;
+            let r = take::<endpoint::SecretAssign>(body).await?;
+            let command = if assign {
+                Command::AssignSecret {
+                    secret: r.name.clone(),
+                    project: r.project.clone(),
+                }
+            } else {
+                Command::UnassignSecret {
+                    secret: r.name.clone(),
+                    project: r.project.clone(),
+                }
+            };
+            let here = |g: &domain::Grant| g.secret == r.name && g.project == r.project;
+            let before = live_grants(engine, here);
+            let done = engine.execute(caller, &command).await?;
+            let after = live_grants(engine, here);
+            give::<endpoint::SecretAssign>(
+                &wire::SecretAssignment {
+                    secret: r.name.clone(),
+                    project: r.project.clone(),
+                    assigned: assign,
+                    grants_ended: before.into_iter().filter(|g| !after.contains(g)).collect(),
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
         Route::ProjectCreate => {
             let r = take::<endpoint::ProjectCreate>(body).await?;
             let done = engine
@@ -435,13 +533,31 @@ fn seal(
 }
 
 /// The listing behind a GET route (under the state lock: keep it to building the answer).
-fn list(st: &State, route: Route) -> Result<Reply, ApiError> {
-    let holders = |name: &SecretName| {
+/// The ids of the grants matching `f` that can be used now (to report which ones a change
+/// ended).
+fn live_grants(engine: &Engine, f: impl Fn(&domain::Grant) -> bool) -> Vec<u64> {
+    let now = engine.now();
+    engine.read(|st| {
         st.grants
-            .values()
-            .filter(|g| &g.secret == name && !g.revoked)
-            .map(|g| g.identity.clone())
+            .iter()
+            .filter(|(_, g)| f(g) && st.grant_state(g, now).is_live())
+            .map(|(id, _)| *id)
             .collect()
+    })
+}
+
+fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
+    let live = |g: &domain::Grant| st.grant_state(g, now).is_live();
+    let holders = |name: &SecretName| {
+        let mut who: Vec<Identity> = st
+            .grants
+            .values()
+            .filter(|g| &g.secret == name && live(g))
+            .map(|g| g.identity.clone())
+            .collect();
+        who.sort_by_key(|i| i.to_string());
+        who.dedup();
+        who
     };
     let hint = FRAME * (1 + st.secrets.len() + st.agents.len() + st.grants.len());
     match route {
@@ -466,6 +582,19 @@ fn list(st: &State, route: Route) -> Result<Reply, ApiError> {
                             .grace
                             .map(|(version, until_ms)| wire::Grace { version, until_ms }),
                         granted_to: holders(n),
+                        state: if s.revoked { "revoked" } else { "active" }.to_string(),
+                        version_states: s
+                            .version_states(now)
+                            .into_iter()
+                            .map(|(version, vs)| wire::VersionInfo {
+                                version,
+                                state: vs.name().to_string(),
+                                grace_until_ms: match vs {
+                                    domain::VersionState::Grace { until_ms } => Some(until_ms),
+                                    _ => None,
+                                },
+                            })
+                            .collect(),
                     })
                     .collect(),
             },
@@ -484,7 +613,7 @@ fn list(st: &State, route: Route) -> Result<Reply, ApiError> {
                         grants: st
                             .grants
                             .iter()
-                            .filter(|(_, g)| g.identity.agent() == Some(n) && !g.revoked)
+                            .filter(|(_, g)| g.identity.agent() == Some(n) && live(g))
                             .map(|(id, _)| *id)
                             .collect(),
                     })
@@ -511,18 +640,23 @@ fn list(st: &State, route: Route) -> Result<Reply, ApiError> {
                 grants: st
                     .grants
                     .iter()
-                    .map(|(id, g)| wire::GrantInfo {
-                        id: *id,
-                        identity: g.identity.clone(),
-                        secret: g.secret.clone(),
-                        project: g.project.clone(),
-                        expires_at_ms: g.expires_at_ms,
-                        max_uses: g.max_uses,
-                        uses: g.uses,
-                        rate_per_min: g.rate_per_min,
-                        uid: g.uid,
-                        revoked: g.revoked,
-                        last_used_ms: g.last_used_ms,
+                    .map(|(id, g)| {
+                        let state = st.grant_state(g, now);
+                        wire::GrantInfo {
+                            state: state.name().to_string(),
+                            why: state.why(),
+                            id: *id,
+                            identity: g.identity.clone(),
+                            secret: g.secret.clone(),
+                            project: g.project.clone(),
+                            expires_at_ms: g.expires_at_ms,
+                            max_uses: g.max_uses,
+                            uses: g.uses,
+                            rate_per_min: g.rate_per_min,
+                            uid: g.uid,
+                            revoked: g.revoked,
+                            last_used_ms: g.last_used_ms,
+                        }
                     })
                     .collect(),
             },

@@ -61,6 +61,18 @@ pub enum Command {
         /// Whether they may administer.
         admin: bool,
     },
+    /// Remove a member: their uid no longer identifies them and their grants end.
+    RemoveMember {
+        /// Their name.
+        member: Name,
+    },
+    /// Give or take away a member's admin right.
+    SetMemberAdmin {
+        /// Their name.
+        member: Name,
+        /// Whether they may administer from now on.
+        admin: bool,
+    },
     /// Create an agent with a fresh credential (its keyed hash, made by the daemon).
     CreateAgent {
         /// Its name.
@@ -107,6 +119,20 @@ pub enum Command {
         /// The secret.
         secret: SecretName,
     },
+    /// Add an existing secret to another project.
+    AssignSecret {
+        /// The secret.
+        secret: SecretName,
+        /// The project.
+        project: ProjectName,
+    },
+    /// Take a secret out of a project (its grants there end).
+    UnassignSecret {
+        /// The secret.
+        secret: SecretName,
+        /// The project.
+        project: ProjectName,
+    },
     /// Create a grant.
     CreateGrant(GrantSpec),
     /// Revoke a grant.
@@ -122,6 +148,15 @@ pub enum Command {
         project: ProjectName,
         /// A version still in its grace period, instead of the current one.
         version: Option<u32>,
+    },
+    /// Resolve several secrets at once, all or nothing: every one is decided (uses and rates
+    /// counted as if the earlier ones were already resolved) before any is recorded, so a
+    /// refusal of one consumes no use of the others (`run`).
+    ResolveAll {
+        /// The secrets.
+        secrets: Vec<SecretName>,
+        /// The project.
+        project: ProjectName,
     },
     /// Add a provider profile (`create`: refused if one is in effect, built-in or not), or
     /// set one (overriding a built-in, or replacing an admin's).
@@ -174,6 +209,8 @@ impl Command {
             Command::RevokeAgent { .. }
                 | Command::RevokeSecret { .. }
                 | Command::RevokeGrant { .. }
+                | Command::RemoveMember { .. }
+                | Command::UnassignSecret { .. }
         )
     }
 }
@@ -215,6 +252,8 @@ pub enum DenyReason {
     RunEnded,
     /// The placeholder's run holds no grant for this secret and project, or is another uid's.
     NotInRun,
+    /// The grant ended: its member was removed, or its secret taken out of its project.
+    GrantEnded,
 }
 
 impl DenyReason {
@@ -237,6 +276,7 @@ impl DenyReason {
             DenyReason::HostNotInProfile => "host not in provider profile",
             DenyReason::RunEnded => "run ended",
             DenyReason::NotInRun => "not in the run's grants",
+            DenyReason::GrantEnded => "grant ended",
         }
     }
 }
@@ -288,6 +328,21 @@ pub enum Refusal {
     /// Denied, for a reason recorded in the log and not told to the caller.
     #[error("not granted")]
     Denied(DenyReason),
+    /// Refused, and the caller holds a grant for this secret in this project: told why (an
+    /// unknown name and an ungranted one still look the same to everyone else).
+    #[error("grant {grant} for {secret} in {project} cannot be used: {why}")]
+    Unusable {
+        /// The secret.
+        secret: SecretName,
+        /// The project.
+        project: ProjectName,
+        /// The caller's grant (the last one examined, if several).
+        grant: u64,
+        /// The reason recorded in the log.
+        reason: DenyReason,
+        /// The reason in words, for the holder.
+        why: String,
+    },
     /// A grant allows it, but not now: over its rate. The reason recorded in the log is
     /// that of the last grant examined (normally [`DenyReason::RateLimited`]).
     #[error("over the grant's rate; retry later")]
@@ -335,6 +390,57 @@ pub enum Refusal {
     /// A request that does not make sense on its own.
     #[error("{0}")]
     Invalid(String),
+    /// The change would leave no admin member, so nobody could administer again.
+    #[error("member {0} is the last admin: make another member admin first")]
+    LastAdmin(Name),
+    /// An agent's name is not given again once it was revoked.
+    #[error(
+        "agent {0} was revoked; a name is never reused, so that its grants and its rows in the log stay its own: choose another name"
+    )]
+    NameRetired(Name),
+    /// Agents and members take distinct names, so a name never means two identities.
+    #[error("{0} is already the name of {1}: agents and members take distinct names")]
+    NameTaken(Name, Identity),
+    /// One secret of a [`Command::ResolveAll`] was refused, so none was resolved.
+    #[error("{}", batch_message(secret, inner))]
+    InBatch {
+        /// The secret refused.
+        secret: SecretName,
+        /// Why.
+        inner: Box<Refusal>,
+    },
+    /// A grant names its identity without saying which kind it is.
+    #[error("say which kind of identity: agent:{0} or member:{0}")]
+    KindNeeded(Name),
+}
+
+fn batch_message(secret: &SecretName, inner: &Refusal) -> String {
+    match inner {
+        // It names the secret already.
+        Refusal::Unusable { .. } => format!("{inner}; nothing was resolved"),
+        _ => format!("{secret}: {inner}; nothing was resolved"),
+    }
+}
+
+impl Refusal {
+    /// The reason a denial records, if this refusal is one.
+    pub fn deny_reason(&self) -> Option<DenyReason> {
+        match self {
+            Refusal::Denied(r) | Refusal::RateLimited(r) | Refusal::Unusable { reason: r, .. } => {
+                Some(*r)
+            }
+            Refusal::InBatch { inner, .. } => inner.deny_reason(),
+            _ => None,
+        }
+    }
+
+    /// The refusal behind a batch's, for its HTTP status and code.
+    pub fn innermost(&self) -> &Refusal {
+        match self {
+            Refusal::InBatch { inner, .. } => inner.innermost(),
+            r => r,
+        }
+    }
 }
 
 fn by(caller: &Caller) -> Actor {
@@ -433,13 +539,18 @@ pub fn recorded_refusal(
             Command::Resolve {
                 secret, project, ..
             },
-            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+            Refusal::Denied(reason)
+            | Refusal::RateLimited(reason)
+            | Refusal::Unusable { reason, .. },
         ) => Some(denial_event(
             caller,
             Some((secret, project)),
             *reason,
             now_ms,
         )),
+        (Command::ResolveAll { project, .. }, Refusal::InBatch { secret, inner }) => inner
+            .deny_reason()
+            .map(|reason| denial_event(caller, Some((secret, project)), reason, now_ms)),
         (
             Command::Proxy {
                 secret,
@@ -449,7 +560,9 @@ pub fn recorded_refusal(
                 path,
                 run,
             },
-            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+            Refusal::Denied(reason)
+            | Refusal::RateLimited(reason)
+            | Refusal::Unusable { reason, .. },
         ) => Some(Event::ProxyDenied {
             identity: caller.identity.clone(),
             secret: secret.clone(),
@@ -465,7 +578,9 @@ pub fn recorded_refusal(
         }),
         (
             Command::StartRun { project, secrets },
-            Refusal::Denied(reason) | Refusal::RateLimited(reason),
+            Refusal::Denied(reason)
+            | Refusal::RateLimited(reason)
+            | Refusal::Unusable { reason, .. },
         ) => Some(denial_event(
             caller,
             secrets.first().map(|s| (s, project)),
@@ -513,6 +628,12 @@ pub fn decide(
             if state.members.contains_key(member) {
                 return Err(Refusal::AlreadyExists(Thing::Member, member.to_string()));
             }
+            if state.agents.contains_key(member) {
+                return Err(Refusal::NameTaken(
+                    member.clone(),
+                    Identity::Agent(member.clone()),
+                ));
+            }
             if let Some((other, _)) = state.member_by_uid(*uid) {
                 return Err(Refusal::UidTaken {
                     uid: *uid,
@@ -531,8 +652,16 @@ pub fn decide(
             uid,
             credential_hash,
         } => {
-            if state.agents.contains_key(agent) {
-                return Err(Refusal::AlreadyExists(Thing::Agent, agent.to_string()));
+            match state.agents.get(agent) {
+                Some(a) if a.revoked => return Err(Refusal::NameRetired(agent.clone())),
+                Some(_) => return Err(Refusal::AlreadyExists(Thing::Agent, agent.to_string())),
+                None => {}
+            }
+            if state.members.contains_key(agent) {
+                return Err(Refusal::NameTaken(
+                    agent.clone(),
+                    Identity::Member(agent.clone()),
+                ));
             }
             Ok(vec![
                 Event::AgentCreated {
@@ -626,6 +755,105 @@ pub fn decide(
             }]),
         },
         Command::CreateGrant(spec) => decide_grant(state, caller, spec, now_ms),
+        Command::RemoveMember { member } => {
+            let Some(m) = state.members.get(member) else {
+                return Err(Refusal::Unknown(Thing::Member, member.to_string()));
+            };
+            if m.admin && last_admin(state, member) {
+                return Err(Refusal::LastAdmin(member.clone()));
+            }
+            Ok(vec![Event::MemberRemoved {
+                member: member.clone(),
+                by: by(caller),
+            }])
+        }
+        Command::SetMemberAdmin { member, admin } => {
+            let Some(m) = state.members.get(member) else {
+                return Err(Refusal::Unknown(Thing::Member, member.to_string()));
+            };
+            if m.admin == *admin {
+                return Err(Refusal::Invalid(format!(
+                    "member {member} {} an admin already",
+                    if *admin { "is" } else { "is not" }
+                )));
+            }
+            if !admin && last_admin(state, member) {
+                return Err(Refusal::LastAdmin(member.clone()));
+            }
+            Ok(vec![Event::MemberAdminSet {
+                member: member.clone(),
+                admin: *admin,
+                by: by(caller),
+            }])
+        }
+        Command::AssignSecret { secret, project } => {
+            let Some(s) = state.secrets.get(secret) else {
+                return Err(Refusal::Unknown(Thing::Secret, secret.to_string()));
+            };
+            if s.revoked {
+                return Err(Refusal::Revoked(Thing::Secret, secret.to_string()));
+            }
+            if !state.projects.contains(project) {
+                return Err(Refusal::Unknown(Thing::Project, project.to_string()));
+            }
+            if s.projects.contains(project) {
+                return Err(Refusal::Invalid(format!(
+                    "secret {secret} is in project {project} already"
+                )));
+            }
+            Ok(vec![Event::SecretAssigned {
+                secret: secret.clone(),
+                project: project.clone(),
+                by: by(caller),
+            }])
+        }
+        Command::UnassignSecret { secret, project } => {
+            let Some(s) = state.secrets.get(secret) else {
+                return Err(Refusal::Unknown(Thing::Secret, secret.to_string()));
+            };
+            if !s.projects.contains(project) {
+                return Err(Refusal::NotInProject {
+                    secret: secret.clone(),
+                    project: project.clone(),
+                });
+            }
+            if s.projects.len() == 1 {
+                return Err(Refusal::Invalid(format!(
+                    "{project} is the last project of secret {secret}: a secret is in at least one project (revoke it instead)"
+                )));
+            }
+            Ok(vec![Event::SecretUnassigned {
+                secret: secret.clone(),
+                project: project.clone(),
+                by: by(caller),
+            }])
+        }
+        Command::ResolveAll { secrets, project } => {
+            if secrets.is_empty() {
+                return Err(Refusal::Invalid("nothing to resolve".into()));
+            }
+            // Each is decided against the state as the earlier ones leave it, so two
+            // secrets sharing nothing still count uses and rates exactly as one by one.
+            let mut scratch: Option<State> = None;
+            let mut events = Vec::with_capacity(secrets.len());
+            for secret in secrets {
+                let st = scratch.as_ref().unwrap_or(state);
+                let ev =
+                    decide_resolve(st, caller, secret, project, None, now_ms).map_err(|inner| {
+                        Refusal::InBatch {
+                            secret: secret.clone(),
+                            inner: Box::new(inner),
+                        }
+                    })?;
+                if secrets.len() > 1 {
+                    let next = scratch.get_or_insert_with(|| state.clone());
+                    next.apply(&ev)
+                        .expect("a decided resolution applies to the state it was decided on");
+                }
+                events.push(ev);
+            }
+            Ok(events)
+        }
         Command::SetProvider {
             provider,
             profile,
@@ -707,7 +935,8 @@ pub fn decide(
                 return Err(Refusal::Invalid("a run holds at least one secret".into()));
             }
             for s in secrets {
-                usable(state, caller, s, project, now_ms).map_err(Refusal::Denied)?;
+                usable(state, caller, s, project, now_ms)
+                    .map_err(|r| told(state, caller, s, project, None, r, now_ms))?;
             }
             Ok(vec![Event::RunStarted {
                 run: state.next_run.max(1),
@@ -740,6 +969,42 @@ pub fn decide(
     }
 }
 
+/// The refusal for a denial: the caller's own grant for this secret and project, if it holds
+/// one, tells it why; anybody else hears "not granted" whatever the reason, so an unknown
+/// name and an ungranted one look the same.
+fn told(
+    state: &State,
+    caller: &Caller,
+    secret: &SecretName,
+    project: &ProjectName,
+    version: Option<u32>,
+    reason: DenyReason,
+    now_ms: u64,
+) -> Refusal {
+    let held = state.grants.iter().rev().find(|(_, g)| {
+        g.identity == caller.identity && &g.secret == secret && &g.project == project
+    });
+    let Some((id, g)) = held else {
+        return Refusal::Denied(reason);
+    };
+    let why = match reason {
+        DenyReason::GraceOver => format!(
+            "version {} is neither current nor in a grace period",
+            version.unwrap_or_default()
+        ),
+        DenyReason::GrantUid => "it is bound to another uid".to_string(),
+        DenyReason::NotInProject => "its secret was taken out of the project".to_string(),
+        _ => state.grant_state(g, now_ms).why(),
+    };
+    Refusal::Unusable {
+        secret: secret.clone(),
+        project: project.clone(),
+        grant: *id,
+        reason,
+        why,
+    }
+}
+
 fn decide_resolve(
     state: &State,
     caller: &Caller,
@@ -748,7 +1013,7 @@ fn decide_resolve(
     version: Option<u32>,
     now_ms: u64,
 ) -> Result<Event, Refusal> {
-    let deny = |r| Err(Refusal::Denied(r));
+    let deny = |r: DenyReason| Err(told(state, caller, secret, project, version, r, now_ms));
     let Some(s) = state.secrets.get(secret) else {
         return deny(DenyReason::NoSuchSecret);
     };
@@ -776,6 +1041,10 @@ fn decide_resolve(
         }
         if g.revoked {
             reason = DenyReason::GrantRevoked;
+            continue;
+        }
+        if g.ended.is_some() {
+            reason = DenyReason::GrantEnded;
             continue;
         }
         if g.expires_at_ms.is_some_and(|e| now_ms >= e) {
@@ -843,6 +1112,8 @@ fn usable(
         }
         reason = if g.revoked {
             DenyReason::GrantRevoked
+        } else if g.ended.is_some() {
+            DenyReason::GrantEnded
         } else if g.expires_at_ms.is_some_and(|e| now_ms >= e) {
             DenyReason::Expired
         } else if g.max_uses.is_some_and(|m| g.uses >= m) {
@@ -856,16 +1127,22 @@ fn usable(
     Err(reason)
 }
 
+/// Whether `member` is the only admin member.
+fn last_admin(state: &State, member: &Name) -> bool {
+    !state.members.iter().any(|(n, m)| m.admin && n != member)
+}
+
 fn decide_grant(
     state: &State,
     caller: &Caller,
     spec: &GrantSpec,
     now_ms: u64,
 ) -> Result<Vec<Event>, Refusal> {
+    // The kind is always said: a bare name once meant "the agent if there is one", so an
+    // agent named like a member silently took that member's grants.
     let identity = match &spec.identity {
         IdentityRef::Qualified(i) => i.clone(),
-        IdentityRef::Bare(n) if state.agents.contains_key(n) => Identity::Agent(n.clone()),
-        IdentityRef::Bare(n) => Identity::Member(n.clone()),
+        IdentityRef::Bare(n) => return Err(Refusal::KindNeeded(n.clone())),
     };
     if !state.identity_exists(&identity) {
         return Err(Refusal::Unknown(Thing::Identity, spec.identity.to_string()));

@@ -77,6 +77,10 @@ event_kinds! {
     ProxyResults = 19, "proxy_results", Public;
     RunStarted = 20, "run_started", Public;
     RunEnded = 21, "run_ended", Public;
+    MemberRemoved = 22, "member_removed", Public;
+    MemberAdminSet = 23, "member_admin_set", Public;
+    SecretAssigned = 24, "secret_assigned", Public;
+    SecretUnassigned = 25, "secret_unassigned", Public;
 }
 
 impl EventKind {
@@ -327,6 +331,28 @@ pub enum Event {
         reason: String,
         at_ms: u64,
     },
+    /// A member was removed: their uid no longer identifies them, and their grants ended
+    /// (a member later added under the same name does not get them back).
+    MemberRemoved { member: Name, by: Actor },
+    /// A member's admin right was given or taken away.
+    MemberAdminSet {
+        member: Name,
+        admin: bool,
+        by: Actor,
+    },
+    /// An existing secret was added to another project.
+    SecretAssigned {
+        secret: SecretName,
+        project: ProjectName,
+        by: Actor,
+    },
+    /// A secret was taken out of a project: its grants in that project ended (adding it
+    /// back does not revive them).
+    SecretUnassigned {
+        secret: SecretName,
+        project: ProjectName,
+        by: Actor,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -371,6 +397,10 @@ impl Event {
             Event::ProxyResults { .. } => EventKind::ProxyResults,
             Event::RunStarted { .. } => EventKind::RunStarted,
             Event::RunEnded { .. } => EventKind::RunEnded,
+            Event::MemberRemoved { .. } => EventKind::MemberRemoved,
+            Event::MemberAdminSet { .. } => EventKind::MemberAdminSet,
+            Event::SecretAssigned { .. } => EventKind::SecretAssigned,
+            Event::SecretUnassigned { .. } => EventKind::SecretUnassigned,
         }
     }
 
@@ -423,7 +453,11 @@ impl Event {
             | Event::SecretRotated { by, .. }
             | Event::SecretRevoked { by, .. }
             | Event::GrantRevoked { by, .. }
-            | Event::ProviderSet { by, .. } => Some(by.to_string()),
+            | Event::ProviderSet { by, .. }
+            | Event::MemberRemoved { by, .. }
+            | Event::MemberAdminSet { by, .. }
+            | Event::SecretAssigned { by, .. }
+            | Event::SecretUnassigned { by, .. } => Some(by.to_string()),
             Event::SecretVersionSealed { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::ProxyResults { .. }
@@ -441,7 +475,9 @@ impl Event {
             | Event::GrantCreated { secret, .. }
             | Event::SecretResolved { secret, .. }
             | Event::ProxyCall { secret, .. }
-            | Event::ProxyDenied { secret, .. } => Some(secret),
+            | Event::ProxyDenied { secret, .. }
+            | Event::SecretAssigned { secret, .. }
+            | Event::SecretUnassigned { secret, .. } => Some(secret),
             Event::ResolutionDenied { secret, .. } => secret.as_ref(),
             _ => None,
         }

@@ -9,6 +9,7 @@ pub mod event;
 pub mod names;
 pub mod profile;
 pub mod state;
+pub mod status;
 pub mod watch;
 
 #[cfg(test)]
@@ -23,4 +24,5 @@ pub use names::{
     Actor, Identity, IdentityRef, Name, NameError, ProjectName, SecretName, valid_name,
 };
 pub use profile::Profile;
-pub use state::{Agent, ApplyError, Grant, Member, Run, SecretEntry, State};
+pub use state::{Agent, ApplyError, Grant, GrantEnd, Member, Run, SecretEntry, State};
+pub use status::{GrantState, VersionState, fmt_ms};

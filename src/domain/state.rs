@@ -77,8 +77,20 @@ pub struct Grant {
     pub recent: VecDeque<u64>,
     /// Revoked grants allow nothing.
     pub revoked: bool,
+    /// Ended by a change to what it stood on (its member removed, its secret taken out of
+    /// its project): it allows nothing, even if that change is undone later.
+    pub ended: Option<GrantEnd>,
     /// When it was last used.
     pub last_used_ms: Option<u64>,
+}
+
+/// Why a grant ended without being revoked itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantEnd {
+    /// Its member was removed.
+    MemberRemoved,
+    /// Its secret was taken out of its project.
+    SecretUnassigned,
 }
 
 /// The projection: a pure fold over the log's events.
@@ -324,6 +336,7 @@ impl State {
                         uses: 0,
                         recent: VecDeque::new(),
                         revoked: false,
+                        ended: None,
                         last_used_ms: None,
                     },
                 );
@@ -377,6 +390,53 @@ impl State {
             Event::RunEnded { run, .. } => {
                 if self.runs.remove(run).is_none() {
                     return bad(format!("run {run} ended but was not running"));
+                }
+            }
+            Event::MemberRemoved { member, .. } => {
+                if self.members.remove(member).is_none() {
+                    return bad(format!("removal of unknown member {member}"));
+                }
+                let who = Identity::Member(member.clone());
+                for g in self.grants.values_mut().filter(|g| g.identity == who) {
+                    g.ended.get_or_insert(GrantEnd::MemberRemoved);
+                }
+            }
+            Event::MemberAdminSet { member, admin, .. } => {
+                let Some(m) = self.members.get_mut(member) else {
+                    return bad(format!("admin change of unknown member {member}"));
+                };
+                m.admin = *admin;
+            }
+            Event::SecretAssigned {
+                secret, project, ..
+            } => {
+                if !self.projects.contains(project) {
+                    return bad(format!(
+                        "secret {secret} assigned to unknown project {project}"
+                    ));
+                }
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("assignment of unknown secret {secret}"));
+                };
+                s.projects.insert(project.clone());
+            }
+            Event::SecretUnassigned {
+                secret, project, ..
+            } => {
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("unassignment of unknown secret {secret}"));
+                };
+                if !s.projects.remove(project) {
+                    return bad(format!(
+                        "secret {secret} taken out of {project}, where it was not"
+                    ));
+                }
+                for g in self
+                    .grants
+                    .values_mut()
+                    .filter(|g| &g.secret == secret && &g.project == project)
+                {
+                    g.ended.get_or_insert(GrantEnd::SecretUnassigned);
                 }
             }
             Event::ResolutionDenied { .. }

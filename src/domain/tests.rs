@@ -89,7 +89,13 @@ fn agent(name: &str) -> Caller {
     }
 }
 
+/// A grant of openai/prod in demo; a bare name here means the agent.
 fn spec(identity: &str) -> GrantSpec {
+    let identity = if identity.contains(':') {
+        identity.to_string()
+    } else {
+        format!("agent:{identity}")
+    };
     GrantSpec {
         identity: identity.parse().unwrap(),
         secret: sec("openai/prod"),
@@ -107,6 +113,15 @@ fn resolve(secret: &str, project: &str, version: Option<u32>) -> Command {
         project: p(project),
         version,
     }
+}
+
+/// A refusal as anybody would see it: the reason a holder is told, as a plain denial (the
+/// tests of what a holder is told are separate).
+fn plain(r: Result<Vec<Event>, Refusal>) -> Result<Vec<Event>, Refusal> {
+    r.map_err(|e| match e {
+        Refusal::Unusable { reason, .. } => Refusal::Denied(reason),
+        e => e,
+    })
 }
 
 /// Decides and applies, as the daemon does; panics on a refusal.
@@ -159,8 +174,18 @@ fn a_grant_is_created_with_the_next_id_by_its_admin() {
             by: root_by(),
         }]
     );
-    // A bare name is an agent if there is one, else a member.
-    let evs = decide(&s, &root(), &Command::CreateGrant(spec("root")), 1).unwrap();
+    // The kind is always said: a bare name is refused, whether or not it exists.
+    for bare in ["root", "a", "nobody"] {
+        let g = GrantSpec {
+            identity: IdentityRef::Bare(n(bare)),
+            ..spec("a")
+        };
+        assert_eq!(
+            decide(&s, &root(), &Command::CreateGrant(g), 1),
+            Err(Refusal::KindNeeded(n(bare)))
+        );
+    }
+    let evs = decide(&s, &root(), &Command::CreateGrant(spec("member:root")), 1).unwrap();
     assert!(
         matches!(&evs[0], Event::GrantCreated { identity: Identity::Member(m), .. } if m.as_str() == "root")
     );
@@ -247,7 +272,12 @@ fn grants_follow_rotation_and_grace_keeps_the_previous_version_for_a_while() {
         Ok(vec![resolved(&a, 1, 1, 6_000)])
     );
     assert_eq!(
-        decide(&s, &a, &resolve("openai/prod", "demo", Some(1)), 15_000),
+        plain(decide(
+            &s,
+            &a,
+            &resolve("openai/prod", "demo", Some(1)),
+            15_000
+        )),
         Err(Refusal::Denied(DenyReason::GraceOver))
     );
 }
@@ -271,7 +301,7 @@ fn max_uses_expiry_rate_and_uid_constrain_a_grant() {
         assert_eq!(when(&mut s, &a, &r, t), vec![resolved(&a, 1, 1, t)]);
     }
     assert_eq!(
-        decide(&s, &a, &r, 4_000),
+        plain(decide(&s, &a, &r, 4_000)),
         Err(Refusal::Denied(DenyReason::Exhausted))
     );
 
@@ -281,7 +311,7 @@ fn max_uses_expiry_rate_and_uid_constrain_a_grant() {
     });
     assert!(decide(&s, &a, &r, 60_999).is_ok());
     assert_eq!(
-        decide(&s, &a, &r, 61_000),
+        plain(decide(&s, &a, &r, 61_000)),
         Err(Refusal::Denied(DenyReason::Expired))
     );
 
@@ -310,7 +340,7 @@ fn max_uses_expiry_rate_and_uid_constrain_a_grant() {
     assert!(decide(&s, &a, &r, 1).is_ok());
     let other_uid = Caller { uid: 1001, ..a };
     assert_eq!(
-        decide(&s, &other_uid, &r, 1),
+        plain(decide(&s, &other_uid, &r, 1)),
         Err(Refusal::Denied(DenyReason::GrantUid))
     );
 }
@@ -342,7 +372,10 @@ fn revoking_a_grant_an_agent_or_a_secret_stops_resolution() {
     ] {
         let mut s = base.clone();
         assert_eq!(when(&mut s, &root(), &revoke, 5), vec![event]);
-        assert_eq!(decide(&s, &agent("a"), &r, 5), Err(Refusal::Denied(reason)));
+        assert_eq!(
+            plain(decide(&s, &agent("a"), &r, 5)),
+            Err(Refusal::Denied(reason))
+        );
         assert!(matches!(
             decide(&s, &root(), &revoke, 6),
             Err(Refusal::AlreadyRevoked(..))
@@ -453,7 +486,7 @@ fn changes_that_cannot_be_made_are_refused_with_their_reason() {
         ),
         (
             Command::CreateGrant(spec("ghost")),
-            Refusal::Unknown(Thing::Identity, "ghost".into()),
+            Refusal::Unknown(Thing::Identity, "agent:ghost".into()),
         ),
         (
             Command::CreateGrant(GrantSpec {
@@ -518,7 +551,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=21).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=25).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -564,6 +597,36 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         6,
     ));
     samples.extend(when(&mut s2, &root(), &set_provider("acme", false), 7));
+    when(
+        &mut s2,
+        &root(),
+        &Command::CreateProject {
+            project: p("other"),
+        },
+        8,
+    );
+    for c in [
+        Command::AssignSecret {
+            secret: sec("openai/prod"),
+            project: p("other"),
+        },
+        Command::UnassignSecret {
+            secret: sec("openai/prod"),
+            project: p("other"),
+        },
+        Command::AddMember {
+            member: n("alice"),
+            uid: 7,
+            admin: false,
+        },
+        Command::SetMemberAdmin {
+            member: n("alice"),
+            admin: true,
+        },
+        Command::RemoveMember { member: n("alice") },
+    ] {
+        samples.extend(when(&mut s2, &root(), &c, 9));
+    }
     let kinds: std::collections::BTreeSet<_> = samples.iter().map(|e| e.kind()).collect();
     for k in [
         EventKind::ProviderSet,
@@ -572,6 +635,10 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         EventKind::ProxyResults,
         EventKind::RunStarted,
         EventKind::RunEnded,
+        EventKind::MemberRemoved,
+        EventKind::MemberAdminSet,
+        EventKind::SecretAssigned,
+        EventKind::SecretUnassigned,
     ] {
         assert!(kinds.contains(&k), "no sample of {k}");
     }
@@ -615,7 +682,7 @@ fn a_proxied_call_is_decided_as_a_resolution_and_only_to_the_profiles_hosts() {
     let mut s = given(&world());
     // Not granted: denied as a resolution would be.
     assert_eq!(
-        decide(&s, &agent("a"), &proxy("api.openai.com", None), 1),
+        plain(decide(&s, &agent("a"), &proxy("api.openai.com", None), 1)),
         Err(Refusal::Denied(DenyReason::NotGranted))
     );
     when(
@@ -648,7 +715,7 @@ fn a_proxied_call_is_decided_as_a_resolution_and_only_to_the_profiles_hosts() {
     // Uses count: the second call is the last.
     when(&mut s, &agent("a"), &proxy("api.openai.com", None), 4);
     assert_eq!(
-        decide(&s, &agent("a"), &proxy("api.openai.com", None), 5),
+        plain(decide(&s, &agent("a"), &proxy("api.openai.com", None), 5)),
         Err(Refusal::Denied(DenyReason::Exhausted))
     );
     // A provider without a profile: nowhere to send the key.
@@ -668,7 +735,7 @@ fn a_proxied_call_is_decided_as_a_resolution_and_only_to_the_profiles_hosts() {
         run: None,
     };
     assert_eq!(
-        decide(&s, &agent("a"), &c, 1),
+        plain(decide(&s, &agent("a"), &c, 1)),
         Err(Refusal::Denied(DenyReason::NoProfile))
     );
     // An admin's profile makes it reachable (and `add` refuses a provider that has one).
@@ -688,7 +755,7 @@ fn a_proxied_call_is_decided_as_a_resolution_and_only_to_the_profiles_hosts() {
 fn a_runs_placeholder_holds_only_for_its_grants_its_uid_and_its_life() {
     let mut s = given(&world());
     assert_eq!(
-        decide(&s, &agent("a"), &start_run(), 1),
+        plain(decide(&s, &agent("a"), &start_run(), 1)),
         Err(Refusal::Denied(DenyReason::NotGranted))
     );
     when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1);
@@ -737,7 +804,12 @@ fn a_runs_placeholder_holds_only_for_its_grants_its_uid_and_its_life() {
     assert_eq!(run, 2);
     when(&mut s, &root(), &Command::RevokeGrant { grant: 1 }, 8);
     assert_eq!(
-        decide(&s, &agent("a"), &proxy("api.openai.com", Some(run)), 9),
+        plain(decide(
+            &s,
+            &agent("a"),
+            &proxy("api.openai.com", Some(run)),
+            9
+        )),
         Err(Refusal::Denied(DenyReason::GrantRevoked))
     );
 }
@@ -837,7 +909,7 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
                 path: "/".into(),
                 run
             }),
-        (project.clone(), prop::collection::vec(secret, 0..3)).prop_map(|(pr, xs)| {
+        (project.clone(), prop::collection::vec(secret.clone(), 0..3)).prop_map(|(pr, xs)| {
             Command::StartRun {
                 project: p(pr),
                 secrets: xs.into_iter().map(sec).collect(),
@@ -849,6 +921,26 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
         }),
         (prop::sample::select(vec!["openai", "acme"]), any::<bool>())
             .prop_map(|(x, c)| set_provider(x, c)),
+        name.clone()
+            .prop_map(|m| Command::RemoveMember { member: n(m) }),
+        (name.clone(), any::<bool>()).prop_map(|(m, admin)| Command::SetMemberAdmin {
+            member: n(m),
+            admin
+        }),
+        (secret.clone(), project.clone()).prop_map(|(x, pr)| Command::AssignSecret {
+            secret: sec(x),
+            project: p(pr)
+        }),
+        (secret.clone(), project.clone()).prop_map(|(x, pr)| Command::UnassignSecret {
+            secret: sec(x),
+            project: p(pr)
+        }),
+        (prop::collection::vec(secret.clone(), 0..4), project.clone()).prop_map(|(xs, pr)| {
+            Command::ResolveAll {
+                secrets: xs.into_iter().map(sec).collect(),
+                project: p(pr),
+            }
+        }),
     ];
     (caller, cmd)
 }
@@ -883,4 +975,379 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin lifecycle (issue 10): each change is an event, and each has its effect on
+// resolution.
+
+fn member(name: &str, uid: u32) -> Caller {
+    Caller {
+        identity: Identity::Member(n(name)),
+        uid,
+        pid: None,
+    }
+}
+
+#[test]
+fn removing_a_member_ends_their_grants_for_good_and_the_last_admin_stays() {
+    let mut s = given(&world());
+    when(
+        &mut s,
+        &root(),
+        &Command::AddMember {
+            member: n("alice"),
+            uid: 1500,
+            admin: false,
+        },
+        1,
+    );
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(spec("member:alice")),
+        2,
+    );
+    let r = resolve("openai/prod", "demo", None);
+    assert!(decide(&s, &member("alice", 1500), &r, 3).is_ok());
+    assert_eq!(
+        when(
+            &mut s,
+            &root(),
+            &Command::RemoveMember { member: n("alice") },
+            4
+        ),
+        vec![Event::MemberRemoved {
+            member: n("alice"),
+            by: root_by()
+        }]
+    );
+    // Her uid no longer identifies anybody.
+    assert_eq!(identify(&s, None, 1500, None), Identified::Unknown);
+    assert_eq!(
+        s.grant_state(&s.grants[&1], 5),
+        GrantState::Ended(GrantEnd::MemberRemoved)
+    );
+    // Added back, she is a member again, but the old grant stays ended.
+    when(
+        &mut s,
+        &root(),
+        &Command::AddMember {
+            member: n("alice"),
+            uid: 1500,
+            admin: false,
+        },
+        6,
+    );
+    assert_eq!(
+        decide(&s, &member("alice", 1500), &r, 7)
+            .unwrap_err()
+            .deny_reason(),
+        Some(DenyReason::GrantEnded)
+    );
+    // The last admin can be neither removed nor demoted; with a second one, both can.
+    let last = Refusal::LastAdmin(n("root"));
+    assert_eq!(
+        decide(&s, &root(), &Command::RemoveMember { member: n("root") }, 8),
+        Err(last.clone())
+    );
+    let demote = Command::SetMemberAdmin {
+        member: n("root"),
+        admin: false,
+    };
+    assert_eq!(decide(&s, &root(), &demote, 8), Err(last));
+    when(
+        &mut s,
+        &root(),
+        &Command::SetMemberAdmin {
+            member: n("alice"),
+            admin: true,
+        },
+        9,
+    );
+    assert_eq!(authorize_admin(&s, &member("alice", 1500)), Ok(()));
+    when(&mut s, &root(), &demote, 10);
+    assert_eq!(authorize_admin(&s, &root()), Err(Refusal::NotAdmin));
+    assert!(matches!(
+        decide(
+            &s,
+            &root(),
+            &Command::RemoveMember { member: n("ghost") },
+            11
+        ),
+        Err(Refusal::Unknown(Thing::Member, _))
+    ));
+}
+
+#[test]
+fn a_secret_moves_between_projects_and_grants_in_a_left_project_stay_ended() {
+    let mut s = given(&world());
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateProject {
+            project: p("other"),
+        },
+        1,
+    );
+    let assign = Command::AssignSecret {
+        secret: sec("openai/prod"),
+        project: p("other"),
+    };
+    let unassign = Command::UnassignSecret {
+        secret: sec("openai/prod"),
+        project: p("other"),
+    };
+    // Not in `other` yet: no grant can be made there, and nothing resolves there.
+    let in_other = GrantSpec {
+        project: p("other"),
+        ..spec("a")
+    };
+    assert!(matches!(
+        decide(&s, &root(), &Command::CreateGrant(in_other.clone()), 2),
+        Err(Refusal::NotInProject { .. })
+    ));
+    when(&mut s, &root(), &assign, 2);
+    assert!(matches!(
+        decide(&s, &root(), &assign, 2),
+        Err(Refusal::Invalid(_))
+    ));
+    when(&mut s, &root(), &Command::CreateGrant(in_other), 3);
+    let r = resolve("openai/prod", "other", None);
+    assert!(decide(&s, &agent("a"), &r, 4).is_ok());
+    assert_eq!(
+        when(&mut s, &root(), &unassign, 5),
+        vec![Event::SecretUnassigned {
+            secret: sec("openai/prod"),
+            project: p("other"),
+            by: root_by()
+        }]
+    );
+    assert_eq!(
+        plain(decide(&s, &agent("a"), &r, 6)),
+        Err(Refusal::Denied(DenyReason::NotInProject))
+    );
+    // Back in `other`, the old grant stays ended: a new one must be made.
+    when(&mut s, &root(), &assign, 7);
+    assert_eq!(
+        decide(&s, &agent("a"), &r, 8).unwrap_err().deny_reason(),
+        Some(DenyReason::GrantEnded)
+    );
+    // The last project cannot be left: a secret is in at least one.
+    let last = Command::UnassignSecret {
+        secret: sec("openai/prod"),
+        project: p("demo"),
+    };
+    when(&mut s, &root(), &unassign, 9);
+    assert!(
+        matches!(decide(&s, &root(), &last, 9), Err(Refusal::Invalid(m)) if m.contains("last project"))
+    );
+}
+
+#[test]
+fn names_are_never_reused_and_agents_and_members_take_distinct_names() {
+    let mut s = given(&world());
+    let create = |name: &str| Command::CreateAgent {
+        agent: n(name),
+        uid: None,
+        credential_hash: CredentialHash([9; 32]),
+    };
+    // An agent may not take a member's name, nor a member an agent's.
+    assert_eq!(
+        decide(&s, &root(), &create("root"), 1),
+        Err(Refusal::NameTaken(n("root"), id("member:root")))
+    );
+    let add = Command::AddMember {
+        member: n("a"),
+        uid: 77,
+        admin: false,
+    };
+    assert_eq!(
+        decide(&s, &root(), &add, 1),
+        Err(Refusal::NameTaken(n("a"), id("agent:a")))
+    );
+    // A revoked agent's name is refused, with the reason.
+    when(&mut s, &root(), &Command::RevokeAgent { agent: n("a") }, 2);
+    let refused = decide(&s, &root(), &create("a"), 3).unwrap_err();
+    assert_eq!(refused, Refusal::NameRetired(n("a")));
+    assert!(refused.to_string().contains("never reused"), "{refused}");
+}
+
+#[test]
+fn a_grant_states_what_it_allows_now_and_why() {
+    let mut s = given(&world());
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(GrantSpec {
+            ttl_ms: Some(100_000),
+            max_uses: Some(3),
+            rate_per_min: Some(2),
+            ..spec("a")
+        }),
+        0,
+    );
+    let st = |s: &State, now| s.grant_state(&s.grants[&1], now);
+    assert_eq!(st(&s, 1), GrantState::Active);
+    let r = resolve("openai/prod", "demo", None);
+    when(&mut s, &agent("a"), &r, 1_000);
+    when(&mut s, &agent("a"), &r, 2_000);
+    assert_eq!(st(&s, 3_000), GrantState::RateLimited { until_ms: 61_000 });
+    assert!(st(&s, 3_000).is_live());
+    assert_eq!(st(&s, 61_000), GrantState::Active);
+    when(&mut s, &agent("a"), &r, 70_000);
+    assert_eq!(st(&s, 71_000), GrantState::Exhausted { max_uses: 3 });
+    assert_eq!(st(&s, 100_000), GrantState::Expired { at_ms: 100_000 });
+    assert!(!st(&s, 100_000).is_live());
+    let mut revoked_secret = s.clone();
+    when(
+        &mut revoked_secret,
+        &root(),
+        &Command::RevokeSecret {
+            secret: sec("openai/prod"),
+        },
+        1,
+    );
+    assert_eq!(st(&revoked_secret, 1), GrantState::SecretRevoked);
+    let mut revoked_agent = s.clone();
+    when(
+        &mut revoked_agent,
+        &root(),
+        &Command::RevokeAgent { agent: n("a") },
+        1,
+    );
+    assert_eq!(st(&revoked_agent, 1), GrantState::AgentRevoked);
+    when(&mut s, &root(), &Command::RevokeGrant { grant: 1 }, 1);
+    assert_eq!(st(&s, 1), GrantState::Revoked);
+    assert_eq!(GrantState::Revoked.name(), "revoked");
+    // Versions: the current, the previous in its grace, older ones retired.
+    let mut v = given(&world());
+    for (version, grace) in [(2, None), (3, Some(10_000))] {
+        when(
+            &mut v,
+            &root(),
+            &Command::RotateSecret {
+                secret: sec("openai/prod"),
+                version,
+                sealed: sealed("x"),
+                grace_ms: grace,
+            },
+            1_000,
+        );
+    }
+    assert_eq!(
+        v.secrets[&sec("openai/prod")].version_states(5_000),
+        vec![
+            (1, VersionState::Retired),
+            (2, VersionState::Grace { until_ms: 11_000 }),
+            (3, VersionState::Current)
+        ]
+    );
+}
+
+#[test]
+fn a_grants_holder_is_told_why_and_anybody_else_hears_not_granted() {
+    let mut s = given(&world());
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(GrantSpec {
+            ttl_ms: Some(10_000),
+            ..spec("a")
+        }),
+        0,
+    );
+    let r = resolve("openai/prod", "demo", None);
+    let told = decide(&s, &agent("a"), &r, 20_000).unwrap_err();
+    assert!(
+        matches!(
+            &told,
+            Refusal::Unusable {
+                grant: 1,
+                reason: DenyReason::Expired,
+                ..
+            }
+        ),
+        "{told:?}"
+    );
+    assert!(told.to_string().contains("expired at"), "{told}");
+    // Agent b holds nothing: an existing secret and a made-up one look the same.
+    let other = decide(&s, &agent("b"), &r, 20_000).unwrap_err();
+    let ghost = decide(
+        &s,
+        &agent("b"),
+        &resolve("openai/ghost", "demo", None),
+        20_000,
+    )
+    .unwrap_err();
+    assert_eq!(other.to_string(), "not granted");
+    assert_eq!(ghost.to_string(), "not granted");
+    // Both are recorded, with their real reason.
+    assert!(matches!(
+        recorded_refusal(&agent("a"), &r, &told, 20_000),
+        Some(Event::ResolutionDenied { reason, .. }) if reason == "grant expired"
+    ));
+}
+
+#[test]
+fn resolving_all_is_all_or_nothing_and_counts_uses_as_one_by_one() {
+    let mut s = given(&world());
+    for (x, v) in [("github/ci", "g"), ("anthropic/dev", "c")] {
+        when(
+            &mut s,
+            &root(),
+            &Command::PutSecret {
+                secret: sec(x),
+                projects: vec![p("demo")],
+                sealed: sealed(v),
+            },
+            0,
+        );
+    }
+    let grant = |x: &str, ttl| {
+        Command::CreateGrant(GrantSpec {
+            secret: sec(x),
+            ttl_ms: ttl,
+            max_uses: Some(5),
+            ..spec("a")
+        })
+    };
+    when(&mut s, &root(), &grant("openai/prod", None), 0);
+    when(&mut s, &root(), &grant("github/ci", Some(1_000)), 0);
+    when(&mut s, &root(), &grant("anthropic/dev", None), 0);
+    let all = Command::ResolveAll {
+        secrets: vec![sec("openai/prod"), sec("github/ci"), sec("anthropic/dev")],
+        project: p("demo"),
+    };
+    let ok = when(&mut s, &agent("a"), &all, 10);
+    assert_eq!(ok.len(), 3);
+    // One of three has expired: refused, naming it, and nothing is used.
+    let before = s.clone();
+    let refused = decide(&s, &agent("a"), &all, 2_000).unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::InBatch { secret, .. } if secret.as_str() == "github/ci"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("github/ci") && refused.to_string().contains("expired"),
+        "{refused}"
+    );
+    assert!(matches!(
+        recorded_refusal(&agent("a"), &all, &refused, 2_000),
+        Some(Event::ResolutionDenied { secret: Some(x), reason, .. })
+            if x.as_str() == "github/ci" && reason == "grant expired"
+    ));
+    assert_eq!(s, before);
+    assert!(s.grants.values().all(|g| g.uses == 1));
+    // Two of one secret in a batch count as two uses, against the same maximum.
+    let twice = Command::ResolveAll {
+        secrets: vec![sec("openai/prod"); 5],
+        project: p("demo"),
+    };
+    assert_eq!(
+        decide(&s, &agent("a"), &twice, 3_000)
+            .unwrap_err()
+            .deny_reason(),
+        Some(DenyReason::Exhausted)
+    );
 }

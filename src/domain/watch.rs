@@ -42,12 +42,13 @@ fn holds_by(g: &Grant, caller: &Caller, held: &Held, now_ms: u64) -> bool {
         && g.secret == held.secret
         && g.project == held.project
         && !g.revoked
+        && g.ended.is_none()
         && g.expires_at_ms.is_none_or(|e| now_ms < e)
         && g.uid.is_none_or(|u| u == caller.uid)
 }
 
-/// Whether the caller itself is still who it was when the watch began: a member always is
-/// (members are not removed); an agent is until revoked or given a new credential
+/// Whether the caller itself is still who it was when the watch began: a member until
+/// removed (or re-added under another uid); an agent until revoked or given a new credential
 /// (`credential` is its credential's hash when the watch began).
 fn caller_stands(state: &State, caller: &Caller, credential: Option<[u8; 32]>) -> bool {
     match &caller.identity {
@@ -55,7 +56,7 @@ fn caller_stands(state: &State, caller: &Caller, credential: Option<[u8; 32]>) -
             .agents
             .get(n)
             .is_some_and(|a| !a.revoked && a.credential_hash == credential),
-        Identity::Member(n) => state.members.contains_key(n),
+        Identity::Member(n) => state.members.get(n).is_some_and(|m| m.uid == caller.uid),
         Identity::Host(_) => false,
     }
 }

@@ -118,11 +118,16 @@ fn the_daemon_under_its_own_user_serves_agents_of_its_group_and_nobody_else() {
     .last()
     .unwrap()
     .to_string();
-    ok(
-        as_daemon(&["grant", "create", "bot", "openai/prod", "--project", "demo"])
-            .output()
-            .unwrap(),
-    );
+    ok(as_daemon(&[
+        "grant",
+        "create",
+        "agent:bot",
+        "openai/prod",
+        "--project",
+        "demo",
+    ])
+    .output()
+    .unwrap());
 
     // The agent, under its own uid, in the group: the key through the socket, and only so.
     let agent_env = [

@@ -331,7 +331,14 @@ fn the_console_in_tmux_against_the_real_daemon() {
         .unwrap()
         .to_string();
     cli(
-        &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "openai/prod",
+            "--project",
+            "demo",
+        ],
         None,
     );
     let resolve = || {

@@ -229,7 +229,7 @@ fn runs_child_cannot_read_the_credential_from_its_parent() {
         user.scopehold(&home, &sock).args([
             "grant",
             "create",
-            "bot",
+            "agent:bot",
             "openai/prod",
             "--project",
             "demo",

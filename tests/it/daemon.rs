@@ -235,7 +235,7 @@ fn the_whole_story_resolve_rotate_revoke_all_in_the_log() {
     let d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    let g = d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo"}));
+    let g = d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo"}));
 
     let a = d.resolve(&tok, "openai/prod", "demo");
     assert_eq!(a.status, 200, "{}", a.body);
@@ -268,7 +268,13 @@ fn the_whole_story_resolve_rotate_revoke_all_in_the_log() {
     // Revocation.
     d.admin("POST", "/v1/grants/revoke", json!({"id": g}));
     let a = d.resolve(&tok, "openai/prod", "demo");
-    assert_eq!((a.status, a.error_code()), (403, Some("denied")));
+    // The grant's holder is told why (others hear only "not granted").
+    assert_eq!((a.status, a.error_code()), (403, Some("grant_unusable")));
+    assert!(
+        a.error_message().contains("the grant was revoked"),
+        "{}",
+        a.error_message()
+    );
 
     // Each step is in the log, by identity.
     let evs = d.events();
@@ -311,7 +317,7 @@ fn a_grace_period_keeps_the_previous_version_resolvable_until_it_ends() {
     let d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo"}));
     d.admin(
         "POST",
         "/v1/secrets/rotate",
@@ -342,7 +348,7 @@ fn grant_constraints_expiry_max_uses_rate_and_uid() {
 
     // Expiry (injected clock).
     let g = d.grant(
-        json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "ttl_secs": 60}),
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "ttl_secs": 60}),
     );
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
     d.advance(60_000);
@@ -351,7 +357,7 @@ fn grant_constraints_expiry_max_uses_rate_and_uid() {
 
     // Max uses.
     let g = d.grant(
-        json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "max_uses": 2}),
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "max_uses": 2}),
     );
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
@@ -360,7 +366,7 @@ fn grant_constraints_expiry_max_uses_rate_and_uid() {
 
     // Rate per minute: 429, then allowed again a minute later.
     let g = d.grant(
-        json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "rate_per_min": 2}),
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "rate_per_min": 2}),
     );
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
@@ -372,17 +378,17 @@ fn grant_constraints_expiry_max_uses_rate_and_uid() {
 
     // Caller uid binding: a grant for another uid does not serve this caller.
     d.grant(
-        json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "uid": my_uid() + 1}),
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "uid": my_uid() + 1}),
     );
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 403);
     d.grant(
-        json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "uid": my_uid()}),
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "uid": my_uid()}),
     );
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
 
     // An agent bound to another uid is refused whatever its grants.
     let bound = d.agent("bound", Some(my_uid() + 1));
-    d.grant(json!({"identity": "bound", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:bound", "secret": "openai/prod", "project": "demo"}));
     assert_eq!(d.resolve(&bound, "openai/prod", "demo").status, 403);
 }
 
@@ -397,8 +403,8 @@ fn other_agents_keys_unknown_secrets_wrong_and_revoked_credentials_are_refused()
     );
     let a = d.agent("a", None);
     let b = d.agent("b", None);
-    d.grant(json!({"identity": "a", "secret": "openai/prod", "project": "demo"}));
-    d.grant(json!({"identity": "b", "secret": "anthropic/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:a", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:b", "secret": "anthropic/prod", "project": "demo"}));
     // b asks for a's key; a asks for a secret that does not exist: the same answer.
     let not_granted = d.resolve(&b, "openai/prod", "demo");
     let unknown = d.resolve(&a, "openai/nope", "demo");
@@ -487,7 +493,9 @@ fn a_restart_rebuilds_identical_state_from_the_log() {
     let mut d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "max_uses": 3}));
+    d.grant(
+        json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "max_uses": 3}),
+    );
     d.resolve(&tok, "openai/prod", "demo");
     d.admin(
         "POST",
@@ -552,7 +560,7 @@ fn secret_values_appear_nowhere_at_rest_or_in_exports() {
     let mut d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo"}));
     assert_eq!(
         d.resolve(&tok, "openai/prod", "demo").body["value"].as_str(),
         Some(CANARY)
@@ -630,7 +638,7 @@ fn bad_requests_get_clear_errors_change_nothing_and_others_are_served() {
     let d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo"}));
     let size_before = d.events().len();
 
     // A slow client holding a connection with half a request head.
@@ -755,7 +763,7 @@ fn a_log_failure_refuses_resolution_sends_no_value_and_503_until_restart() {
     let mut d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo"}));
     assert_eq!(d.resolve(&tok, "openai/prod", "demo").status, 200);
 
     d.storage.fail.store(true, Ordering::SeqCst);
@@ -802,7 +810,7 @@ fn concurrent_resolutions_never_exceed_max_uses() {
     let d = Daemon::start();
     d.world();
     let tok = d.agent("bot", None);
-    d.grant(json!({"identity": "bot", "secret": "openai/prod", "project": "demo", "max_uses": 10}));
+    d.grant(json!({"identity": "agent:bot", "secret": "openai/prod", "project": "demo", "max_uses": 10}));
     let socket = d.socket.clone();
     let results: Vec<u16> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..32)
@@ -928,7 +936,14 @@ fn binary_daemon_serves_the_cli_refuses_a_second_instance_and_stops_cleanly_on_s
         .unwrap()
         .to_string();
     let gid = ok(
-        &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "openai/prod",
+            "--project",
+            "demo",
+        ],
         None,
     );
     assert_eq!(gid.trim(), "1");
@@ -1035,7 +1050,7 @@ fn the_python_example_agent_resolves_over_the_socket() {
     let d = Daemon::start();
     d.world();
     let tok = d.agent("py", None);
-    d.grant(json!({"identity": "py", "secret": "openai/prod", "project": "demo"}));
+    d.grant(json!({"identity": "agent:py", "secret": "openai/prod", "project": "demo"}));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.py");
     let o = std::process::Command::new("python3")
         .arg(&script)

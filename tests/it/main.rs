@@ -15,6 +15,7 @@ mod compat;
 mod console;
 mod custody;
 mod daemon;
+mod lifecycle;
 mod masking;
 mod paths;
 mod proxy;

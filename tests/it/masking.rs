@@ -73,7 +73,14 @@ impl Daemon {
             .unwrap()
             .to_string();
         d.admin(
-            &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+            &[
+                "grant",
+                "create",
+                "agent:bot",
+                "openai/prod",
+                "--project",
+                "demo",
+            ],
             None,
         );
         d

@@ -288,7 +288,14 @@ impl Daemon {
             .find(|w| w.starts_with("shk_"))
             .unwrap()
             .to_string();
-        self.ok(&["grant", "create", "bot", "acme/prod", "--project", "demo"]);
+        self.ok(&[
+            "grant",
+            "create",
+            "agent:bot",
+            "acme/prod",
+            "--project",
+            "demo",
+        ]);
         cred
     }
 
@@ -703,7 +710,8 @@ fn rotation_reaches_the_next_proxied_call_and_revocation_stops_them_at_once() {
         .unwrap();
     d.ok(&["grant", "revoke", &id.to_string()]);
     let n = up.seen.lock().unwrap().len();
-    assert_eq!(call()["error"]["code"], "denied");
+    // Refused, and its holder told why.
+    assert_eq!(call()["error"]["code"], "grant_unusable");
     assert_eq!(
         up.seen.lock().unwrap().len(),
         n,

@@ -20,15 +20,16 @@ fn value(v: u32) -> String {
     format!("{CANARY}-v{v}")
 }
 
-struct Daemon {
-    t: tempfile::TempDir,
-    home: PathBuf,
-    socket: PathBuf,
+/// A real daemon on a private socket, and the CLI pointed at it (other modules use it too).
+pub(crate) struct Daemon {
+    pub(crate) t: tempfile::TempDir,
+    pub(crate) home: PathBuf,
+    pub(crate) socket: PathBuf,
     child: Option<std::process::Child>,
 }
 
 impl Daemon {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let t = tempfile::tempdir().unwrap();
         let run = t.path().join("run");
         std::fs::create_dir(&run).unwrap();
@@ -43,7 +44,7 @@ impl Daemon {
         d
     }
 
-    fn bin(&self) -> Command {
+    pub(crate) fn bin(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
         c.env("SCOPEHOLD_HOME", &self.home)
             .env("SCOPEHOLD_SOCKET", &self.socket)
@@ -54,7 +55,7 @@ impl Daemon {
     }
 
     /// Starts the daemon and waits for its readiness notification.
-    fn run(&mut self) {
+    pub(crate) fn run(&mut self) {
         let notify = self.t.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify);
         let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
@@ -74,14 +75,14 @@ impl Daemon {
     }
 
     /// SIGTERM, and the daemon's exit status (bounded: a daemon that hangs fails the test).
-    fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
         term(c.id());
         wait_bounded(&mut c, Duration::from_secs(20)).expect("the daemon did not stop")
     }
 
     /// A CLI command as the admin (this uid initialised the state); panics unless it succeeds.
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+    pub(crate) fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let o = self.cli(args, stdin, None);
         assert!(
             o.status.success(),
@@ -91,7 +92,7 @@ impl Daemon {
         String::from_utf8(o.stdout).unwrap()
     }
 
-    fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
+    pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
         let mut c = self.bin();
         c.args(args)
             .stdin(Stdio::piped())
@@ -122,7 +123,14 @@ impl Daemon {
             .unwrap()
             .to_string();
         let g = self.ok(
-            &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+            &[
+                "grant",
+                "create",
+                "agent:bot",
+                "openai/prod",
+                "--project",
+                "demo",
+            ],
             None,
         );
         assert_eq!(g.trim(), "1");
@@ -356,7 +364,14 @@ fn run_watch_stops_the_child_with_3_when_the_secret_is_revoked_or_the_agent_is()
         Some(&format!("{}\n", value(1))),
     );
     d.ok(
-        &["grant", "create", "bot", "github/ci", "--project", "demo"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "github/ci",
+            "--project",
+            "demo",
+        ],
         None,
     );
     let out = d.t.path().join("b");
@@ -400,7 +415,7 @@ fn a_grant_that_expires_stops_the_child_at_its_expiry_with_no_event_to_wake_the_
         &[
             "grant",
             "create",
-            "bot",
+            "agent:bot",
             "openai/prod",
             "--project",
             "demo",
@@ -536,7 +551,14 @@ fn a_watch_waits_while_nothing_changes_and_daemon_shutdown_ends_it_promptly() {
         Some(&format!("{}\n", value(1))),
     );
     d.ok(
-        &["grant", "create", "bot", "github/ci", "--project", "demo"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "github/ci",
+            "--project",
+            "demo",
+        ],
         None,
     );
     d.ok(

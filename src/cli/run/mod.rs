@@ -17,7 +17,7 @@ mod watch;
 use anyhow::anyhow;
 
 use super::args::RunArgs;
-use super::commands::{Ctx, call, resolve_value, token};
+use super::commands::{Ctx, call, resolve_all, token};
 use super::exit::{EXIT_DENIED, EXIT_USAGE, Exit};
 use crate::api::endpoint;
 use crate::api::wire::Empty;
@@ -34,6 +34,34 @@ pub fn env_name(secret: &SecretName) -> String {
             } else {
                 '_'
             }
+        })
+        .collect()
+}
+
+/// Resolves every mapped secret at once, all or nothing (a refusal names the secret and
+/// consumes no use of the others): each variable with its value and version.
+pub(super) fn resolve_mapped(
+    ctx: &Ctx,
+    project: &crate::domain::ProjectName,
+    mappings: &[(Option<String>, SecretName)],
+) -> Result<Vec<(String, crate::api::wire::ResolvedValue)>, Exit> {
+    let mut unique: Vec<SecretName> = Vec::new();
+    for (_, s) in mappings {
+        if !unique.contains(s) {
+            unique.push(s.clone());
+        }
+    }
+    let got = resolve_all(ctx, unique, project)?;
+    mappings
+        .iter()
+        .map(|(var, secret)| {
+            let v = got
+                .values
+                .iter()
+                .find(|v| &v.secret == secret)
+                .ok_or_else(|| anyhow!("the daemon did not answer for {secret}"))?;
+            let var = var.clone().unwrap_or_else(|| env_name(secret));
+            Ok((var, v.clone()))
         })
         .collect()
 }
@@ -64,15 +92,35 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
     if mappings.is_empty() {
         let t = token();
         let me = call::<endpoint::Whoami>(ctx, &Empty {}, t.as_deref().map(|s| s.as_str()))?;
-        for g in me.grants {
-            if &g.project == project && !mappings.iter().any(|(_, s)| *s == g.secret) {
-                mappings.push((None, g.secret));
+        let here: Vec<_> = me.grants.iter().filter(|g| &g.project == project).collect();
+        // A secret goes in if one of its grants can be used; one whose grants have all
+        // stopped working (expired, used up, its secret revoked...) is left out and named,
+        // rather than failing the whole run on it. With --env every one named must work.
+        let mut dead = Vec::new();
+        for g in &here {
+            if mappings.iter().any(|(_, s)| *s == g.secret) {
+                continue;
             }
+            let live = here.iter().any(|o| {
+                o.secret == g.secret && matches!(o.state.as_str(), "active" | "rate_limited")
+            });
+            if live {
+                mappings.push((None, g.secret.clone()));
+            } else if !dead.iter().any(|(s, _)| *s == &g.secret) {
+                dead.push((&g.secret, format!("grant {}: {}", g.id, g.why)));
+            }
+        }
+        for (s, why) in &dead {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "scopehold: {s} not injected ({why})");
         }
         if mappings.is_empty() {
             return Err(Exit::new(
                 EXIT_DENIED,
-                anyhow!("nothing is granted to {} in project {project}", me.identity),
+                anyhow!(
+                    "nothing usable is granted to {} in project {project}",
+                    me.identity
+                ),
             ));
         }
     }
@@ -91,12 +139,10 @@ pub fn run(ctx: &Ctx, args: &RunArgs) -> Result<(), Exit> {
         let code = watch::run_watching(ctx, project, &mappings, command, grace, &masking)?;
         std::process::exit(code);
     }
-    let mut values = Vec::new();
-    for (var, secret) in &mappings {
-        let r = resolve_value(ctx, secret, project, None)?;
-        let var = var.clone().unwrap_or_else(|| env_name(secret));
-        values.push((var, r.value));
-    }
+    let values: Vec<_> = resolve_mapped(ctx, project, &mappings)?
+        .into_iter()
+        .map(|(var, v)| (var, v.value))
+        .collect();
     let code = child::spawn_and_wait(command, &values, masking(&values), std::future::pending())?;
     drop(values);
     std::process::exit(code);

@@ -25,7 +25,7 @@ use super::child;
 use crate::api::endpoint;
 use crate::api::wire::{SecretString, WatchAnswer, WatchChange, WatchHold, WatchRequest};
 use crate::cli::client::{self, CallError, ClientError};
-use crate::cli::commands::{Ctx, resolve_value, token};
+use crate::cli::commands::{Ctx, token};
 use crate::cli::exit::{EXIT_DENIED, Exit};
 use crate::domain::{ProjectName, SecretName};
 
@@ -62,17 +62,15 @@ pub(super) fn run_watching(
     loop {
         let mut values = Vec::new();
         let mut holds: Vec<WatchHold> = Vec::new();
-        for (var, secret) in mappings {
-            let r = resolve_value(ctx, secret, project, None)?;
+        for (var, r) in super::resolve_mapped(ctx, project, mappings)? {
             // Two variables of one secret hold one value: watched once.
-            if !holds.iter().any(|h| &h.secret == secret) {
+            if !holds.iter().any(|h| h.secret == r.secret) {
                 holds.push(WatchHold {
-                    secret: secret.clone(),
+                    secret: r.secret.clone(),
                     project: project.clone(),
                     version: r.version,
                 });
             }
-            let var = var.clone().unwrap_or_else(|| super::env_name(secret));
             values.push((var, r.value));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
