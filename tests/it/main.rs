@@ -18,5 +18,6 @@ mod daemon;
 mod masking;
 mod paths;
 mod proxy;
+mod setup;
 mod users;
 mod watch;
