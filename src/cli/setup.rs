@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::CommandFactory;
 
 use super::Cli;
@@ -29,9 +29,10 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), Exit> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut c, "scopehold", &mut script);
     let mut out = std::io::stdout().lock();
+    // The io::Error stays the source, so a closed pipe can be told from a real failure.
     out.write_all(&script)
         .and_then(|_| out.flush())
-        .map_err(|e| anyhow!("writing the completion script: {e}"))?;
+        .context("writing the completion script")?;
     Ok(())
 }
 
@@ -39,8 +40,7 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), Exit> {
 fn render(cmd: clap::Command) -> Result<(String, Vec<u8>), Exit> {
     let man = clap_mangen::Man::new(cmd);
     let mut page = Vec::new();
-    man.render(&mut page)
-        .map_err(|e| anyhow!("rendering a manual page: {e}"))?;
+    man.render(&mut page).context("rendering a manual page")?;
     Ok((man.get_filename(), page))
 }
 
@@ -62,7 +62,7 @@ pub fn man(dir: Option<&Path>, json: bool) -> Result<(), Exit> {
         let mut out = std::io::stdout().lock();
         out.write_all(&page)
             .and_then(|_| out.flush())
-            .map_err(|e| anyhow!("writing the manual page: {e}"))?;
+            .context("writing the manual page")?;
         return Ok(());
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
