@@ -42,6 +42,7 @@ pub enum Route {
     Health,
     Resolve,
     Whoami,
+    Status,
     ProjectList,
     ProjectCreate,
     SecretList,
@@ -102,6 +103,7 @@ routes! {
     Health        Get  "/v1/health"          Anyone   "health";
     Resolve       Post "/v1/resolve"         Identity "resolve";
     Whoami        Get  "/v1/whoami"          Identity "whoami";
+    Status        Get  "/v1/status"          Identity "status";
     ProjectList   Get  "/v1/projects"        Admin    "project.list";
     ProjectCreate Post "/v1/projects"        Admin    "project.create";
     SecretList    Get  "/v1/secrets"         Admin    "secret.list";

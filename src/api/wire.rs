@@ -158,6 +158,78 @@ pub struct WhoamiResponse {
     pub uid: u32,
     /// The caller's grants that are not revoked.
     pub grants: Vec<WhoamiGrant>,
+    /// The caller's pid, from the kernel, when it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Whether the daemon takes the caller for an admin member (admin routes are open to it).
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `GET /v1/status`: what the daemon is and holds, for `scopehold status` and `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The daemon's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// When the daemon started (ms since the epoch), if it knows (an engine run inside a
+    /// test does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// The log.
+    pub log: HealthLog,
+    /// Whether the keys in the state directory are sealed under a passphrase.
+    pub keys_sealed: bool,
+    /// The uid the daemon runs as.
+    pub daemon_uid: u32,
+    /// The injecting proxy's loopback listener (`--proxy-listen`), if there is one; the proxy
+    /// is always served on the socket under `/v1/proxy/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_listen: Option<String>,
+    /// Free space on the log's file system against the reserve under which only
+    /// revocations are logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<StatusDisk>,
+    /// How many of each thing the state holds: for admin members only (absent for others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<StatusCounts>,
+}
+
+/// The log's file system, as the daemon sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusDisk {
+    /// Bytes available to the daemon.
+    pub free_bytes: u64,
+    /// Below this, only revocations are logged (503 `disk_reserve` for everything else).
+    pub reserve_bytes: u64,
+    /// Whether free space is under the reserve now (as of the last check, every second).
+    pub under_reserve: bool,
+}
+
+/// Counts of the projection, for `scopehold status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounts {
+    /// Projects.
+    pub projects: usize,
+    /// Secrets, revoked ones included.
+    pub secrets: usize,
+    /// Of them, revoked.
+    pub secrets_revoked: usize,
+    /// Agents, revoked ones included.
+    pub agents: usize,
+    /// Of them, revoked.
+    pub agents_revoked: usize,
+    /// Members.
+    pub members: usize,
+    /// Of them, admins.
+    pub admins: usize,
+    /// Grants, revoked ones included.
+    pub grants: usize,
+    /// Of them, revoked.
+    pub grants_revoked: usize,
+    /// `run --proxy` runs in progress.
+    pub runs: usize,
 }
 
 /// One grant of the caller.
@@ -788,6 +860,7 @@ pub mod endpoint {
         Health: Health, Empty => HealthResponse;
         Resolve: Resolve, ResolveRequest => ResolveResponse;
         Whoami: Whoami, Empty => WhoamiResponse;
+        Status: Status, Empty => StatusResponse;
         ProjectList: ProjectList, Empty => super::ProjectList;
         ProjectCreate: ProjectCreate, ProjectCreateRequest => ProjectCreated;
         SecretList: SecretList, Empty => super::SecretList;

@@ -123,6 +123,36 @@ pub enum Command {
         after_help = "Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed."
     )]
     Doctor,
+    /// Whether the daemon is reachable, on which socket; its version, uptime, log, keys,
+    /// proxy listener, and (for admins) how many projects, secrets, agents, members, grants
+    #[command(after_help = "Exit status: 0 when the daemon answered, 4 when it cannot be reached.")]
+    Status,
+    /// Who the daemon takes you for: an agent (by SCOPEHOLD_TOKEN), else a member (by your
+    /// uid), or nobody; with your uid, pid and whether you are an admin
+    #[command(
+        after_help = "Exit status: 0 when the daemon knows you, 3 when it takes you for nobody (or refuses the agent), 4 when it cannot be reached."
+    )]
+    Whoami,
+    /// Print a shell completion script (e.g. `scopehold completions bash > ~/.local/share/bash-completion/completions/scopehold`)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (scopehold.1 and one per subcommand, e.g. scopehold-grant-create.1)
+    /// into DIR, or print scopehold.1 to standard output
+    Man {
+        /// The directory to write every page into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Print where ScopeHold's files are, as this command line resolves them (one NAME for
+    /// `$(...)`, e.g. `--key "$(scopehold path log-pub)"`; all of them without one)
+    Path {
+        /// Which path [default: all of them, one per line]
+        #[arg(value_enum)]
+        which: Option<PathName>,
+    },
     /// The console: browse, filter and verify the audit trail, rotate and revoke (? for keys)
     Console {
         /// Auditor mode: open an exported bundle, verified and read-only (no daemon, no state)
@@ -132,6 +162,25 @@ pub enum Command {
         #[arg(long, value_name = "PUBKEY", requires = "bundle")]
         key: Option<String>,
     },
+}
+
+/// The paths `scopehold path` prints.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PathName {
+    /// The state directory
+    Home,
+    /// The daemon's socket
+    Socket,
+    /// The log's public key file, for auditors (`log verify --key`)
+    LogPub,
+    /// The log's directory
+    Log,
+    /// The kept checkpoint
+    Checkpoint,
+    /// The ScopeHold CA's certificate
+    CaCert,
+    /// The trust bundle (system roots and the CA) given to `run --proxy` children
+    CaBundle,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +221,10 @@ pub enum SecretCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         grace: Option<std::time::Duration>,
     },
+    /// Store the variables of a .env file as secrets (KEY=value, export KEY=value, quotes,
+    /// comments); values are never printed, errors name line numbers only
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
     /// Stop every resolution of the secret
     Revoke {
         name: SecretName,
@@ -194,6 +247,33 @@ pub enum SecretCommand {
         project: ProjectName,
     },
     List,
+}
+
+const IMPORT_HELP: &str = "Each variable named by --map VAR=PROVIDER/NAME, or by a provider profile's key variables (OPENAI_API_KEY -> openai/NAME, with NAME from --name), is stored with `secret put`; a secret that exists is refused unless --rotate adds a version to it. Nothing is stored unless every mapped variable can be. Variables without a mapping are listed and skipped. Afterwards delete the file (shred -u FILE).";
+
+/// `secret import`'s arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The .env file
+    pub file: PathBuf,
+    /// Project to assign new secrets to (repeatable)
+    #[arg(long = "project", required = true)]
+    pub projects: Vec<ProjectName>,
+    /// Store variable VAR as secret PROVIDER/NAME (repeatable; overrides the profiles' defaults)
+    #[arg(long = "map", value_name = "VAR=PROVIDER/NAME")]
+    pub maps: Vec<String>,
+    /// The NAME in PROVIDER/NAME for variables mapped by a provider profile
+    #[arg(long, default_value = "default")]
+    pub name: Name,
+    /// Add a new version to secrets that already exist (grants follow it) instead of refusing
+    #[arg(long)]
+    pub rotate: bool,
+    /// With --rotate: keep the previous versions resolvable for this long (e.g. 10m)
+    #[arg(long, requires = "rotate", value_parser = humantime::parse_duration)]
+    pub grace: Option<std::time::Duration>,
+    /// Say what would be stored, store nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

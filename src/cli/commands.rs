@@ -155,6 +155,7 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                 )
             })
         }
+        SecretCommand::Import(a) => super::import::run(ctx, a),
         SecretCommand::Revoke { name } => {
             let v = admin::<endpoint::SecretRevoke>(ctx, &wire::SecretRevokeRequest { name })?;
             print(ctx, &v, |v| {

@@ -2,12 +2,14 @@
 //! what was seen and, for a warning or a failure, what to do.
 
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use super::client;
 use super::commands::Ctx;
 use super::exit::{EXIT_ERROR, Exit};
+use super::output::time_str;
 use crate::api::endpoint;
 use crate::api::wire::Empty;
 use crate::daemon::Home;
@@ -63,7 +65,8 @@ pub fn run(home: &Home, ctx: &Ctx) -> Result<(), Exit> {
     Ok(())
 }
 
-/// The findings, in order: state directory, keys, socket, daemon, the caller.
+/// The findings, in order: state directory, keys, CA, log, socket, daemon, disk, proxy, the
+/// caller.
 pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut add = |level, check, detail: String| {
@@ -112,6 +115,9 @@ pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
             ),
         ),
     }
+    // The state directory is this uid's: what is in it can be examined, and a key file or
+    // the log that cannot be read is a failure, not "someone else's".
+    let ours = std::fs::symlink_metadata(&home.root).is_ok_and(|m| m.uid() == me);
     match home.is_sealed() {
         Ok(true) => add(
             Level::Ok,
@@ -123,7 +129,12 @@ pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
             "keys",
             "unsealed: whoever can read the state directory (the daemon's uid, root, a backup) can decrypt every secret and sign history; seal them with `scopehold passphrase change`".into(),
         ),
+        Err(e) if ours => add(Level::Fail, "keys", format!("{e:#}")),
         Err(_) => {}
+    }
+    if ours {
+        ca_check(home, &mut add);
+        log_check(home, &mut add);
     }
 
     let socket = &ctx.socket;
@@ -210,6 +221,25 @@ pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
         }
         Err(e) => add(Level::Fail, "daemon", format!("health: {e}")),
     }
+    // What only a caller the daemon knows is told: the proxy listener and its disk.
+    let t = super::commands::token();
+    let status =
+        client::call::<endpoint::Status>(socket, &Empty {}, t.as_deref().map(|s| s.as_str()));
+    let (disk, reserve_known) = match &status {
+        Ok(s) => (s.disk, true),
+        Err(_) => (None, false),
+    };
+    disk_check(home, disk, reserve_known, &mut add);
+    match &status {
+        Ok(s) => proxy_check(s.proxy_listen.as_deref(), &mut add),
+        Err(e) => add(
+            Level::Warn,
+            "proxy",
+            format!(
+                "the daemon would not say ({e}); run doctor as a member or with the agent's SCOPEHOLD_TOKEN"
+            ),
+        ),
+    }
     if me == daemon_uid {
         add(
             Level::Warn,
@@ -228,4 +258,190 @@ pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
         );
     }
     out
+}
+
+/// A CA certificate this close to its end is a warning.
+const CA_WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `ca.key` and `ca.pem`: present, sealed exactly when the other keys are, matching (when the
+/// key can be read without the passphrase), and not expiring within 30 days.
+fn ca_check(home: &Home, add: &mut impl FnMut(Level, &'static str, String)) {
+    let renew = "to renew it: stop the daemon, remove ca.key and ca.pem, start it (it makes a new CA; each `run --proxy` child trusts the new one from its next start)";
+    let c = match crate::daemon::ca::inspect(home) {
+        Ok(c) => c,
+        Err(e) => return add(Level::Fail, "ca", format!("{e:#}")),
+    };
+    if c.key_sealed != c.master_sealed {
+        return add(
+            Level::Fail,
+            "ca",
+            format!(
+                "ca.key is {} but master.key is {}: the daemon refuses to start; run `scopehold passphrase change` to seal every key",
+                if c.key_sealed { "sealed" } else { "not sealed" },
+                if c.master_sealed {
+                    "sealed"
+                } else {
+                    "not sealed"
+                },
+            ),
+        );
+    }
+    if c.key_matches == Some(false) {
+        return add(
+            Level::Fail,
+            "ca",
+            "ca.pem does not certify the key in ca.key (replaced or mixed up): the daemon refuses to start".into(),
+        );
+    }
+    let until = time_str(
+        c.not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    let now = SystemTime::now();
+    let left = c.not_after.duration_since(now).unwrap_or_default();
+    if c.not_after <= now {
+        add(
+            Level::Fail,
+            "ca",
+            format!(
+                "ca.pem expired at {until}: HTTPS_PROXY children refuse the daemon's certificates; {renew}"
+            ),
+        );
+    } else if left < CA_WARN_BEFORE {
+        add(
+            Level::Warn,
+            "ca",
+            format!(
+                "ca.pem expires at {until}, in {} days; {renew}",
+                left.as_secs() / 86_400
+            ),
+        );
+    } else {
+        add(
+            Level::Ok,
+            "ca",
+            format!(
+                "ca.pem valid until {until} (SHA-256 {}), ca.key {}",
+                c.fingerprint,
+                if c.key_sealed {
+                    "sealed like the other keys"
+                } else {
+                    "unsealed like the other keys"
+                }
+            ),
+        );
+    }
+}
+
+/// The whole log verified from its files: every record, chain link and the last
+/// checkpoint's signature, against the kept checkpoint if there is one.
+fn log_check(home: &Home, add: &mut impl FnMut(Level, &'static str, String)) {
+    let key = match home.public_key() {
+        Ok(k) => k,
+        Err(e) => return add(Level::Fail, "log verify", format!("{e:#}")),
+    };
+    let trusted = if home.checkpoint_file.exists() {
+        match scopehold_log::SignedCheckpoint::read_file(&home.checkpoint_file) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return add(
+                    Level::Fail,
+                    "log verify",
+                    format!(
+                        "the kept checkpoint {}: {e}",
+                        home.checkpoint_file.display()
+                    ),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let kept = trusted.is_some();
+    let opts = scopehold_log::VerifyOptions {
+        all_signatures: false,
+        trusted,
+    };
+    match scopehold_log::verify_log(&home.log_dir(), &key, &opts) {
+        Ok(r) => add(
+            Level::Ok,
+            "log verify",
+            format!(
+                "{} events, every chain link and the last signature valid{}",
+                r.events - r.from,
+                if kept {
+                    ", extends the kept checkpoint"
+                } else {
+                    " (no kept checkpoint found)"
+                }
+            ),
+        ),
+        Err(e) => add(
+            Level::Fail,
+            "log verify",
+            format!("{e} (run `scopehold log verify` for the details)"),
+        ),
+    }
+}
+
+/// Free space on the log's file system against the daemon's reserve, under which it logs
+/// only revocations: as the daemon reports it, else as seen from here.
+fn disk_check(
+    home: &Home,
+    daemon: Option<crate::api::wire::StatusDisk>,
+    reserve_known: bool,
+    add: &mut impl FnMut(Level, &'static str, String),
+) {
+    use super::status::bytes_str;
+    let (free, reserve) = match daemon {
+        Some(d) => (d.free_bytes, d.reserve_bytes),
+        None => {
+            let dir = home.log_dir();
+            let at = if dir.exists() { dir } else { home.root.clone() };
+            match nix::sys::statvfs::statvfs(&at) {
+                Ok(v) => (
+                    v.blocks_available().saturating_mul(v.fragment_size()),
+                    crate::daemon::engine::Limits::default().disk_reserve_bytes,
+                ),
+                // Neither the daemon nor the file system would say: nothing to report.
+                Err(_) if !reserve_known => return,
+                Err(e) => return add(Level::Warn, "disk", format!("{}: {e}", at.display())),
+            }
+        }
+    };
+    if free < reserve {
+        add(
+            Level::Warn,
+            "disk",
+            format!(
+                "{} free for the log, under the daemon's reserve of {}: only revocations are logged, everything else is refused (503 disk_reserve) until space is freed",
+                bytes_str(free),
+                bytes_str(reserve)
+            ),
+        );
+    } else {
+        add(
+            Level::Ok,
+            "disk",
+            format!(
+                "{} free for the log (the daemon keeps a reserve of {})",
+                bytes_str(free),
+                bytes_str(reserve)
+            ),
+        );
+    }
+}
+
+/// The proxy's loopback listener, if the daemon has one. Not probed: a connection that
+/// closes before its owner is read is refused and logged by the daemon as suspicious.
+fn proxy_check(listen: Option<&str>, add: &mut impl FnMut(Level, &'static str, String)) {
+    add(
+        Level::Ok,
+        "proxy",
+        match listen {
+            Some(a) => format!("listening on {a} (loopback), and on the socket under /v1/proxy/"),
+            None => "on the socket under /v1/proxy/ only (no --proxy-listen): `run --proxy` relays its child's connections".into(),
+        },
+    );
 }

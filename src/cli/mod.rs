@@ -8,11 +8,15 @@ pub mod client;
 pub mod commands;
 pub mod console;
 pub mod doctor;
+pub mod dotenv;
 pub mod exit;
+pub mod import;
 pub mod logcmd;
 pub mod outfile;
 pub mod output;
 pub mod run;
+pub mod setup;
+pub mod status;
 
 pub use args::Cli;
 pub use exit::{EXIT_OK, Exit};
@@ -22,6 +26,12 @@ use args::{Command, LogCommand, PassphraseCommand};
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Exit> {
+    // Generated from the clap types alone: no state directory or daemon needed.
+    match &cli.command {
+        Command::Completions { shell } => return setup::completions(*shell),
+        Command::Man { out } => return setup::man(out.as_deref(), cli.json),
+        _ => {}
+    }
     let home = crate::daemon::Home::new(cli.home.clone(), cli.checkpoint_file.clone())?;
     let socket = crate::daemon::socket_path(&home, cli.socket.as_deref());
     let ctx = commands::Ctx {
@@ -93,6 +103,10 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             )?)
         }
         Command::Doctor => doctor::run(&home, &ctx),
+        Command::Status => status::status(&ctx),
+        Command::Whoami => status::whoami(&ctx),
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
+        Command::Path { which } => setup::path(&home, &ctx.socket, which, cli.json),
         Command::Passphrase(PassphraseCommand::Change {
             passphrase_file,
             new_passphrase_file,

@@ -251,6 +251,16 @@ fn read_cert(dir: &fs::File, root: &Path) -> Result<CertificateDer<'static>> {
         .map_err(|e| anyhow!("{} holds no PEM certificate: {e}", path.display()))
 }
 
+/// A certificate's SHA-256 fingerprint, colon-separated upper-case hex.
+fn fingerprint_of(der: &CertificateDer<'_>) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The public key (SubjectPublicKeyInfo's bit string) a certificate names.
 fn cert_public_key(der: &CertificateDer<'_>, path: &Path) -> Result<Vec<u8>> {
     let (_, x) = x509_parser::parse_x509_certificate(der)
@@ -307,6 +317,61 @@ fn open_key(dir: &fs::File, root: &Path, pass: Option<&Passphrase>) -> Result<(Z
     let sealed = kf.is_sealed();
     let scalar = kf.open(Role::Ca, &path, pass)?;
     Ok((key_pair(&scalar, &path)?, sealed))
+}
+
+/// What `doctor` can tell of the CA's files without the passphrase and without locking the
+/// state directory (a running daemon holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFiles {
+    /// `ca.key` is sealed under the passphrase.
+    pub key_sealed: bool,
+    /// `master.key` is: `ca.key` must be sealed exactly when it is.
+    pub master_sealed: bool,
+    /// The end of `ca.pem`'s validity.
+    pub not_after: SystemTime,
+    /// `ca.pem`'s SHA-256 fingerprint (as [`Ca::fingerprint`]).
+    pub fingerprint: String,
+    /// Whether `ca.pem` certifies the key in `ca.key`; `None` when the key is sealed (it
+    /// cannot be read without the passphrase).
+    pub key_matches: Option<bool>,
+}
+
+/// Reads `ca.key` and `ca.pem` as the daemon would (through the state directory's
+/// descriptor, `O_NOFOLLOW`, owner and mode checked) and reports on them. Fails naming the
+/// file when one is missing, exposed or unreadable. The key never leaves this function.
+pub fn inspect(home: &Home) -> Result<CaFiles> {
+    let dir = home::open_private_dir(&home.root)?;
+    let root = &home.root;
+    for name in [CA_KEY, CA_CERT] {
+        if !exists_at(&dir, name)? {
+            bail!(
+                "{} is missing (the daemon makes the CA at its next start)",
+                root.join(name).display()
+            );
+        }
+    }
+    let master_sealed = home::read_key(&dir, root, Role::Master)?.is_sealed();
+    let kf = home::read_key(&dir, root, Role::Ca)?;
+    let cert = read_cert(&dir, root)?;
+    let path = root.join(CA_CERT);
+    let (_, x) = x509_parser::parse_x509_certificate(&cert)
+        .map_err(|e| anyhow!("{} is not a valid certificate: {e}", path.display()))?;
+    let na = x.validity().not_after.timestamp();
+    let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(na).unwrap_or(0));
+    let key_matches = match &kf {
+        KeyFile::Plain(scalar) => {
+            let key = key_pair(scalar, &root.join(CA_KEY))?;
+            Some(cert_public_key(&cert, &path)? == key.0.public_key_raw())
+        }
+        KeyFile::Sealed(_) => None,
+    };
+    Ok(CaFiles {
+        key_sealed: kf.is_sealed(),
+        master_sealed,
+        not_after,
+        fingerprint: fingerprint_of(&cert),
+        key_matches,
+    })
 }
 
 /// Re-seals `ca.key` under `new` as `ca.key.new` (for [`Home::change_passphrase`], which
@@ -446,12 +511,7 @@ impl Ca {
     /// The certificate's SHA-256 fingerprint, colon-separated upper-case hex (as
     /// `openssl x509 -fingerprint -sha256` prints it).
     pub fn fingerprint(&self) -> String {
-        use sha2::Digest;
-        let d = sha2::Sha256::digest(self.cert.as_ref());
-        d.iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":")
+        fingerprint_of(&self.cert)
     }
 
     /// The trust bundle's text: the system roots (else the bundled Mozilla roots) then this

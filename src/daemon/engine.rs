@@ -344,6 +344,16 @@ impl Engine {
         self
     }
 
+    /// The limits in force (the disk reserve for `status` and `doctor`).
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether free space was under the reserve at the last check.
+    pub fn under_disk_reserve(&self) -> bool {
+        self.under_reserve.load(Ordering::Relaxed)
+    }
+
     /// Re-reads the free space of the log's file system against the reserve.
     pub fn refresh_disk_reserve(&self) {
         let under = match nix::sys::statvfs::statvfs(self.log.dir()) {

@@ -129,9 +129,12 @@ pub async fn call(
                         }
                     })
                     .collect(),
+                pid: caller.pid,
+                admin: crate::domain::authorize_admin(st, caller).is_ok(),
             });
             give::<endpoint::Whoami>(&me, FRAME * (1 + me.grants.len()))
         }
+        Route::Status => status(engine, caller),
         Route::ProjectList
         | Route::SecretList
         | Route::AgentList
@@ -457,6 +460,62 @@ pub async fn call(
         Route::Health => anyone(engine, route),
         Route::Watch => watch(engine, caller, body).await,
     }
+}
+
+/// `GET /v1/status`: the daemon's version, start, log, custody, proxy listener and disk for
+/// any identity; the projection's counts for admin members only.
+fn status(engine: &Engine, caller: &Caller) -> Result<Reply, ApiError> {
+    let s = engine.log().status();
+    let custody = engine.custody();
+    let counts = engine.read(|st| {
+        crate::domain::authorize_admin(st, caller)
+            .is_ok()
+            .then(|| wire::StatusCounts {
+                projects: st.projects.len(),
+                secrets: st.secrets.len(),
+                secrets_revoked: st.secrets.values().filter(|x| x.revoked).count(),
+                agents: st.agents.len(),
+                agents_revoked: st.agents.values().filter(|x| x.revoked).count(),
+                members: st.members.len(),
+                admins: st.members.values().filter(|x| x.admin).count(),
+                grants: st.grants.len(),
+                grants_revoked: st.grants.values().filter(|x| x.revoked).count(),
+                runs: st.runs.len(),
+            })
+    });
+    let disk = nix::sys::statvfs::statvfs(engine.log().dir())
+        .ok()
+        .map(|v| wire::StatusDisk {
+            free_bytes: v.blocks_available().saturating_mul(v.fragment_size()),
+            reserve_bytes: engine.limits().disk_reserve_bytes,
+            under_reserve: engine.under_disk_reserve(),
+        });
+    give::<endpoint::Status>(
+        &wire::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            started_at_ms: super::started_at().and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            }),
+            log: wire::HealthLog {
+                events: s.size,
+                head: hex::encode(s.head),
+                checkpoint_size: s.checkpoint.body.size,
+                error: s.poisoned,
+            },
+            keys_sealed: custody.keys_sealed,
+            daemon_uid: custody.daemon_uid,
+            proxy_listen: engine
+                .upstream()
+                .and_then(|u| u.listen)
+                .map(|a| a.to_string()),
+            disk,
+            counts,
+        },
+        FRAME * 8,
+    )
 }
 
 /// `POST /v1/watch`: waits (see [`Engine::watch`]) and says which held value changed, how.

@@ -38,6 +38,15 @@ pub fn socket_path(home: &Home, arg: Option<&Path>) -> PathBuf {
     }
 }
 
+/// When this process started serving as the daemon (`status` reports the uptime); unset for
+/// an engine run inside a test.
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+/// When [`run`] started, if it did in this process.
+pub fn started_at() -> Option<std::time::SystemTime> {
+    STARTED.get().copied()
+}
+
 fn group_id(name: &str) -> Result<u32> {
     if let Ok(g) = name.parse::<u32>() {
         return Ok(g);
@@ -333,6 +342,7 @@ pub fn run(
             "--proxy-listen {a}: the proxy listens on loopback only (credentials cross it in the clear)"
         );
     }
+    let _ = STARTED.set(std::time::SystemTime::now());
     // Before any key is read: no same-uid process may attach, read memory, or get a core.
     let p = hardening::harden();
     tracing::info!(

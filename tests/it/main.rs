@@ -19,5 +19,6 @@ mod lifecycle;
 mod masking;
 mod paths;
 mod proxy;
+mod setup;
 mod users;
 mod watch;
