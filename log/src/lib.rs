@@ -12,7 +12,8 @@
 //! # The public API
 //!
 //! Everything a caller needs is re-exported here: [`Log`] (the writer), [`LogReader`],
-//! [`verify_log`] and the bundle functions ([`export`], [`verify_bundle`], [`read_bundle`]),
+//! [`verify_log`] (and [`SegmentVerifier`], for a log handed over one segment at a time, as a
+//! backup does) and the bundle functions ([`export`], [`verify_bundle`], [`read_bundle`]),
 //! keys, checkpoints and the typed errors. Two modules are public in their own right because
 //! `FORMAT.md` specifies them and tools (and the tamper tests) need to read and build the
 //! bytes exactly: [`codec`] (structures and frames) and [`hash`] (the domain-separated
@@ -53,10 +54,11 @@ pub use error::{
 };
 pub use keys::{LogKey, PublicKey};
 pub use reader::{Body, Item, LogIter, LogReader, Record};
-pub use segment::{INDEX_FILE, LOCK_FILE, is_live};
+pub use segment::{INDEX_FILE, LOCK_FILE, is_live, parse_segment_name};
 pub use storage::{StdStorage, Storage, StorageFile};
 pub use verify::{
-    Failure, VerifyError, VerifyOptions, VerifyReport, verify_log, verify_log_with_progress,
+    Failure, SegmentVerifier, VerifyError, VerifyOptions, VerifyReport, verify_log,
+    verify_log_with_progress,
 };
 pub use writer::{
     Callback, Clock, Entry, Log, LogOptions, Receipt, Recovery, Status, system_clock,

@@ -127,6 +127,13 @@ impl LogReader {
     pub fn checkpoint(&self) -> &SignedCheckpoint {
         &self.layout.checkpoint
     }
+    /// The offset just past the last checkpoint in the last of [`segments`](Self::segments):
+    /// the committed bytes of that file end there (a later append only adds bytes after it;
+    /// every earlier segment is complete). A copy of the log taken while it is written (a
+    /// backup) copies exactly this much of the last segment.
+    pub fn committed_end(&self) -> u64 {
+        self.layout.committed_end
+    }
     /// The segment files holding committed events, in order.
     pub fn segments(&self) -> Vec<PathBuf> {
         self.layout

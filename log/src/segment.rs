@@ -87,6 +87,16 @@ pub(crate) fn read_event_at<'b>(
     }
 }
 
+/// The first sequence number a segment file name (`NNNNNNNNNNNNNNNNNNNN.seg`, 20 digits)
+/// gives, or `None` if `name` is not one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// Segment files in `dir`, ordered by first sequence number (their names).
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, LogError> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
@@ -107,9 +117,8 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, LogError> {
         if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let first_seq: u64 = stem
-            .parse()
-            .map_err(|_| LogError::Invalid(format!("segment name {name} out of range")))?;
+        let first_seq = parse_segment_name(name)
+            .ok_or_else(|| LogError::Invalid(format!("segment name {name} out of range")))?;
         v.push(SegmentInfo {
             first_seq,
             path: ent.path(),

@@ -604,88 +604,182 @@ pub fn verify_log_with_progress(
             .unwrap_or_default();
         let bytes = std::fs::read(&seg.path)
             .map_err(|e| fail(None, None, Failure::Io(format!("reading {name}: {e}"))))?;
-        let last = i + 1 == segments.len();
-        let at = Some(chain.next_seq);
         done += bytes.len() as u64;
         progress(done.min(total), total);
-        let (lid, first) = codec::decode_segment_header(&bytes).map_err(|e| {
-            fail(
-                at,
-                Some(format!("{name}@0")),
-                Failure::Structure(format!("segment header: {e}")),
-            )
-        })?;
-        if lid != log_id {
-            return Err(fail(at, Some(format!("{name}@0")), Failure::WrongLog));
+        let last = i + 1 == segments.len();
+        if let Some(p) = check_segment(&mut chain, &name, seg.first_seq, &bytes, last && live)? {
+            pending = p;
+            break;
         }
-        if first != chain.next_seq || seg.first_seq != first {
+        if !last && chain.covered != chain.next_seq {
             return Err(fail(
-                at,
-                Some(format!("{name}@0")),
-                Failure::Structure(format!(
-                    "segment starts at event {first}, expected {}",
-                    chain.next_seq
-                )),
+                Some(chain.covered),
+                Some(name),
+                Failure::Structure("segment does not end with a checkpoint".into()),
             ));
-        }
-        // Every segment opens with a checkpoint (the genesis one, or a copy of the one that
-        // ended the previous segment), written and synced before any event.
-        if codec::read_frame(&bytes[SEGMENT_HEADER_LEN..])
-            .map(|f| f.frame_type)
-            .ok()
-            != Some(FRAME_CHECKPOINT)
-            && !(last && live)
-        {
-            return Err(fail(
-                at,
-                Some(format!("{name}@{SEGMENT_HEADER_LEN}")),
-                Failure::Structure("segment does not open with a checkpoint".into()),
-            ));
-        }
-        let covered_before = chain.covered;
-        let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, &name)?;
-        if let Some((off, e)) = stop {
-            // A writer may be mid-append, but only at the very end: damage followed by a
-            // valid checkpoint that another frame follows lies in synced data.
-            let damaged_committed = segment::scan(&bytes[off..], off as u64)
-                .checkpoint_beyond_bad
-                .is_some();
-            if last && live && !damaged_committed {
-                pending = (bytes.len() - off) as u64;
-                // Events after the last checkpoint belong to the in-flight batch.
-                chain.next_seq = chain.covered.max(covered_before);
-                chain.head = chain
-                    .checkpoints
-                    .last()
-                    .map(|(c, _)| c.body.head)
-                    .or(chain.head);
-                break;
-            }
-            return Err(fail(
-                Some(chain.next_seq),
-                Some(format!("{name}@{off}")),
-                Failure::Frame(e),
-            ));
-        }
-        if chain.covered != chain.next_seq {
-            if last && live {
-                pending = 0;
-                chain.next_seq = chain.covered;
-                chain.head = chain
-                    .checkpoints
-                    .last()
-                    .map(|(c, _)| c.body.head)
-                    .or(chain.head);
-                break;
-            }
-            if !last {
-                return Err(fail(
-                    Some(chain.covered),
-                    Some(name),
-                    Failure::Structure("segment does not end with a checkpoint".into()),
-                ));
-            }
         }
     }
     chain.finish(pending)
+}
+
+/// Checks one segment's bytes (`name` is its file name, `named_first` the first sequence
+/// number the name gives) against the chain so far. With `live_tail` (the last segment of a
+/// log a writer holds open) damage or events after the last checkpoint are an append in
+/// flight: returns `Some(pending bytes)` and leaves the chain at that checkpoint. Whether the
+/// segment must end with a checkpoint is the caller's to check (`chain.covered`).
+fn check_segment(
+    chain: &mut Chain<'_>,
+    name: &str,
+    named_first: u64,
+    bytes: &[u8],
+    live_tail: bool,
+) -> Result<Option<u64>, VerifyError> {
+    let at = Some(chain.next_seq);
+    let (lid, first) = codec::decode_segment_header(bytes).map_err(|e| {
+        fail(
+            at,
+            Some(format!("{name}@0")),
+            Failure::Structure(format!("segment header: {e}")),
+        )
+    })?;
+    if lid != chain.log_id {
+        return Err(fail(at, Some(format!("{name}@0")), Failure::WrongLog));
+    }
+    if first != chain.next_seq || named_first != first {
+        return Err(fail(
+            at,
+            Some(format!("{name}@0")),
+            Failure::Structure(format!(
+                "segment starts at event {first}, expected {}",
+                chain.next_seq
+            )),
+        ));
+    }
+    // Every segment opens with a checkpoint (the genesis one, or a copy of the one that
+    // ended the previous segment), written and synced before any event.
+    if codec::read_frame(&bytes[SEGMENT_HEADER_LEN..])
+        .map(|f| f.frame_type)
+        .ok()
+        != Some(FRAME_CHECKPOINT)
+        && !live_tail
+    {
+        return Err(fail(
+            at,
+            Some(format!("{name}@{SEGMENT_HEADER_LEN}")),
+            Failure::Structure("segment does not open with a checkpoint".into()),
+        ));
+    }
+    let covered_before = chain.covered;
+    let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, name)?;
+    if let Some((off, e)) = stop {
+        // A writer may be mid-append, but only at the very end: damage followed by a
+        // valid checkpoint that another frame follows lies in synced data.
+        let damaged_committed = segment::scan(&bytes[off..], off as u64)
+            .checkpoint_beyond_bad
+            .is_some();
+        if live_tail && !damaged_committed {
+            // Events after the last checkpoint belong to the in-flight batch.
+            chain.next_seq = chain.covered.max(covered_before);
+            chain.head = chain
+                .checkpoints
+                .last()
+                .map(|(c, _)| c.body.head)
+                .or(chain.head);
+            return Ok(Some((bytes.len() - off) as u64));
+        }
+        return Err(fail(
+            Some(chain.next_seq),
+            Some(format!("{name}@{off}")),
+            Failure::Frame(e),
+        ));
+    }
+    if chain.covered != chain.next_seq && live_tail {
+        chain.next_seq = chain.covered;
+        chain.head = chain
+            .checkpoints
+            .last()
+            .map(|(c, _)| c.body.head)
+            .or(chain.head);
+        return Ok(Some(0));
+    }
+    Ok(None)
+}
+
+/// Verifies a log handed over one segment at a time, in order, from somewhere other than a
+/// log directory (a backup being written or restored). As strict as [`verify_log`] on a log
+/// no writer holds open, and stricter at the end: every segment must open and end with a
+/// checkpoint, so the log handed over is exactly a prefix of a log ending at a signed
+/// checkpoint. Memory: one segment at a time, the caller's.
+pub struct SegmentVerifier<'k> {
+    key: &'k PublicKey,
+    opts: &'k VerifyOptions,
+    chain: Option<Chain<'k>>,
+}
+
+impl fmt::Debug for SegmentVerifier<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SegmentVerifier")
+            .field("next_seq", &self.chain.as_ref().map(|c| c.next_seq))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'k> SegmentVerifier<'k> {
+    /// A verifier for a log signed with `key`, checked with `opts`.
+    pub fn new(key: &'k PublicKey, opts: &'k VerifyOptions) -> Self {
+        Self {
+            key,
+            opts,
+            chain: None,
+        }
+    }
+
+    /// Checks the next segment: `name` is its file name (`NNNNNNNNNNNNNNNNNNNN.seg`, the first
+    /// sequence number it holds), `bytes` all of it.
+    pub fn segment(&mut self, name: &str, bytes: &[u8]) -> Result<(), VerifyError> {
+        let bad_name = || {
+            fail(
+                self.chain.as_ref().map_or(Some(0), |c| Some(c.next_seq)),
+                Some(name.to_string()),
+                Failure::Structure("not a segment file name".into()),
+            )
+        };
+        let named_first = segment::parse_segment_name(name).ok_or_else(bad_name)?;
+        let chain = match &mut self.chain {
+            Some(c) => c,
+            None => {
+                let (log_id, _) = codec::decode_segment_header(bytes).map_err(|e| {
+                    fail(
+                        Some(0),
+                        Some(format!("{name}@0")),
+                        Failure::Structure(format!("segment header: {e}")),
+                    )
+                })?;
+                self.chain
+                    .insert(Chain::new(self.key, self.opts, log_id, 0, false)?)
+            }
+        };
+        check_segment(chain, name, named_first, bytes, false)?;
+        if chain.covered != chain.next_seq {
+            return Err(fail(
+                Some(chain.covered),
+                Some(name.to_string()),
+                Failure::Structure("segment does not end with a checkpoint".into()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends verification: the last checkpoint's signature (every one's with
+    /// `all_signatures`), and the trusted checkpoint if one was given.
+    pub fn finish(self) -> Result<VerifyReport, VerifyError> {
+        match self.chain {
+            Some(c) => c.finish(0),
+            None => Err(fail(
+                None,
+                None,
+                Failure::Structure("no segment at all".into()),
+            )),
+        }
+    }
 }

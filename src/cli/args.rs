@@ -117,6 +117,38 @@ pub enum Command {
     /// The passphrase that seals the state directory's keys
     #[command(subcommand)]
     Passphrase(PassphraseCommand),
+    /// Write a consistent copy of the state to one file while the daemon runs: the keys
+    /// (always sealed), log.pub, ca.pem and the log up to its last checkpoint, verified
+    #[command(
+        after_help = "The backup never holds a plain key: an unsealed state's keys are sealed inside it under --passphrase-file (or a passphrase asked twice on a terminal), and restoring needs that passphrase. Exit status: 0 written, 1 error."
+    )]
+    Backup {
+        /// Where to write the backup (created 0600)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace FILE if it exists
+        #[arg(long)]
+        force: bool,
+        /// An unsealed state: the passphrase to seal the keys with inside the backup
+        /// (required). A sealed state: its passphrase, to check that the keys open (optional)
+        #[arg(long, env = "SCOPEHOLD_PASSPHRASE_FILE", value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Bring a backup back into a new or empty state directory (--home), after verifying all
+    /// of it: its digest, the log's chain and every signature, and that the passphrase opens
+    /// every key
+    #[command(
+        after_help = "Nothing is written unless everything checks out. Exit status: 0 restored, 1 error (a wrong passphrase, a target that is not empty or has a running daemon), 5 the backup is damaged or does not verify."
+    )]
+    Restore {
+        /// The backup file
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The backup's passphrase (the restored state's keys stay sealed under it)
+        /// [default: asked on the terminal]
+        #[arg(long, env = "SCOPEHOLD_PASSPHRASE_FILE", value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Check the set-up: state directory, keys, socket, the daemon's protections, and whether
     /// an agent shares the daemon's uid (the one case where nothing on disk can be protected)
     #[command(

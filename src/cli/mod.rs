@@ -4,6 +4,7 @@
 //! `output` are shared by them all. Nothing here imports this file back.
 
 pub mod args;
+pub mod backupcmd;
 pub mod client;
 pub mod commands;
 pub mod console;
@@ -137,6 +138,15 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
+        Command::Backup {
+            out,
+            force,
+            passphrase_file,
+        } => backupcmd::backup(&home, &out, force, passphrase_file, cli.json),
+        Command::Restore {
+            from,
+            passphrase_file,
+        } => backupcmd::restore(&home, &from, passphrase_file, cli.json),
         Command::Project(c) => commands::project(&ctx, c),
         Command::Secret(c) => commands::secret(&ctx, c),
         Command::Agent(c) => commands::agent(&ctx, c),

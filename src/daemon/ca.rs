@@ -272,6 +272,19 @@ fn cert_public_key(der: &CertificateDer<'_>, path: &Path) -> Result<Vec<u8>> {
         .to_vec())
 }
 
+/// Checks that `pem` (the text of a `ca.pem`) certifies the CA key `scalar`; `what` names
+/// them in errors. A restore checks a backup's CA with it before writing anything.
+pub(crate) fn check_pair(scalar: &[u8; 32], pem: &[u8], what: &str) -> Result<()> {
+    use rustls_pki_types::pem::PemObject;
+    let key = key_pair(scalar, Path::new(what))?;
+    let cert = CertificateDer::from_pem_slice(pem)
+        .map_err(|e| anyhow!("{what}: ca.pem holds no PEM certificate: {e}"))?;
+    if cert_public_key(&cert, Path::new(what))? != key.0.public_key_raw() {
+        bail!("{what}: ca.pem does not certify the key in ca.key (replaced or mixed up)");
+    }
+    Ok(())
+}
+
 /// Makes the CA (`ca.key`, sealed under `pass` if given, then `ca.pem`) in the state
 /// directory open at `dir`. `ca.key` must not exist. Called by `init` and at start-up for a
 /// state directory made before the CA existed.

@@ -4,6 +4,7 @@
 //! executes commands; `server` serves the socket, `handlers` answer each route, `http` reads
 //! bodies and builds answers in zeroizing buffers; `seal` encrypts values at rest.
 
+pub mod backup; // `backup` and `restore`: one file, keys sealed, the log to a checkpoint
 pub mod ca; // the HTTPS_PROXY certificate authority
 pub mod denials;
 pub mod engine;

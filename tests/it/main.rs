@@ -8,6 +8,7 @@
 )]
 
 mod agents;
+mod backup;
 mod ca;
 mod cli;
 mod common;

@@ -516,3 +516,88 @@ fn deleting_the_checkpoint_that_opens_a_segment_is_detected() {
     let err = verify(d.path()).unwrap_err();
     assert!(matches!(err.failure, Failure::Structure(_)), "{err}");
 }
+
+/// Feeds segments (file name, bytes) to a [`scopehold_log::SegmentVerifier`].
+fn verify_segments(
+    segs: &[(String, Vec<u8>)],
+    opts: &VerifyOptions,
+) -> Result<scopehold_log::VerifyReport, scopehold_log::VerifyError> {
+    let public = key().public();
+    let mut v = scopehold_log::SegmentVerifier::new(&public, opts);
+    for (name, bytes) in segs {
+        v.segment(name, bytes)?;
+    }
+    v.finish()
+}
+
+#[test]
+fn a_log_handed_over_segment_by_segment_verifies_only_whole_and_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    varied_log(
+        d.path(),
+        120,
+        LogOptions {
+            segment_bytes: 8 * 1024,
+            ..opts()
+        },
+    );
+    let segs: Vec<(String, Vec<u8>)> = common::segments(d.path())
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p).unwrap(),
+            )
+        })
+        .collect();
+    assert!(segs.len() >= 3, "several segments");
+    let all = VerifyOptions {
+        all_signatures: true,
+        trusted: None,
+    };
+    let r = verify_segments(&segs, &all).unwrap();
+    let whole = verify_log(d.path(), &key().public(), &all).unwrap();
+    assert_eq!((r.events, r.head), (whole.events, whole.head));
+    assert_eq!(r.checkpoints, whole.checkpoints);
+
+    // A change to any byte (every 7th, every segment) is caught.
+    for (i, (_, bytes)) in segs.iter().enumerate() {
+        for off in (0..bytes.len()).step_by(7) {
+            let mut s = segs.clone();
+            s[i].1[off] ^= 0x04;
+            verify_segments(&s, &all).expect_err(&format!("segment {i}, offset {off}"));
+        }
+    }
+    // The last segment cut inside its final batch: it no longer ends with a checkpoint.
+    let mut s = segs.clone();
+    let last = s.last_mut().unwrap();
+    let map = frames(&last.1);
+    let (r, _) = map
+        .iter()
+        .rev()
+        .find(|(_, k)| matches!(k, Kind::Event(_)))
+        .unwrap();
+    last.1.truncate(r.end);
+    let e = verify_segments(&s, &all).unwrap_err();
+    assert!(
+        matches!(&e.failure, Failure::Structure(m) if m.contains("does not end with a checkpoint")),
+        "{e}"
+    );
+    // A segment left out, or handed over under another name.
+    let mut s = segs.clone();
+    s.remove(1);
+    verify_segments(&s, &all).unwrap_err();
+    let mut s = segs.clone();
+    s[1].0 = "00000000000000000001.seg".into();
+    verify_segments(&s, &all).unwrap_err();
+    // Nothing at all, and another key.
+    verify_segments(&[], &all).unwrap_err();
+    let other = scopehold_log::LogKey::from_seed(&[9; 32]).public();
+    let mut v = scopehold_log::SegmentVerifier::new(&other, &all);
+    let e = segs
+        .iter()
+        .try_for_each(|(n, b)| v.segment(n, b))
+        .and_then(|_| v.finish().map(|_| ()))
+        .unwrap_err();
+    assert!(matches!(e.failure, Failure::BadSignature { .. }), "{e}");
+}
