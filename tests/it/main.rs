@@ -8,6 +8,7 @@
 )]
 
 mod agents;
+mod audit;
 mod ca;
 mod cli;
 mod common;
