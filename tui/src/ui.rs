@@ -184,7 +184,29 @@ fn draw_tabs(f: &mut Frame, area: Rect, app: &App, theme: Theme) {
             spans.push(Span::raw(format!(" (scanning {d}/{t})")));
         }
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    f.render_widget(
+        Paragraph::new(Line::from(fit_spans(spans, area.width))),
+        area,
+    );
+}
+
+/// `spans` cut to `w` columns, the last one kept marked with an ellipsis.
+fn fit_spans(spans: Vec<Span<'static>>, w: u16) -> Vec<Span<'static>> {
+    let mut out = Vec::new();
+    let mut left = w;
+    for sp in spans {
+        let sw = width(&sp.content);
+        if sw <= left {
+            left -= sw;
+            out.push(sp);
+        } else {
+            if left > 0 {
+                out.push(Span::styled(cut(&sp.content, left), sp.style));
+            }
+            break;
+        }
+    }
+    out
 }
 
 /// The display width of a cell's text.
@@ -349,30 +371,34 @@ fn draw_audit(
     app.page = visible;
     let sel = app.selected[0];
     let offset = sel - sel % visible;
-    let mut rows: Vec<(u64, Result<crate::source::Row, String>)> = Vec::new();
+    // (index in the view, event number, the row or why it cannot be read)
+    let mut rows: Vec<(u64, u64, Result<crate::source::Row, String>)> = Vec::new();
     for i in offset..(offset + visible).min(app.rows()) {
         let seq = match &app.filtered {
             Some(v) => v[i as usize],
             None => app.first + i,
         };
-        rows.push((
-            i,
-            src.row(seq).map_err(|e| format!("{seq}: unreadable: {e}")),
-        ));
+        rows.push((i, seq, src.row(seq).map_err(|e| format!("unreadable: {e}"))));
     }
     let fitted: Vec<(u64, &crate::source::Summary)> = rows
         .iter()
-        .filter_map(|(_, r)| r.as_ref().ok().map(|r| (r.seq, &r.summary)))
+        .filter_map(|(_, _, r)| r.as_ref().ok().map(|r| (r.seq, &r.summary)))
         .collect();
     let cols = fit_audit(inner.width, &fitted);
     let skip = 19 - usize::from(cols.time);
     let table_rows: Vec<TRow> = rows
         .iter()
-        .map(|(i, r)| {
+        .map(|(i, seq, r)| {
             let r = match r {
                 Ok(r) => r,
+                // The event number where it belongs, the error in the subject's place.
                 Err(e) => {
-                    return TRow::new(vec![Cell::from(cut(e, inner.width))]).style(theme.bad());
+                    let cells = cols.shown.iter().map(|&(c, w)| match c {
+                        0 => Cell::from(cut(&seq.to_string(), w)),
+                        4 => Cell::from(cut(e, w)),
+                        _ => Cell::from(""),
+                    });
+                    return TRow::new(cells.collect::<Vec<_>>()).style(theme.bad());
                 }
             };
             let full = time_str(r.time_ms);
@@ -567,7 +593,7 @@ fn draw_detail(
     if alternate {
         title.push_str("· Tab: table ");
     }
-    block = block.title(title);
+    block = block.title(cut(&title, area.width.saturating_sub(2)));
     f.render_widget(
         Paragraph::new(lines)
             .scroll((app.detail_scroll, 0))
@@ -748,6 +774,9 @@ fn draw_prompt(f: &mut Frame, area: Rect, app: &App, theme: Theme) {
             None => Line::raw(""),
         },
     };
+    // A long message on a narrow screen ends in an ellipsis rather than silently.
+    let style = line.style;
+    let line = Line::from(fit_spans(line.spans, area.width)).style(style);
     f.render_widget(Paragraph::new(line), area);
 }
 
@@ -841,6 +870,12 @@ mod tests {
             ["agent:bot,", "openai/prod", "in demo"]
         );
         assert_eq!(wrap(&"ab".repeat(8), 5), ["ababa", "babab", "ababa", "b"]);
+        let spans = fit_spans(
+            vec![Span::raw(" ScopeHold "), Span::raw("filter: openai")],
+            16,
+        );
+        let text: String = spans.iter().map(|s| s.content.as_ref()).collect();
+        assert_eq!(text, " ScopeHold filt…");
     }
 
     #[test]
