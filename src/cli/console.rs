@@ -8,202 +8,50 @@ use anyhow::Result;
 use scopehold_tui::{Decoder, Summary, TablesFn};
 
 use super::client::{self, CallError};
-use super::output::{joined, opt, proxy_outcome, time_str};
+use super::output::{joined, opt, time_str};
 use crate::api::endpoint;
 use crate::api::wire::{self, SecretString};
 use crate::daemon::Home;
-use crate::domain::{Event, EventKind, Identity, State};
+use crate::domain::describe::ABSENT;
+use crate::domain::{Event, EventKind, Identity, State, fold_partial};
 
 fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
     let mut s = Summary {
         kind: EventKind::name_of(kind).to_string(),
+        actor: ABSENT.into(),
         ..Summary::default()
     };
-    let Some(body) = body else { return s };
+    let Some(body) = body else {
+        // Only a bundle leaves a body out (a secret-bearing one): the kind is all there is.
+        s.subject = "(body left out of the bundle)".into();
+        return s;
+    };
     let ev = match Event::from_body(kind, body) {
         Ok(e) => e,
         Err(e) => {
-            s.outcome = format!("undecodable: {e}");
+            s.subject = format!("undecodable: {e}");
             return s;
         }
     };
+    let d = ev.describe();
+    s.actor = d.actor_text();
+    s.details = d.details_text();
+    s.subject = d.subject;
+    s.outcome = d.outcome;
     s.identity = ev.identity().unwrap_or_default();
     s.secret = ev.secret().map(|x| x.to_string()).unwrap_or_default();
     s.denied = ev.is_denial();
-    let f = |k: &str, v: String| (k.to_string(), v);
-    match &ev {
-        Event::SecretResolved {
-            version,
-            project,
-            grant,
-            pid,
-            uid,
-            ..
-        } => {
-            s.project = project.to_string();
-            s.outcome = format!("granted v{version}");
-            s.fields = vec![
-                f("grant", grant.to_string()),
-                f("uid", uid.to_string()),
-                f("pid", pid.map_or("-".into(), |p| p.to_string())),
-            ];
-        }
-        Event::ResolutionDenied {
-            project,
-            reason,
-            uid,
-            pid,
-            ..
-        } => {
-            s.project = project.as_ref().map(|p| p.to_string()).unwrap_or_default();
-            s.outcome = format!("DENIED ({reason})");
-            s.fields = vec![
-                f("uid", uid.to_string()),
-                f("pid", pid.map_or("-".into(), |p| p.to_string())),
-            ];
-        }
-        Event::DenialsCounted {
-            identity,
-            uid,
-            reason,
-            count,
-            from_ms,
-            to_ms,
-        } => {
-            if identity.is_none() {
-                s.identity = uid.map_or("many callers".into(), |u| format!("uid {u}"));
-            }
-            s.outcome = format!("DENIED x{count} more ({reason})");
-            s.fields = vec![f("from", time_str(*from_ms)), f("to", time_str(*to_ms))];
-        }
-        Event::UnauthenticatedDenied { uid, count, .. } => {
-            s.identity = format!("uid {uid}");
-            s.outcome = format!("DENIED x{count} (no valid credential)");
-        }
-        Event::GrantCreated {
-            grant,
-            project,
-            expires_at_ms,
-            max_uses,
-            rate_per_min,
-            uid,
-            identity,
-            ..
-        } => {
-            s.project = project.to_string();
-            s.identity = identity.to_string();
-            s.outcome = format!("grant {grant}");
-            s.fields = vec![
-                f("expires", expires_at_ms.map_or("never".into(), time_str)),
-                f("max uses", max_uses.map_or("-".into(), |m| m.to_string())),
-                f(
-                    "rate/min",
-                    rate_per_min.map_or("-".into(), |r| r.to_string()),
-                ),
-                f("uid", uid.map_or("any".into(), |u| u.to_string())),
-            ];
-        }
-        Event::GrantRevoked { grant, .. } => s.outcome = format!("grant {grant} revoked"),
-        Event::SecretRotated {
-            version,
-            grace_until_ms,
-            ..
-        } => {
-            s.outcome = format!("now v{version}");
-            if let Some(g) = grace_until_ms {
-                s.fields = vec![f("grace until", time_str(*g))];
-            }
-        }
-        Event::SecretStored { projects, .. } => s.project = joined(projects),
-        Event::SecretRevoked { .. } => s.outcome = "revoked".into(),
-        Event::ProjectCreated { project, .. } => s.project = project.to_string(),
-        Event::MemberAdded {
-            member, uid, admin, ..
-        } => {
-            s.outcome = format!("member:{member}");
-            s.fields = vec![f("uid", uid.to_string()), f("admin", admin.to_string())];
-        }
-        Event::AgentCreated { agent, uid, .. } => {
-            s.outcome = format!("agent:{agent}");
-            s.fields = vec![f("uid", uid.map_or("any".into(), |u| u.to_string()))];
-        }
-        Event::AgentRevoked { agent, .. } => s.outcome = format!("agent:{agent} revoked"),
-        Event::MemberRemoved { member, .. } => s.outcome = format!("member:{member} removed"),
-        Event::MemberAdminSet { member, admin, .. } => {
-            s.outcome = format!("member:{member} admin {admin}");
-        }
-        Event::SecretAssigned { project, .. } => {
-            s.project = project.to_string();
-            s.outcome = "added to project".into();
-        }
-        Event::SecretUnassigned { project, .. } => {
-            s.project = project.to_string();
-            s.outcome = "taken out of project".into();
-        }
-        Event::ProviderSet {
-            provider, profile, ..
-        } => {
-            s.outcome = format!("provider {provider}");
-            s.fields = vec![
-                f("hosts", profile.hosts.join(", ")),
-                f("header", profile.header.clone()),
-            ];
-        }
-        Event::ProxyCall {
-            version,
-            project,
-            host,
-            method,
-            path,
-            run,
-            uid,
-            pid,
-            ..
-        } => {
-            s.project = project.to_string();
-            s.outcome = format!("proxied v{version} {method} {host}");
-            s.fields = vec![
-                f("path", path.clone()),
-                f("run", run.map_or("-".into(), |r| r.to_string())),
-                f("uid", uid.to_string()),
-                f("pid", pid.map_or("-".into(), |p| p.to_string())),
-            ];
-        }
-        Event::ProxyDenied {
-            project,
-            host,
-            method,
-            path,
-            reason,
-            uid,
-            ..
-        } => {
-            s.project = project.to_string();
-            s.outcome = format!("PROXY DENIED ({reason}) {method} {host}");
-            s.fields = vec![f("path", path.clone()), f("uid", uid.to_string())];
-        }
-        Event::ProxyResults { results, .. } => {
-            s.outcome = format!("{} proxied call outcomes", results.len());
-            s.fields = results
-                .iter()
-                .take(8)
-                .map(|r| f(&format!("call {}", r.call), proxy_outcome(r)))
-                .collect();
-        }
-        Event::RunStarted {
-            run,
-            project,
-            secrets,
-            uid,
-            ..
-        } => {
-            s.project = project.to_string();
-            s.outcome = format!("run {run} started");
-            s.fields = vec![f("secrets", joined(secrets)), f("uid", uid.to_string())];
-        }
-        Event::RunEnded { run, reason, .. } => s.outcome = format!("run {run} ended ({reason})"),
-        Event::AgentCredentialIssued { .. } | Event::SecretVersionSealed { .. } => {}
-    }
+    s.fields = d
+        .fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    s.project = ["project", "projects"]
+        .iter()
+        .find_map(|k| s.field(k))
+        .filter(|p| *p != ABSENT)
+        .unwrap_or_default()
+        .to_string();
     s
 }
 
@@ -212,9 +60,20 @@ pub fn decoder() -> Decoder {
     Arc::new(summarize)
 }
 
-/// The Secrets, Identities and Grants tables of a state.
+/// The Secrets, Identities and Grants tables of a state, as of now.
 pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    tables_at(st, now)
+}
+
+/// The tables at `now_ms`: each grant with its effective state and why, each secret with
+/// its versions' states, holders only where a grant can be used (`domain::status`, as the
+/// CLI's lists).
+pub fn tables_at(st: &State, now_ms: u64) -> scopehold_tui::ui::Tables {
     let active = |revoked: bool| if revoked { "revoked" } else { "active" }.to_string();
+    let live = |g: &crate::domain::Grant| st.grant_state(g, now_ms).is_live();
     let mut secrets = vec![
         [
             "SECRET",
@@ -231,12 +90,13 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
         let holders = st
             .grants
             .values()
-            .filter(|g| &g.secret == n && !g.revoked)
-            .map(|g| &g.identity);
+            .filter(|g| &g.secret == n && live(g))
+            .map(|g| g.identity.to_string())
+            .collect::<std::collections::BTreeSet<_>>();
         secrets.push(vec![
             n.to_string(),
             s.current.to_string(),
-            s.versions.len().to_string(),
+            versions_text(s, now_ms),
             joined(&s.projects),
             joined(holders),
             active(s.revoked),
@@ -247,7 +107,7 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
         joined(
             st.grants
                 .iter()
-                .filter(|(_, g)| &g.identity == id && !g.revoked)
+                .filter(|(_, g)| &g.identity == id && live(g))
                 .map(|(i, _)| i),
         )
     };
@@ -284,27 +144,58 @@ pub fn tables_of(st: &State) -> scopehold_tui::ui::Tables {
     }
     let mut grants = vec![
         [
-            "ID", "IDENTITY", "SECRET", "PROJECT", "USES", "MAX", "RATE/MIN", "UID", "EXPIRES",
-            "STATE",
+            "ID", "IDENTITY", "SECRET", "PROJECT", "STATE", "USES", "MAX", "RATE/MIN", "UID",
+            "EXPIRES", "WHY",
         ]
         .map(String::from)
         .to_vec(),
     ];
     for (id, g) in &st.grants {
+        let state = st.grant_state(g, now_ms);
         grants.push(vec![
             id.to_string(),
             g.identity.to_string(),
             g.secret.to_string(),
             g.project.to_string(),
+            state.name().to_string(),
             g.uses.to_string(),
             opt(g.max_uses),
             opt(g.rate_per_min),
             opt(g.uid),
             g.expires_at_ms.map_or("never".into(), time_str),
-            active(g.revoked),
+            if state == crate::domain::GrantState::Active {
+                String::new()
+            } else {
+                state.why()
+            },
         ]);
     }
     [secrets, ids, grants]
+}
+
+/// `v3 current, v2 grace until T, 1 retired`.
+fn versions_text(s: &crate::domain::SecretEntry, now_ms: u64) -> String {
+    use crate::domain::VersionState;
+    let states = s.version_states(now_ms);
+    let mut parts: Vec<String> = states
+        .iter()
+        .rev()
+        .filter_map(|(v, st)| match st {
+            VersionState::Current => Some(format!("v{v} current")),
+            VersionState::Grace { until_ms } => {
+                Some(format!("v{v} grace until {}", time_str(*until_ms)))
+            }
+            VersionState::Retired => None,
+        })
+        .collect();
+    let retired = states
+        .iter()
+        .filter(|(_, st)| *st == VersionState::Retired)
+        .count();
+    if retired > 0 {
+        parts.push(format!("{retired} retired"));
+    }
+    parts.join(", ")
 }
 
 /// Sends the console's confirmed requests to the daemon, as the member running the console,
@@ -406,6 +297,32 @@ pub fn run(home: &Home, socket: &std::path::Path, daemon_uid: Option<u32>) -> Re
     Ok(())
 }
 
+/// The Secrets, Identities and Grants tables of a bundle, projected from its events: the
+/// bundle is read and verified again (what is projected is what verifies), and the
+/// secret-bearing bodies it leaves out are stood in for (see `domain::partial`).
+pub fn bundle_tables(bundle: std::path::PathBuf, key: scopehold_log::PublicKey) -> TablesFn {
+    Arc::new(move || {
+        let bytes = std::fs::read(&bundle).map_err(|e| format!("reading the bundle: {e}"))?;
+        let contents =
+            scopehold_log::read_bundle(&bytes, &key, &scopehold_log::VerifyOptions::default())
+                .map_err(|e| format!("the bundle does not verify: {e}"))?;
+        let mut undecodable = Vec::new();
+        let events = contents.records.iter().map(|r| {
+            let ev = r.body.as_ref().and_then(|b| {
+                Event::from_body(r.envelope.kind, &b.bytes)
+                    .map_err(|e| undecodable.push(format!("event {}: {e}", r.seq())))
+                    .ok()
+            });
+            (r.seq(), ev)
+        });
+        let p = fold_partial(events.collect::<Vec<_>>());
+        if let Some(e) = undecodable.first() {
+            return Err(e.clone());
+        }
+        Ok(tables_of(&p.state))
+    })
+}
+
 /// `console --bundle`, auditor mode: the bundle is verified with `key` before anything is shown.
 pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
     let key = scopehold_log::PublicKey::from_arg(key).map_err(anyhow::Error::msg)?;
@@ -414,7 +331,7 @@ pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
         bundle: Some(bundle.to_path_buf()),
         key,
         decoder: decoder(),
-        tables: None,
+        tables: Some(bundle_tables(bundle.to_path_buf(), key)),
         actions: None,
         color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     })?;
@@ -449,8 +366,17 @@ mod tests {
             (s.identity.as_str(), s.secret.as_str(), s.denied),
             ("agent:bot", "openai/prod", false)
         );
+        assert_eq!(
+            (s.actor.as_str(), s.subject.as_str(), s.project.as_str()),
+            ("agent:bot", "openai/prod in demo", "demo")
+        );
         assert_eq!(s.outcome, "proxied v2 POST api.openai.com");
-        assert!(s.fields.iter().any(|(k, v)| k == "run" && v == "3"));
+        assert_eq!(s.field("run"), Some("3"));
+        assert!(
+            s.details.contains("path=/v1/chat/completions"),
+            "{}",
+            s.details
+        );
         let denied = Event::ProxyDenied {
             identity: "agent:bot".parse().unwrap(),
             secret: "openai/prod".parse().unwrap(),

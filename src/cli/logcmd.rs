@@ -15,6 +15,7 @@ use super::args::{ExportArgs, ExportFormat, VerifyArgs};
 use super::exit::{EXIT_VERIFY_FAILED, Exit};
 use super::output::time_str;
 use crate::daemon::Home;
+use crate::domain::describe::ABSENT;
 use crate::domain::{Event, EventKind};
 
 fn key_for(home: &Home, arg: Option<&str>) -> anyhow::Result<PublicKey> {
@@ -284,7 +285,7 @@ pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(),
 }
 
 /// `log show`: the log's events decoded, filtered. Reads the log files directly (no daemon
-/// needed); secret-bearing bodies are never decoded or printed.
+/// needed); secret-bearing bodies are never printed (they are described, redacted).
 pub fn show(
     home: &Home,
     identity: Option<&str>,
@@ -304,7 +305,6 @@ pub fn show(
     let mut rows = Vec::new();
     for rec in reader.events_from(0)? {
         let rec = rec?;
-        let kname = EventKind::name_of(rec.envelope.kind);
         if kind.is_some_and(|k| k.number() != rec.envelope.kind) {
             continue;
         }
@@ -330,148 +330,80 @@ pub fn show(
         if secret.is_some_and(|s| s != ev_secret) {
             continue;
         }
+        // A secret-bearing body is decoded only to say who did what to whom (a reissued
+        // credential): its description redacts the secret fields, and the body itself is
+        // never printed.
+        let secret_ev = match (rec.class(), &rec.body) {
+            (BodyClass::Secret, Some(b)) => Some(
+                Event::from_body(rec.envelope.kind, &b.bytes)
+                    .with_context(|| format!("event {}", rec.seq()))?,
+            ),
+            _ => None,
+        };
+        let described = ev.as_ref().or(secret_ev.as_ref());
         if json_out {
-            let mut o = json!({"seq": rec.seq(), "time": time_str(rec.envelope.time_ms), "kind": kname, "hash": hex::encode(rec.hash)});
-            if let Some(e) = &ev {
-                o["event"] = serde_json::to_value(e).map_err(anyhow::Error::new)?;
-            }
-            println!("{o}");
+            println!("{}", json_row(&rec, ev.as_ref(), described)?);
         } else {
-            let detail = match &ev {
-                Some(Event::SecretResolved {
-                    project,
-                    version,
-                    grant,
-                    pid,
-                    uid,
-                    ..
-                }) => {
-                    format!(
-                        "project={project} version={version} grant={grant} uid={uid} pid={}",
-                        pid.map_or("-".into(), |p| p.to_string())
-                    )
-                }
-                Some(Event::ResolutionDenied {
-                    project,
-                    reason,
-                    uid,
-                    ..
-                }) => format!(
-                    "project={} DENIED ({reason}) uid={uid}",
-                    project.as_ref().map(|p| p.as_str()).unwrap_or("")
-                ),
-                Some(Event::DenialsCounted {
-                    uid,
-                    reason,
-                    count,
-                    from_ms,
-                    to_ms,
-                    ..
-                }) => format!(
-                    "DENIED x{count} more ({reason}) uid={} from={} to={}",
-                    uid.map_or("-".into(), |u| u.to_string()),
-                    time_str(*from_ms),
-                    time_str(*to_ms)
-                ),
-                Some(Event::UnauthenticatedDenied { uid, count, .. }) => {
-                    format!("DENIED unauthenticated uid={uid} count={count}")
-                }
-                Some(Event::GrantCreated { grant, project, .. }) => {
-                    format!("grant={grant} project={project}")
-                }
-                Some(Event::GrantRevoked { grant, .. }) => format!("grant={grant}"),
-                Some(Event::SecretRotated { version, .. }) => format!("version={version}"),
-                Some(Event::SecretStored { projects, .. }) => {
-                    format!("projects={}", super::output::joined(projects))
-                }
-                Some(Event::MemberAdded {
-                    member, uid, admin, ..
-                }) => format!("member={member} uid={uid} admin={admin}"),
-                Some(Event::AgentCreated { agent, .. })
-                | Some(Event::AgentRevoked { agent, .. }) => format!("agent={agent}"),
-                Some(Event::ProjectCreated { project, .. }) => format!("project={project}"),
-                Some(Event::ProxyCall {
-                    project,
-                    version,
-                    host,
-                    method,
-                    path,
-                    run,
-                    uid,
-                    pid,
-                    ..
-                }) => format!(
-                    "project={project} version={version} {method} {host}{path} run={} uid={uid} pid={}",
-                    run.map_or("-".into(), |r| r.to_string()),
-                    pid.map_or("-".into(), |p| p.to_string())
-                ),
-                Some(Event::ProxyDenied {
-                    project,
-                    host,
-                    method,
-                    path,
-                    reason,
-                    uid,
-                    ..
-                }) => {
-                    format!("project={project} DENIED ({reason}) {method} {host}{path} uid={uid}")
-                }
-                Some(Event::ProxyResults { results, .. }) => {
-                    let shown: Vec<String> = results
-                        .iter()
-                        .take(4)
-                        .map(|r| format!("call {}: {}", r.call, super::output::proxy_outcome(r)))
-                        .collect();
-                    let more = results.len().saturating_sub(4);
-                    format!(
-                        "{}{}",
-                        shown.join("; "),
-                        if more > 0 {
-                            format!("; +{more} more")
-                        } else {
-                            String::new()
-                        }
-                    )
-                }
-                Some(Event::RunStarted {
-                    run,
-                    project,
-                    secrets,
-                    uid,
-                    ..
-                }) => format!(
-                    "run={run} project={project} secrets={} uid={uid}",
-                    super::output::joined(secrets)
-                ),
-                Some(Event::RunEnded { run, reason, .. }) => format!("run={run} ({reason})"),
-                Some(Event::ProviderSet {
-                    provider, profile, ..
-                }) => format!(
-                    "provider={provider} hosts={} header={}",
-                    profile.hosts.join(","),
-                    profile.header
-                ),
-                _ => String::new(),
-            };
-            rows.push(format!(
-                "{:>6}  {}  {:<24} {:<22} {:<20} {}",
-                rec.seq(),
-                time_str(rec.envelope.time_ms),
-                kname,
-                ev_identity,
-                ev_secret,
-                detail
-            ));
+            rows.push(text_row(&rec, described));
         }
     }
     if !json_out {
         println!(
-            "{:>6}  {:<24}  {:<24} {:<22} {:<20} DETAIL",
-            "SEQ", "TIME", "KIND", "IDENTITY", "SECRET"
+            "{:>6}  {:<24}  {:<16} {:<23} {:<30} DETAILS",
+            "SEQ", "TIME", "ACTOR", "ACTION", "SUBJECT"
         );
         for r in rows {
             println!("{r}");
         }
     }
     Ok(())
+}
+
+/// One `log show` line: seq, time, actor, action (the kind), subject, then the outcome and
+/// every other field as `name=value` (the domain's description: the console shows the same).
+fn text_row(rec: &scopehold_log::Record, ev: Option<&Event>) -> String {
+    let kind = EventKind::name_of(rec.envelope.kind);
+    let (actor, subject, rest) = match ev.map(Event::describe) {
+        Some(d) => {
+            let rest = [d.outcome.clone(), d.details_text()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("  ");
+            (d.actor_text(), d.subject, rest)
+        }
+        None => (ABSENT.to_string(), "(no body)".to_string(), String::new()),
+    };
+    format!(
+        "{:>6}  {}  {actor:<16} {kind:<23} {subject:<30} {rest}",
+        rec.seq(),
+        time_str(rec.envelope.time_ms),
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// One `log show --json` line: seq, time, kind, hash and (public bodies only) the event, with
+/// the description's actor (`null` when not recorded), subject, outcome and fields.
+fn json_row(
+    rec: &scopehold_log::Record,
+    public: Option<&Event>,
+    described: Option<&Event>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut o = json!({"seq": rec.seq(), "time": time_str(rec.envelope.time_ms), "kind": EventKind::name_of(rec.envelope.kind), "hash": hex::encode(rec.hash)});
+    if let Some(e) = public {
+        o["event"] = serde_json::to_value(e)?;
+    }
+    if let Some(d) = described.map(Event::describe) {
+        o["actor"] = json!(d.actor.as_ref().map(ToString::to_string));
+        o["subject"] = json!(d.subject);
+        o["outcome"] = json!(d.outcome);
+        o["fields"] = serde_json::Value::Object(
+            d.fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect(),
+        );
+    }
+    Ok(o)
 }

@@ -8,6 +8,7 @@
 )]
 
 mod agents;
+mod audit;
 mod backup;
 mod ca;
 mod cli;

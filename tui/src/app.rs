@@ -238,9 +238,16 @@ impl Filter {
             && self.kind.as_deref().is_none_or(|w| s.kind == w)
             && (!self.denied || s.denied)
             && self.words.iter().all(|w| {
-                [&s.identity, &s.secret, &s.kind, &s.project]
-                    .iter()
-                    .any(|f| f.contains(w.as_str()))
+                [
+                    &s.identity,
+                    &s.secret,
+                    &s.kind,
+                    &s.project,
+                    &s.actor,
+                    &s.subject,
+                ]
+                .iter()
+                .any(|f| f.contains(w.as_str()))
             })
     }
 }
@@ -297,6 +304,9 @@ pub struct App {
     /// Row counts of the other views' tables.
     pub table_rows: [u64; 4],
     pub read_only: bool,
+    /// First line of the detail pane shown: with the detail pane focused (Tab), the movement
+    /// keys scroll it. Back to the top whenever the selection moves.
+    pub detail_scroll: u16,
 }
 
 impl App {
@@ -317,6 +327,7 @@ impl App {
             quit: false,
             table_rows: [0; 4],
             read_only: false,
+            detail_scroll: 0,
         }
     }
 
@@ -359,6 +370,7 @@ impl App {
     /// Jumps the audit view to event `seq` (or the nearest shown one after it).
     pub fn jump(&mut self, seq: u64) {
         self.view = View::Audit;
+        self.detail_scroll = 0;
         self.selected[0] = match &self.filtered {
             Some(f) => f.partition_point(|s| *s < seq) as u64,
             None => seq.saturating_sub(self.first),
@@ -366,8 +378,41 @@ impl App {
         self.clamp();
     }
 
+    /// Scrolls the detail pane (the drawing clamps it to the pane's content).
+    fn scroll_detail(&mut self, a: &Action) -> bool {
+        if self.view != View::Audit || self.pane != Pane::Detail {
+            return false;
+        }
+        let page = u16::try_from(self.page).unwrap_or(u16::MAX);
+        let s = &mut self.detail_scroll;
+        match a {
+            Action::Up(n) => *s = s.saturating_sub(u16::try_from(*n).unwrap_or(u16::MAX)),
+            Action::Down(n) => *s = s.saturating_add(u16::try_from(*n).unwrap_or(u16::MAX)),
+            Action::PageUp => *s = s.saturating_sub(page),
+            Action::PageDown => *s = s.saturating_add(page),
+            Action::Top => *s = 0,
+            Action::Bottom => *s = u16::MAX,
+            _ => return false,
+        }
+        true
+    }
+
     pub fn update(&mut self, a: Action) -> Option<Effect> {
+        if self.scroll_detail(&a) {
+            return None;
+        }
         let i = self.idx();
+        if matches!(
+            a,
+            Action::Up(_)
+                | Action::Down(_)
+                | Action::PageUp
+                | Action::PageDown
+                | Action::Top
+                | Action::Bottom
+        ) {
+            self.detail_scroll = 0;
+        }
         match a {
             Action::Quit => self.quit = true,
             Action::Up(n) => self.selected[i] = self.selected[i].saturating_sub(n),
@@ -669,6 +714,26 @@ mod tests {
                 value: zeroize::Zeroizing::new("sk-new".into())
             }))
         );
+    }
+
+    #[test]
+    fn with_the_detail_focused_the_movement_keys_scroll_it_not_the_selection() {
+        let mut a = App::new(0, 100);
+        a.page = 10;
+        a.jump(40);
+        a.update(Action::NextPane);
+        a.update(Action::Down(3));
+        a.update(Action::PageDown);
+        assert_eq!((a.selected_seq(), a.detail_scroll), (Some(40), 13));
+        a.update(Action::Up(1));
+        assert_eq!(a.detail_scroll, 12);
+        a.update(Action::Top);
+        assert_eq!(a.detail_scroll, 0);
+        // Back to the table: the keys move the selection, and the detail starts at its top.
+        a.update(Action::Bottom);
+        a.update(Action::NextPane);
+        a.update(Action::Down(1));
+        assert_eq!((a.selected_seq(), a.detail_scroll), (Some(41), 0));
     }
 
     #[test]

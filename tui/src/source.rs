@@ -12,18 +12,40 @@ use scopehold_log::{BodyClass, BundleContents, LogReader, SignedCheckpoint};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub kind: String,
-    pub identity: String,
-    pub secret: String,
-    pub project: String,
+    /// Who did it (`member:root`, `agent:bot`, `uid 1000`; `—` when the event does not say).
+    pub actor: String,
+    /// What it was done to (`agent:bot, openai/prod in demo`, `openai/prod in demo`).
+    pub subject: String,
     /// e.g. `granted v2`, `DENIED (grant expired)`.
     pub outcome: String,
     pub denied: bool,
-    /// Further fields for the detail pane (never secret values: secret-bearing bodies are not
-    /// handed to the decoder).
+    /// Every field of the event by name, for the detail pane (never secret material: the
+    /// decoder shows a sealed value or a credential hash as a placeholder). `uid` and `pid`,
+    /// when present, also get columns of their own on wide screens.
     pub fields: Vec<(String, String)>,
+    /// The fields that actor, subject and outcome do not say, as `name=value` words: the
+    /// widest table's last column.
+    pub details: String,
+    /// For filters: the identity the event is about or by, its secret and its project(s).
+    pub identity: String,
+    pub secret: String,
+    pub project: String,
 }
 
-/// Decodes an event from its kind tag and, for public events, its body.
+impl Summary {
+    /// The value of field `name`, if the event has it.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes an event from its kind tag and its body, when the record holds one (an exported
+/// bundle leaves secret-bearing bodies out). A decoder is handed secret-bearing bodies so
+/// that it can say who did what (a reissued credential, a sealed version); it must put no
+/// secret material in the summary.
 pub type Decoder = Arc<dyn Fn(u16, Option<&[u8]>) -> Summary + Send + Sync>;
 
 /// One event as the console shows it.
@@ -34,6 +56,8 @@ pub struct Row {
     pub hash: [u8; 32],
     pub prev: [u8; 32],
     pub secret_bearing: bool,
+    /// Whether the body was there to decode (bundles leave secret-bearing bodies out).
+    pub body_present: bool,
     pub summary: Summary,
 }
 
@@ -100,13 +124,9 @@ impl std::fmt::Debug for LogSource {
 
 const CACHE_ROWS: usize = 4096;
 
-/// Decodes one record with `decoder`, never passing it a secret-bearing body.
+/// Decodes one record with `decoder`. Secret-bearing bodies are passed too (see [`Decoder`]).
 pub fn decode(decoder: &Decoder, rec: &scopehold_log::Record) -> Summary {
-    let body = match (rec.class(), &rec.body) {
-        (BodyClass::Public, Some(b)) => Some(&b.bytes[..]),
-        _ => None,
-    };
-    decoder(rec.envelope.kind, body)
+    decoder(rec.envelope.kind, rec.body.as_ref().map(|b| &b.bytes[..]))
 }
 
 impl LogSource {
@@ -194,6 +214,7 @@ impl LogSource {
             hash: rec.hash,
             prev: rec.envelope.prev,
             secret_bearing: rec.class() == BodyClass::Secret,
+            body_present: rec.body.is_some(),
             summary: decode(&self.decoder, rec),
         };
         if self.cache.len() >= CACHE_ROWS {
