@@ -62,6 +62,7 @@ impl ApiError {
                 Refusal::AlreadyExists(..)
                 | Refusal::AlreadyRevoked(..)
                 | Refusal::Revoked(..)
+                | Refusal::Deleted(_)
                 | Refusal::UidTaken { .. }
                 | Refusal::ConcurrentRotation(_) => (409, "conflict"),
                 Refusal::NoProjects

@@ -116,6 +116,10 @@ fn summarize(kind: u16, body: Option<&[u8]>) -> Summary {
         }
         Event::SecretStored { projects, .. } => s.project = joined(projects),
         Event::SecretRevoked { .. } => s.outcome = "revoked".into(),
+        Event::SecretDeleted { erased, .. } => {
+            s.outcome = "deleted (crypto-shredded)".into();
+            s.fields = vec![f("erased events", joined(erased))];
+        }
         Event::ProjectCreated { project, .. } => s.project = project.to_string(),
         Event::MemberAdded {
             member, uid, admin, ..

@@ -77,6 +77,7 @@ event_kinds! {
     ProxyResults = 19, "proxy_results", Public;
     RunStarted = 20, "run_started", Public;
     RunEnded = 21, "run_ended", Public;
+    SecretDeleted = 26, "secret_deleted", Public;
 }
 
 impl EventKind {
@@ -327,6 +328,15 @@ pub enum Event {
         reason: String,
         at_ms: u64,
     },
+    /// A secret was deleted by crypto-shredding: `erased` lists the sequence numbers of its
+    /// `secret_version_sealed` events, whose bodies (the sealed values and the only copies of
+    /// their wrapped data keys) the daemon then erases from the log. The events stay, so the
+    /// chain still verifies, and this one says who destroyed what. The name is never reused.
+    SecretDeleted {
+        secret: SecretName,
+        erased: Vec<u64>,
+        by: Actor,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -371,6 +381,7 @@ impl Event {
             Event::ProxyResults { .. } => EventKind::ProxyResults,
             Event::RunStarted { .. } => EventKind::RunStarted,
             Event::RunEnded { .. } => EventKind::RunEnded,
+            Event::SecretDeleted { .. } => EventKind::SecretDeleted,
         }
     }
 
@@ -423,7 +434,8 @@ impl Event {
             | Event::SecretRotated { by, .. }
             | Event::SecretRevoked { by, .. }
             | Event::GrantRevoked { by, .. }
-            | Event::ProviderSet { by, .. } => Some(by.to_string()),
+            | Event::ProviderSet { by, .. }
+            | Event::SecretDeleted { by, .. } => Some(by.to_string()),
             Event::SecretVersionSealed { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::ProxyResults { .. }
@@ -441,7 +453,8 @@ impl Event {
             | Event::GrantCreated { secret, .. }
             | Event::SecretResolved { secret, .. }
             | Event::ProxyCall { secret, .. }
-            | Event::ProxyDenied { secret, .. } => Some(secret),
+            | Event::ProxyDenied { secret, .. }
+            | Event::SecretDeleted { secret, .. } => Some(secret),
             Event::ResolutionDenied { secret, .. } => secret.as_ref(),
             _ => None,
         }

@@ -18,5 +18,6 @@ mod daemon;
 mod masking;
 mod paths;
 mod proxy;
+mod shred;
 mod users;
 mod watch;
