@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scopehold::domain::{Event, EventKind};
@@ -582,4 +583,110 @@ fn a_deletion_whose_erasure_did_not_happen_is_erased_at_the_next_start() {
     assert_eq!(d.resolve(&cred).status.code(), Some(3));
     let v: Value = serde_json::from_str(&d.ok(&["--json", "log", "verify"], None)).unwrap();
     assert_eq!(v["erased_bodies"].as_u64(), Some(2), "{v}");
+}
+
+/// Storage whose in-place overwrites fail (a broken disk under the erasure only).
+#[derive(Debug)]
+struct NoOverwrite;
+
+impl scopehold_log::Storage for NoOverwrite {
+    fn create_new(&self, p: &Path) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
+        scopehold_log::StdStorage.create_new(p)
+    }
+    fn open_append(&self, p: &Path) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
+        scopehold_log::StdStorage.open_append(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        scopehold_log::StdStorage.rename(a, b)
+    }
+    fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
+        scopehold_log::StdStorage.sync_dir(d)
+    }
+    fn remove(&self, p: &Path) -> std::io::Result<()> {
+        scopehold_log::StdStorage.remove(p)
+    }
+    fn open_overwrite(&self, _: &Path) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
+        Err(std::io::Error::from_raw_os_error(5)) // EIO
+    }
+}
+
+#[test]
+fn a_failed_erasure_leaves_the_deletion_standing_says_so_and_is_finished_at_the_next_start() {
+    use scopehold::daemon::{Engine, Home, Peer};
+    use scopehold::domain::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(Some(dir.path().join("state")), None).unwrap();
+    home.init().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock: scopehold_log::Clock = Arc::new(|| 1_800_000_000_000);
+    let engine = Engine::open_with_storage(&home, clock.clone(), Arc::new(NoOverwrite)).unwrap();
+    let secret: scopehold::domain::SecretName = "openai/prod".parse().unwrap();
+    let shredded = rt.block_on(async {
+        let me = engine
+            .authenticate(
+                None,
+                Peer {
+                    uid: nix::unistd::geteuid().as_raw(),
+                    pid: None,
+                },
+            )
+            .await
+            .unwrap();
+        let project = "demo".parse().unwrap();
+        engine
+            .execute(
+                &me,
+                &Command::CreateProject {
+                    project: "demo".parse().unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+        let sealed = engine
+            .master()
+            .seal(secret.as_str(), 1, value(1).as_bytes())
+            .unwrap();
+        engine
+            .execute(
+                &me,
+                &Command::PutSecret {
+                    secret: secret.clone(),
+                    projects: vec![project],
+                    sealed,
+                },
+            )
+            .await
+            .unwrap();
+        engine.delete_secret(&me, &secret).await.unwrap()
+    });
+    // The deletion is recorded and stands; the answer says the values are still there.
+    let why = shredded.erase_error.expect("the erasure failed");
+    assert!(why.contains("stopped after a storage failure"), "{why}");
+    assert!(engine.read(|st| st.secrets[&secret].deleted));
+    // As after any storage failure, the log writer stopped: nothing more is served.
+    assert!(engine.log().status().poisoned.is_some());
+    let _ = engine.close();
+    let journal_present = || {
+        files_under(&home.log_dir())
+            .iter()
+            .any(|(p, _)| p.file_name().is_some_and(|n| n == "erase.journal"))
+    };
+    // The journal was written before the overwrite failed: it stays for the next open.
+    assert!(journal_present());
+    // The next start finishes it (from the journal, or from the deletion in the log).
+    let engine =
+        Engine::open_with_storage(&home, clock, Arc::new(scopehold_log::StdStorage)).unwrap();
+    assert!(engine.log().status().poisoned.is_none());
+    assert!(!journal_present());
+    let r = LogReader::open(&home.log_dir(), None).unwrap();
+    let erased = r
+        .events_from(0)
+        .unwrap()
+        .filter(|rec| rec.as_ref().unwrap().erased)
+        .count();
+    assert_eq!(erased, 1);
+    let _ = engine.close();
 }
