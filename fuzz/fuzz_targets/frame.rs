@@ -38,7 +38,16 @@ fn frames(buf: &[u8]) {
                     assert_eq!(salt.len(), p.envelope.body_class().salt_len());
                     assert_eq!(body.len(), p.envelope.body_len as usize);
                 }
-                codec::put_event_frame(&mut again, p.envelope_bytes, p.salt_and_body);
+                if p.erased {
+                    assert!(p.salt_and_body.is_none());
+                    codec::put_erased_event_frame(
+                        &mut again,
+                        p.envelope_bytes,
+                        p.envelope.body_len as usize,
+                    );
+                } else {
+                    codec::put_event_frame(&mut again, p.envelope_bytes, p.salt_and_body);
+                }
             }
             Frame::Checkpoint { body, signature } => {
                 let bytes = body.encode();

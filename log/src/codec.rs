@@ -38,6 +38,17 @@ pub const CHECKPOINT_BODY_LEN: usize = 2 + 32 + 8 + 32 + 8;
 /// Length of a salt for a secret-bearing body.
 pub const SALT_LEN: usize = 32;
 
+/// `present` of an event frame whose secret-bearing salt and body were left out (exports).
+pub const BODY_LEFT_OUT: u8 = 0;
+/// `present` of an event frame carrying its salt and body.
+pub const BODY_PRESENT: u8 = 1;
+/// `present` of an event frame whose secret-bearing salt and body were erased in place
+/// (crypto-shredding): the same lengths, every byte zero, so the frame keeps its size.
+pub const BODY_ERASED: u8 = 2;
+/// Bytes of an event frame before its salt: frame header, type, `env_len`, envelope,
+/// `present`, `salt_len`. What an erasure changes lies here (the CRC, `present`) or after.
+pub const EVENT_HEAD_LEN: usize = FRAME_HEADER_LEN + 1 + 2 + ENVELOPE_LEN + 2;
+
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SHLOGSEG";
 /// Length of a segment header: `magic | version | log_id | first_seq | crc32c`. The first
@@ -432,8 +443,11 @@ pub struct EventParts<'a> {
     pub envelope_bytes: &'a [u8],
     /// The decoded envelope.
     pub envelope: Envelope,
-    /// `None` when the body (and salt) were left out of an export.
+    /// `None` when the body (and salt) were left out of an export, or erased.
     pub salt_and_body: Option<(&'a [u8], &'a [u8])>,
+    /// The salt and body were erased in place (`present` = [`BODY_ERASED`]): a log whose
+    /// secret-bearing body was destroyed on purpose. Never set in an export.
+    pub erased: bool,
 }
 
 impl std::fmt::Debug for EventParts<'_> {
@@ -442,6 +456,7 @@ impl std::fmt::Debug for EventParts<'_> {
         f.debug_struct("EventParts")
             .field("envelope", &self.envelope)
             .field("body_present", &self.salt_and_body.is_some())
+            .field("erased", &self.erased)
             .finish()
     }
 }
@@ -463,8 +478,30 @@ pub fn put_event_frame(
                 &[&env_len, envelope_bytes, &tag, salt, body],
             );
         }
-        None => put_frame(out, FRAME_EVENT, &[&env_len, envelope_bytes, &[0u8, 0u8]]),
+        None => put_frame(
+            out,
+            FRAME_EVENT,
+            &[&env_len, envelope_bytes, &[BODY_LEFT_OUT, 0u8]],
+        ),
     }
+}
+
+/// Appends the erased form of a secret-bearing event frame: the envelope as stored,
+/// `present` = [`BODY_ERASED`], and zeros in place of the salt and the envelope's `body_len`
+/// bytes of body. It is exactly as long as the frame it replaces.
+pub fn put_erased_event_frame(out: &mut Vec<u8>, envelope_bytes: &[u8], body_len: usize) {
+    let env_len = (envelope_bytes.len() as u16).to_le_bytes();
+    let zeros = vec![0u8; SALT_LEN + body_len];
+    put_frame(
+        out,
+        FRAME_EVENT,
+        &[
+            &env_len,
+            envelope_bytes,
+            &[BODY_ERASED, SALT_LEN as u8],
+            &zeros,
+        ],
+    );
 }
 
 /// Decodes an event frame's payload (see [`EventParts`]).
@@ -484,20 +521,33 @@ fn decode_event_payload(payload: &[u8]) -> Result<EventParts<'_>, FrameError> {
     let rest = &rest[env_len + 2..];
     let class = envelope.body_class();
     let salt_and_body = match present {
-        0 => {
+        BODY_LEFT_OUT => {
             if class != BodyClass::Secret || salt_len != 0 || !rest.is_empty() {
                 return Err(FrameError::BadRedaction);
             }
             None
         }
-        1 => {
+        BODY_PRESENT | BODY_ERASED => {
             if salt_len != class.salt_len() {
                 return Err(FrameError::BadLength("salt", salt_len));
             }
             if rest.len() != salt_len + envelope.body_len as usize {
                 return Err(FrameError::BadLength("body", rest.len()));
             }
-            Some(rest.split_at(salt_len))
+            if present == BODY_PRESENT {
+                Some(rest.split_at(salt_len))
+            } else {
+                // Only a secret-bearing body may be erased (a public one is in every export
+                // and is checked against its commitment), and erased means every byte zero:
+                // a frame cannot claim erasure while still carrying the sealed bytes.
+                if class != BodyClass::Secret {
+                    return Err(FrameError::BadErasure("the body is public"));
+                }
+                if rest.iter().any(|b| *b != 0) {
+                    return Err(FrameError::BadErasure("its bytes are not all zero"));
+                }
+                None
+            }
         }
         other => return Err(FrameError::BadPresence(other)),
     };
@@ -505,6 +555,7 @@ fn decode_event_payload(payload: &[u8]) -> Result<EventParts<'_>, FrameError> {
         envelope_bytes,
         envelope,
         salt_and_body,
+        erased: present == BODY_ERASED,
     })
 }
 
@@ -645,6 +696,44 @@ mod tests {
         assert_eq!(
             decode_frame(&out).map(|d| d.total_len),
             Err(FrameError::UnknownFrameType(9))
+        );
+    }
+
+    #[test]
+    fn an_erased_frame_keeps_its_length_and_decodes_without_a_body() {
+        let env = envelope(4, BodyClass::Secret, 50);
+        let bytes = env.encode();
+        let mut original = Vec::new();
+        put_event_frame(&mut original, &bytes, Some((&[7u8; SALT_LEN], &[9u8; 50])));
+        let mut erased = Vec::new();
+        put_erased_event_frame(&mut erased, &bytes, 50);
+        assert_eq!(erased.len(), original.len());
+        assert_eq!(erased[..4], original[..4]);
+        assert_eq!(
+            erased[FRAME_HEADER_LEN..EVENT_HEAD_LEN - 2],
+            original[FRAME_HEADER_LEN..EVENT_HEAD_LEN - 2]
+        );
+        let p = decode_event_payload(read_frame(&erased).unwrap().payload).unwrap();
+        assert!(p.erased && p.salt_and_body.is_none());
+        assert_eq!(p.envelope, env);
+        let p = decode_event_payload(read_frame(&original).unwrap().payload).unwrap();
+        assert!(!p.erased && p.salt_and_body.is_some());
+        // A public envelope cannot be erased, even with every length right.
+        let public = envelope(4, BodyClass::Public, 50).encode();
+        let mut out = Vec::new();
+        put_frame(
+            &mut out,
+            FRAME_EVENT,
+            &[
+                &(ENVELOPE_LEN as u16).to_le_bytes(),
+                &public,
+                &[BODY_ERASED, 0],
+                &[0; 50],
+            ],
+        );
+        assert_eq!(
+            decode_frame(&out).map(|d| d.total_len),
+            Err(FrameError::BadErasure("the body is public"))
         );
     }
 

@@ -37,9 +37,13 @@ pub enum FrameError {
     /// An envelope's body class byte is neither public (0) nor secret-bearing (1).
     #[error("unknown body class {0}")]
     BadClass(u8),
-    /// An event frame's body presence flag is neither 0 (left out) nor 1 (present).
+    /// An event frame's body presence flag is none of 0 (left out), 1 (present) and 2
+    /// (erased). Builds before erasure existed refuse 2 with this error.
     #[error("invalid body presence flag {0}")]
     BadPresence(u8),
+    /// A frame marked erased (`present` = 2) that an erasure cannot have written.
+    #[error("invalid erased body: {0}")]
+    BadErasure(&'static str),
     /// A body is missing where the format requires it (a public body, or any body in a log).
     #[error("a body was left out where that is not allowed")]
     BadRedaction,
@@ -180,6 +184,31 @@ pub enum AppendError {
     /// No salt could be drawn for a secret-bearing body.
     #[error("the OS random source failed: {0}")]
     Random(String),
+}
+
+/// Why an erasure ([`Log::erase`](crate::Log::erase)) failed. Refusals (`NotCommitted`,
+/// `Public`) changed nothing; after `Failed` or `Poisoned` the outcome is unknown, not
+/// negative: a journal that reached the disk finishes the erasure on the next open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EraseError {
+    /// The writer stopped after a storage failure (this erasure's, or an earlier one).
+    #[error(
+        "the log writer is stopped after a storage failure and will not retry ({0}); restart once the fault is cleared"
+    )]
+    Poisoned(String),
+    /// The log was closed first.
+    #[error("the log is closed")]
+    Closed,
+    /// The event is not committed (yet): nothing was erased.
+    #[error("event {0} is not in the log's committed range; nothing was erased")]
+    NotCommitted(u64),
+    /// The event's body is public: it is in every export and is never erased.
+    #[error("event {0} has a public body, which is never erased; nothing was erased")]
+    Public(u64),
+    /// Locating the events or writing the journal failed before any frame was touched.
+    #[error("the erasure failed: {0}")]
+    Failed(String),
 }
 
 /// Why closing a log reported a failure. The log is closed either way.

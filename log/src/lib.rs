@@ -27,11 +27,13 @@
 
 // Module dependencies run one way (no cycles). Bottom up: error, hash, storage; codec and
 // keys; checkpoint; segment (files, frames read from them, the scanner, the lock); index;
-// layout (the committed end); then reader and verify side by side, bundle on both, and the
-// writer on layout, index and storage.
+// layout (the committed end); erase (the journal of in-place erasures, on segment and
+// storage); then reader and verify side by side, bundle on both, and the writer on layout,
+// index, erase and storage.
 mod bundle;
 mod checkpoint;
 pub mod codec;
+mod erase;
 mod error;
 pub mod hash;
 mod index;
@@ -49,8 +51,9 @@ pub use bundle::{
 };
 pub use checkpoint::{BadSignature, SignedCheckpoint, VerifiedCheckpoint};
 pub use codec::{BodyClass, BundleHeader, Envelope};
+pub use erase::ERASE_JOURNAL;
 pub use error::{
-    AppendError, CheckpointTextError, CloseError, FrameError, LogError, PublicKeyError,
+    AppendError, CheckpointTextError, CloseError, EraseError, FrameError, LogError, PublicKeyError,
 };
 pub use keys::{LogKey, PublicKey};
 pub use reader::{Body, Item, LogIter, LogReader, Record};
@@ -61,5 +64,6 @@ pub use verify::{
     verify_log_with_progress,
 };
 pub use writer::{
-    Callback, Clock, Entry, Log, LogOptions, Receipt, Recovery, Status, system_clock,
+    Callback, Clock, Entry, EraseCallback, Erased, Log, LogOptions, Receipt, Recovery, Status,
+    system_clock,
 };

@@ -43,8 +43,11 @@ pub struct Record {
     pub envelope_bytes: Vec<u8>,
     /// `event_hash(envelope_bytes)`.
     pub hash: [u8; 32],
-    /// `None` only in exports, for secret-bearing bodies.
+    /// `None` only for secret-bearing bodies: left out (exports) or erased (see `erased`).
     pub body: Option<Body>,
+    /// The secret-bearing body was erased in place (`Log::erase`): it is gone for good,
+    /// while the envelope, and so the chain, stays.
+    pub erased: bool,
 }
 
 impl Record {
@@ -56,7 +59,8 @@ impl Record {
     pub fn class(&self) -> BodyClass {
         self.envelope.body_class()
     }
-    /// Whether the stored body matches the envelope's commitment (`None` if left out).
+    /// Whether the stored body matches the envelope's commitment (`None` if left out or
+    /// erased).
     pub fn body_matches(&self) -> Option<bool> {
         self.body.as_ref().map(|b| {
             hash::ct_eq(
@@ -76,6 +80,7 @@ impl Record {
                 salt: s.to_vec(),
                 bytes: Zeroizing::new(b.to_vec()),
             }),
+            erased: p.erased,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::checkpoint::{SignedCheckpoint, VerifiedCheckpoint};
 use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, Frame, SEGMENT_HEADER_LEN};
+use crate::erase;
 use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::keys::PublicKey;
@@ -45,6 +46,9 @@ pub struct VerifyReport {
     pub signatures_checked: u64,
     /// Bodies left out (bundles).
     pub redacted_bodies: u64,
+    /// Secret-bearing bodies erased in place (`Log::erase`; logs only): their envelopes are
+    /// in the chain, their commitments can no longer be checked.
+    pub erased_bodies: u64,
     /// Bytes after the last checkpoint of a log that a writer holds open: an append in flight,
     /// not covered yet and not verified.
     pub pending_bytes: u64,
@@ -200,8 +204,10 @@ enum Pre {
     Event {
         envelope: codec::Envelope,
         hash: [u8; 32],
-        /// `None` if the body was left out, else whether it matches its commitment.
+        /// `None` if the body was left out or erased, else whether it matches its commitment.
         body_ok: Option<bool>,
+        /// The body was erased in place.
+        erased: bool,
     },
     Checkpoint(SignedCheckpoint),
     Bad(FrameError),
@@ -216,6 +222,7 @@ fn precompute(frame: &[u8]) -> Pre {
                 body_ok: p.salt_and_body.map(|(salt, body)| {
                     hash::ct_eq(&hash::commit_body(salt, body), &p.envelope.commitment)
                 }),
+                erased: p.erased,
             },
             Frame::Checkpoint { body, signature } => {
                 Pre::Checkpoint(SignedCheckpoint { body, signature })
@@ -269,6 +276,7 @@ pub(crate) struct Chain<'k> {
     /// Size covered by the last checkpoint.
     pub(crate) covered: u64,
     pub(crate) redacted: u64,
+    pub(crate) erased: u64,
     pub(crate) sigs: u64,
     trusted_ok: Option<u64>,
     pub(crate) is_bundle: bool,
@@ -294,6 +302,7 @@ impl<'k> Chain<'k> {
             checkpoints: Vec::new(),
             covered: from,
             redacted: 0,
+            erased: 0,
             sigs: 0,
             trusted_ok: None,
             is_bundle,
@@ -344,6 +353,7 @@ impl<'k> Chain<'k> {
         env: &codec::Envelope,
         ev_hash: [u8; 32],
         body_ok: Option<bool>,
+        erased: bool,
         loc: Loc<'_>,
     ) -> Result<(), VerifyError> {
         let seq = self.next_seq;
@@ -373,6 +383,16 @@ impl<'k> Chain<'k> {
                 if !ok {
                     return Err(bad(Failure::BodyMismatch));
                 }
+            }
+            // Erased in place: only in a log (an export leaves the body out instead), and
+            // only a secret-bearing body (the decoder refuses anything else).
+            None if erased => {
+                if self.is_bundle {
+                    return Err(bad(Failure::Frame(FrameError::BadErasure(
+                        "an export leaves bodies out instead",
+                    ))));
+                }
+                self.erased += 1;
             }
             None => {
                 if !self.is_bundle {
@@ -511,6 +531,7 @@ impl<'k> Chain<'k> {
             checkpoints: self.checkpoints.len() as u64,
             signatures_checked: self.sigs,
             redacted_bodies: self.redacted,
+            erased_bodies: self.erased,
             pending_bytes,
             extends_trusted: self.trusted_ok,
         })
@@ -554,7 +575,8 @@ impl<'k> Chain<'k> {
                     envelope,
                     hash,
                     body_ok,
-                } => self.event(&envelope, hash, body_ok, loc)?,
+                    erased,
+                } => self.event(&envelope, hash, body_ok, erased, loc)?,
                 Pre::Checkpoint(cp) => self.checkpoint(cp, loc)?,
             }
         }
@@ -602,8 +624,12 @@ pub fn verify_log_with_progress(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = std::fs::read(&seg.path)
+        let mut bytes = std::fs::read(&seg.path)
             .map_err(|e| fail(None, None, Failure::Io(format!("reading {name}: {e}"))))?;
+        // An erasure under way (or interrupted, until the writer's next open finishes it)
+        // is read as done: its journal holds the frames being written. Read after the
+        // segment, so an overwrite that was in progress during the read is covered.
+        erase::apply_pending(dir, seg.first_seq, &mut bytes);
         done += bytes.len() as u64;
         progress(done.min(total), total);
         let last = i + 1 == segments.len();

@@ -24,9 +24,10 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::checkpoint::SignedCheckpoint;
 use crate::codec::{self, BodyClass, Envelope, FORMAT_VERSION, MAX_BODY_LEN, SALT_LEN};
-use crate::error::{AppendError, CloseError, LogError};
+use crate::erase::{self, ERASE_JOURNAL, JournalEntry};
+use crate::error::{AppendError, CloseError, EraseError, LogError};
 use crate::hash;
-use crate::index::IndexWriter;
+use crate::index::{self, IndexWriter};
 use crate::keys::{LogKey, PublicKey};
 use crate::layout;
 use crate::segment::{self, INDEX_FILE, LOCK_FILE};
@@ -212,14 +213,32 @@ pub struct Recovery {
     pub removed_segment: Option<PathBuf>,
     /// The index was missing, stale or for another state of the log, and was rebuilt.
     pub index_rebuilt: bool,
+    /// Frames whose erasure a crash interrupted, erased again from the erase journal.
+    pub erasures_finished: u64,
+    /// An erase journal torn before any frame was touched, discarded.
+    pub erase_journal_discarded: bool,
 }
 
 /// What [`Log::submit`] calls, from the writer thread, once a batch is durable and signed
 /// (one receipt per entry, in order) or has failed.
 pub type Callback = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
 
+/// What [`Log::erase`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erased {
+    /// Events whose salt and body were overwritten now (durable when this is returned).
+    pub erased: Vec<u64>,
+    /// Events among those asked for that were erased already.
+    pub already: Vec<u64>,
+}
+
+/// What [`Log::submit_erase`] calls, from the writer thread, once the erasure is durable or
+/// has failed.
+pub type EraseCallback = Box<dyn FnOnce(Result<Erased, EraseError>) + Send>;
+
 enum Msg {
     Append(Vec<Entry>, Callback),
+    Erase(Vec<u64>, EraseCallback),
     Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
 
@@ -357,8 +376,22 @@ impl Log {
         }
         let lock = lock_dir(dir)?;
         let public = key.public();
-        let lay = layout::load(dir, Some(&public))?;
         let st = opts.storage.clone();
+        // An erasure a crash interrupted is finished before anything is read: until then a
+        // frame may be half overwritten, which would read as corruption (or, in the last
+        // batch, as a torn tail to truncate).
+        let mut erasures_finished = 0;
+        let mut erase_journal_discarded = false;
+        if dir.join(ERASE_JOURNAL).exists()
+            && let Some(first) = segment::list_segments(dir)?.first()
+        {
+            let (log_id, _) = segment::read_header(&first.path)?;
+            match erase::recover(dir, st.as_ref(), &log_id)? {
+                Some(n) => erasures_finished = n,
+                None => erase_journal_discarded = true,
+            }
+        }
+        let lay = layout::load(dir, Some(&public))?;
         let cp = lay.checkpoint;
 
         // The kept checkpoint catches a log cut back to an older, validly signed state.
@@ -427,6 +460,8 @@ impl Log {
 
         let mut recovery = Recovery {
             index_rebuilt: lay.index_changed,
+            erasures_finished,
+            erase_journal_discarded,
             ..Default::default()
         };
         if let Some(p) = &lay.incomplete_segment {
@@ -599,6 +634,42 @@ impl Log {
         v.pop().ok_or(AppendError::Closed)
     }
 
+    /// Queues the erasure of the salt and body of committed secret-bearing events `seqs`
+    /// (crypto-shredding: what was sealed in them can never be read again), after every
+    /// append queued before it, and calls `done` from the writer thread once it is durable or
+    /// has failed. The envelopes stay, so the chain, every checkpoint and every export still
+    /// verify; readers then yield these events without a body ([`Record::erased`]).
+    ///
+    /// Each frame is rewritten in place with the same length, behind a journal synced first
+    /// (see `FORMAT.md`, Erasure), so a crash leaves either the original frame or the erased
+    /// one, never a damaged log. A public event, or one not yet committed, refuses the whole
+    /// request with nothing changed. A storage failure while overwriting poisons the writer
+    /// (as a failed append does); the journal then finishes the erasure on the next open, as
+    /// it may also when the journal itself failed to be written: a failed erasure's outcome
+    /// is unknown, not negative.
+    ///
+    /// [`Record::erased`]: crate::Record::erased
+    pub fn submit_erase(&self, seqs: Vec<u64>, done: EraseCallback) {
+        let Some(tx) = &self.tx else {
+            return done(Err(EraseError::Closed));
+        };
+        if let Err(mpsc::SendError(Msg::Erase(_, done))) = tx.send(Msg::Erase(seqs, done)) {
+            done(Err(EraseError::Closed));
+        }
+    }
+
+    /// [`submit_erase`](Self::submit_erase), waiting for the outcome.
+    pub fn erase(&self, seqs: &[u64]) -> Result<Erased, EraseError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit_erase(
+            seqs.to_vec(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().unwrap_or(Err(EraseError::Closed))
+    }
+
     /// Stops the writer after everything already queued, writes the kept checkpoint and
     /// syncs the index. Returns the writer's failure, if it had one.
     pub fn close(mut self) -> Result<(), CloseError> {
@@ -682,6 +753,7 @@ impl WriterState {
             shared: shared.clone(),
         };
         let sync = Syncer {
+            log_id: self.log_id,
             dir: self.dir,
             seg: self.seg,
             index: self.index,
@@ -716,6 +788,7 @@ struct Prepared {
 
 enum SyncMsg {
     Batch(Box<Prepared>),
+    Erase(Vec<u64>, EraseCallback),
     Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
 
@@ -738,15 +811,18 @@ enum Stage2 {
 impl Stage2 {
     fn deliver(&mut self, msg: SyncMsg) {
         match self {
-            Stage2::Pipelined(tx) => {
-                if let Err(mpsc::SendError(SyncMsg::Batch(p))) = tx.send(msg) {
+            Stage2::Pipelined(tx) => match tx.send(msg) {
+                Err(mpsc::SendError(SyncMsg::Batch(p))) => {
                     for (cb, _) in p.callers {
                         cb(Err(AppendError::Closed));
                     }
                 }
-            }
+                Err(mpsc::SendError(SyncMsg::Erase(_, done))) => done(Err(EraseError::Closed)),
+                _ => {}
+            },
             Stage2::Inline(sync) => match msg {
                 SyncMsg::Batch(p) => sync.commit(*p),
+                SyncMsg::Erase(seqs, done) => sync.erase(seqs, done),
                 SyncMsg::Close(ack) => {
                     sync.finish();
                     let _ = ack.send(sync.close_result());
@@ -804,6 +880,7 @@ impl Sequencer {
                 }
             };
             let mut close = None;
+            let mut erase = None;
             let mut events = 0usize;
             let mut msg = Some(first);
             while let Some(m) = msg.take() {
@@ -811,6 +888,12 @@ impl Sequencer {
                     Msg::Append(es, cb) => {
                         events += es.len();
                         batch.push((es, cb));
+                    }
+                    // An erasure ends the batch: it is carried out after what was queued
+                    // before it, and before what comes after.
+                    Msg::Erase(seqs, done) => {
+                        erase = Some((seqs, done));
+                        break;
                     }
                     Msg::Close(ack) => {
                         close = Some(ack);
@@ -831,10 +914,20 @@ impl Sequencer {
                     out.deliver(SyncMsg::Batch(Box::new(p)));
                 }
             }
+            if let Some((seqs, done)) = erase {
+                match poisoned_reason(&self.shared) {
+                    Some(why) => done(Err(EraseError::Poisoned(why))),
+                    None => out.deliver(SyncMsg::Erase(seqs, done)),
+                }
+            }
             if let Some(ack) = close {
                 // Fail whatever raced in behind the close request.
-                while let Ok(Msg::Append(_, cb)) = rx.try_recv() {
-                    cb(Err(AppendError::Closed));
+                while let Ok(m) = rx.try_recv() {
+                    match m {
+                        Msg::Append(_, cb) => cb(Err(AppendError::Closed)),
+                        Msg::Erase(_, done) => done(Err(EraseError::Closed)),
+                        Msg::Close(_) => {}
+                    }
                 }
                 out.deliver(SyncMsg::Close(ack));
                 return;
@@ -900,6 +993,7 @@ impl Sequencer {
 /// Stage two: write, fdatasync, acknowledge; segment rolls; the index; the kept checkpoint.
 /// The only stage that touches storage, so a failure here poisons everything after it.
 struct Syncer {
+    log_id: [u8; 32],
     dir: PathBuf,
     seg: Box<dyn StorageFile>,
     index: Option<IndexWriter>,
@@ -934,6 +1028,7 @@ impl Syncer {
             let due = self.kept_due();
             match rx.recv_timeout(self.kept_wait()) {
                 Ok(SyncMsg::Batch(p)) => self.commit(*p),
+                Ok(SyncMsg::Erase(seqs, done)) => self.erase(seqs, done),
                 Ok(SyncMsg::Close(ack)) => {
                     self.finish();
                     let _ = ack.send(self.close_result());
@@ -1032,6 +1127,109 @@ impl Syncer {
         if self.poisoned.is_none() && self.last_kept.elapsed() >= self.opts.checkpoint_interval {
             self.write_kept();
         }
+    }
+
+    fn erase(&mut self, seqs: Vec<u64>, done: EraseCallback) {
+        if let Some(why) = &self.poisoned {
+            return done(Err(EraseError::Poisoned(why.clone())));
+        }
+        done(self.erase_now(seqs));
+    }
+
+    /// Locates and checks every frame first (nothing is written if one is refused), then
+    /// journal, overwrite, remove the journal (see the `erase` module).
+    fn erase_now(&mut self, mut seqs: Vec<u64>) -> Result<Erased, EraseError> {
+        seqs.sort_unstable();
+        seqs.dedup();
+        let failed = |e: LogError| EraseError::Failed(e.to_string());
+        // Nothing is in flight: this thread is the one that writes, and it is here.
+        let lay = layout::load(&self.dir, None).map_err(failed)?;
+        let mut out = Erased::default();
+        let mut entries = Vec::new();
+        let mut buf = Zeroizing::new(Vec::new());
+        for seq in seqs {
+            if seq >= self.durable_size || seq >= lay.size() {
+                return Err(EraseError::NotCommitted(seq));
+            }
+            let seg = index::segment_for(&lay.segments, seq)
+                .map(|i| &lay.segments[i])
+                .ok_or(EraseError::NotCommitted(seq))?;
+            let off = lay.index[seq as usize];
+            let f = File::open(&seg.path)
+                .map_err(|e| failed(LogError::io(format!("opening {}", seg.path.display()), e)))?;
+            let p = segment::read_event_at(&f, off, &seg.path, &mut buf).map_err(failed)?;
+            if p.envelope.seq != seq {
+                return Err(failed(LogError::corrupted(
+                    &seg.path,
+                    off,
+                    Some(seq),
+                    format!("found event {} where {seq} belongs", p.envelope.seq),
+                )));
+            }
+            if p.envelope.body_class() != BodyClass::Secret {
+                return Err(EraseError::Public(seq));
+            }
+            if p.erased {
+                out.already.push(seq);
+                continue;
+            }
+            let (envelope_bytes, body_len) = (p.envelope_bytes.to_vec(), p.envelope.body_len);
+            let entry = JournalEntry::for_frame(
+                seq,
+                seg.first_seq,
+                off,
+                &envelope_bytes,
+                body_len as usize,
+                buf.len(),
+            )
+            .ok_or_else(|| {
+                failed(LogError::corrupted(
+                    &seg.path,
+                    off,
+                    Some(seq),
+                    "the frame's length does not match its envelope",
+                ))
+            })?;
+            entries.push(entry);
+            out.erased.push(seq);
+        }
+        if entries.is_empty() {
+            return Ok(out);
+        }
+        let st = self.opts.storage.clone();
+        let journal = self.dir.join(ERASE_JOURNAL);
+        // The journal, with its directory entry, is durable before any frame is touched.
+        // Until then nothing has changed: a failure here leaves the writer as it was.
+        let res = (|| {
+            if journal.exists() {
+                st.remove(&journal)?;
+            }
+            let mut f = st.create_new(&journal)?;
+            f.write_all(&erase::encode(&self.log_id, &entries))?;
+            f.sync_data()?;
+            st.sync_dir(&self.dir)
+        })();
+        if let Err(e) = res {
+            let _ = st.remove(&journal);
+            return Err(EraseError::Failed(format!(
+                "writing the erase journal {} failed: {e}",
+                journal.display()
+            )));
+        }
+        if let Err(e) = erase::overwrite(st.as_ref(), &self.dir, &entries) {
+            // As after a failed append: the frames' state on disk is unknown and a retry
+            // could report success for pages that are gone. The journal finishes the
+            // erasure on the next open.
+            self.poison(format!("erasing records in place failed: {e}"));
+            return Err(EraseError::Poisoned(
+                self.poisoned.clone().unwrap_or_default(),
+            ));
+        }
+        if let Err(e) = st.remove(&journal) {
+            // Harmless: the next open applies it again, which rewrites the same bytes.
+            tracing::warn!(error = %e, journal = %journal.display(), "could not remove the erase journal");
+        }
+        Ok(out)
     }
 
     /// Starts a new segment: header plus a copy of the last checkpoint, synced, and the

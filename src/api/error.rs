@@ -63,6 +63,7 @@ impl ApiError {
                 Refusal::AlreadyExists(..)
                 | Refusal::AlreadyRevoked(..)
                 | Refusal::Revoked(..)
+                | Refusal::Deleted(_)
                 | Refusal::UidTaken { .. }
                 | Refusal::ConcurrentRotation(_)
                 | Refusal::LastAdmin(_)

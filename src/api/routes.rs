@@ -49,6 +49,7 @@ pub enum Route {
     SecretPut,
     SecretRotate,
     SecretRevoke,
+    SecretDelete,
     AgentList,
     AgentCreate,
     AgentRevoke,
@@ -110,6 +111,7 @@ routes! {
     SecretPut     Post "/v1/secrets"         Admin    "secret.put";
     SecretRotate  Post "/v1/secrets/rotate"  Admin    "secret.rotate";
     SecretRevoke  Post "/v1/secrets/revoke"  Admin    "secret.revoke";
+    SecretDelete  Post "/v1/secrets/delete"  Admin    "secret.delete";
     AgentList     Get  "/v1/agents"          Admin    "agent.list";
     AgentCreate   Post "/v1/agents"          Admin    "agent.create";
     AgentRevoke   Post "/v1/agents/revoke"   Admin    "agent.revoke";

@@ -381,6 +381,33 @@ pub struct SecretRevoked {
     pub event: u64,
 }
 
+/// `POST /v1/secrets/delete`: crypto-shred a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDeleteRequest {
+    /// The secret.
+    pub name: SecretName,
+}
+
+/// A secret was deleted: recorded, and its sealed versions erased from the log (unless
+/// `erase_error` says why not yet: the daemon erases them at its next start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretDeleted {
+    /// The secret.
+    pub secret: SecretName,
+    /// Always true: the deletion is recorded and stands whatever happened to the erasure.
+    pub deleted: bool,
+    /// The `secret_deleted` event.
+    pub event: u64,
+    /// How many sealed versions it destroys.
+    pub versions: usize,
+    /// Whether they are erased from the log now.
+    pub erased: bool,
+    /// Why they are not, if they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase_error: Option<String>,
+}
+
 /// `GET /v1/secrets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretList {
@@ -401,6 +428,10 @@ pub struct SecretInfo {
     pub versions: usize,
     /// Whether it is revoked.
     pub revoked: bool,
+    /// Whether it was deleted (crypto-shredded): it never resolves again. Written only when
+    /// true, so the listing of a secret that was not deleted is as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
     /// The previous version's grace period, if one is set.
     pub grace: Option<Grace>,
     /// Who holds a grant that can be used (active or rate limited now).
@@ -867,6 +898,7 @@ pub mod endpoint {
         SecretPut: SecretPut, SecretPutRequest => SecretVersionStored;
         SecretRotate: SecretRotate, SecretRotateRequest => SecretVersionStored;
         SecretRevoke: SecretRevoke, SecretRevokeRequest => SecretRevoked;
+        SecretDelete: SecretDelete, SecretDeleteRequest => SecretDeleted;
         AgentList: AgentList, Empty => super::AgentList;
         AgentCreate: AgentCreate, AgentCreateRequest => AgentCredential;
         AgentRevoke: AgentRevoke, AgentNameRequest => AgentRevoked;

@@ -278,6 +278,16 @@ pub enum SecretCommand {
         #[arg(long)]
         project: ProjectName,
     },
+    /// Delete the secret for good (crypto-shredding): its sealed values are erased from the
+    /// log and can never be read again; the events stay and still verify; the name is not
+    /// reused
+    Delete {
+        /// PROVIDER/NAME
+        name: SecretName,
+        /// Do not ask for confirmation (required when there is no terminal to ask on)
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     List,
 }
 

@@ -96,6 +96,31 @@ fn read_value(name: &SecretName) -> Result<SecretString, Exit> {
     Ok(SecretString::new(v))
 }
 
+/// Asks on the terminal before a deletion, which cannot be undone: the secret's name must be
+/// typed back. Without a terminal there is no one to ask, and `--yes` is required.
+fn confirm_delete(name: &SecretName) -> Result<(), Exit> {
+    use std::io::{BufRead, Write};
+    let usage = |m: String| Exit::new(super::exit::EXIT_USAGE, anyhow!(m));
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Err(usage(format!(
+            "refusing to delete {name} without confirmation: there is no terminal to ask on; pass --yes"
+        )));
+    }
+    eprint!(
+        "Deleting {name} destroys its sealed values: no one can ever read them again, and the name cannot be reused.\nType {name} to delete it: "
+    );
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| anyhow!("reading the confirmation: {e}"))?;
+    if line.trim_end_matches(['\n', '\r']) != name.as_str() {
+        return Err(anyhow!("not deleted: the name typed does not match").into());
+    }
+    Ok(())
+}
+
 /// `project create|list`.
 pub fn project(ctx: &Ctx, c: ProjectCommand) -> Result<(), Exit> {
     match c {
@@ -118,7 +143,7 @@ pub fn project(ctx: &Ctx, c: ProjectCommand) -> Result<(), Exit> {
     }
 }
 
-/// `secret put|rotate|revoke|list`.
+/// `secret put|rotate|revoke|delete|list`.
 pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
     match c {
         SecretCommand::Put { name, projects } => {
@@ -189,6 +214,30 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                 )
             })
         }
+        SecretCommand::Delete { name, yes } => {
+            if !yes {
+                confirm_delete(&name)?;
+            }
+            let v = admin::<endpoint::SecretDelete>(ctx, &wire::SecretDeleteRequest { name })?;
+            print(ctx, &v, |v| match &v.erase_error {
+                None => format!(
+                    "deleted {} (event {}): its {} sealed version(s) are erased from the log and can never be read again",
+                    v.secret, v.event, v.versions
+                ),
+                Some(why) => format!(
+                    "deleted {} (event {}): it never resolves again, but its {} sealed version(s) are still in the log ({why}); the daemon erases them at its next start",
+                    v.secret, v.event, v.versions
+                ),
+            })?;
+            if v.erase_error.is_some() {
+                // The deletion stands, but what the command is for is not done yet.
+                return Err(Exit::new(
+                    EXIT_ERROR,
+                    anyhow!("the sealed values of {} are not erased yet", v.secret),
+                ));
+            }
+            Ok(())
+        }
         SecretCommand::List => {
             let v = admin::<endpoint::SecretList>(ctx, &Empty {})?;
             print(ctx, &v, |v| {
@@ -207,7 +256,11 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                         versions_text(&x.version_states),
                         joined(&x.projects),
                         joined(&x.granted_to),
-                        state(x.revoked),
+                        if x.deleted {
+                            "deleted".into()
+                        } else {
+                            state(x.revoked)
+                        },
                     ]);
                 }
                 table(rows)

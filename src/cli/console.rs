@@ -99,7 +99,11 @@ pub fn tables_at(st: &State, now_ms: u64) -> scopehold_tui::ui::Tables {
             versions_text(s, now_ms),
             joined(&s.projects),
             joined(holders),
-            active(s.revoked),
+            if s.deleted {
+                "deleted".into()
+            } else {
+                active(s.revoked)
+            },
         ]);
     }
     // Active grant ids of an identity, comma-separated.

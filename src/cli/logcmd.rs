@@ -63,6 +63,26 @@ pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
     };
     match result {
         Ok(r) => {
+            // The log accepts any erasure of a secret-bearing body; ScopeHold's rule is that
+            // each is a sealed value listed by a later secret_deleted (see daemon::shred).
+            if a.bundle.is_none()
+                && r.erased_bodies > 0
+                && let Err(e) = crate::daemon::shred::check_erasures(&home.log_dir())
+            {
+                if json_out {
+                    println!(
+                        "{}",
+                        json!({"ok": false, "target": what, "reason": format!("{e:#}")})
+                    );
+                } else {
+                    println!("FAILED: {what}");
+                    println!("first bad: {e:#}");
+                }
+                return Err(Exit {
+                    code: EXIT_VERIFY_FAILED,
+                    error: anyhow!("verification failed: {e:#}"),
+                });
+            }
             print_report(&what, &r, &key, trusted_from.as_deref(), json_out);
             Ok(())
         }
@@ -107,6 +127,7 @@ fn print_report(
                 "checkpoints": r.checkpoints,
                 "signatures_checked": r.signatures_checked,
                 "redacted_bodies": r.redacted_bodies,
+                "erased_bodies": r.erased_bodies,
                 "pending_bytes": r.pending_bytes,
                 "extends_trusted_size": r.extends_trusted,
                 "public_key": key.to_hex(),
@@ -142,6 +163,12 @@ fn print_report(
         println!(
             "bodies left out: {} (secret-bearing; their commitments verified in the chain)",
             r.redacted_bodies
+        );
+    }
+    if r.erased_bodies > 0 {
+        println!(
+            "erased:          {} (sealed values destroyed by a recorded secret deletion; their events verified in the chain)",
+            r.erased_bodies
         );
     }
     if let (Some(size), Some(p)) = (r.extends_trusted, trusted) {

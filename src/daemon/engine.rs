@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use scopehold_log::Clock;
-use scopehold_log::{Log, LogReader, Receipt};
+use scopehold_log::{Log, Receipt};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
@@ -130,6 +130,17 @@ pub struct Engine {
     watching: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// A secret deleted by [`Engine::delete_secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shredded {
+    /// The `secret_deleted` event.
+    pub event: u64,
+    /// How many sealed versions it lists.
+    pub erased: usize,
+    /// Why they are still in the log, if the erasure failed (the next start erases them).
+    pub erase_error: Option<String>,
+}
+
 /// A proxied call the log has recorded: its event's number, the version, and the key.
 pub struct Authorized {
     /// The `proxy_call` event's sequence number.
@@ -167,19 +178,10 @@ impl std::fmt::Debug for Engine {
 type Pending = oneshot::Receiver<Result<Vec<Receipt>, scopehold_log::AppendError>>;
 
 /// Rebuilds the state by folding every event of the log (the log alone rebuilds state).
+/// An erased record must be a sealed value that a later `secret_deleted` lists
+/// (`daemon::shred`).
 pub fn replay(log_dir: &Path, public: &scopehold_log::PublicKey) -> Result<State> {
-    let reader = LogReader::open(log_dir, Some(public)).context("opening the log to replay it")?;
-    let mut state = State::default();
-    for rec in reader.events_from(0)? {
-        let rec = rec?;
-        let body = rec.body.as_ref().context("a log record without its body")?;
-        let ev = Event::from_body(rec.envelope.kind, &body.bytes)
-            .with_context(|| format!("event {}", rec.seq()))?;
-        state
-            .apply(&ev)
-            .with_context(|| format!("event {}", rec.seq()))?;
-    }
-    Ok(state)
+    Ok(super::shred::replay_log(log_dir, public)?.state)
 }
 
 fn log_failed(e: impl std::fmt::Display) -> ApiError {
@@ -232,12 +234,32 @@ impl Engine {
                 home.log_dir().display()
             )
         })?;
-        let state = replay(&home.log_dir(), &public)?;
+        let super::shred::Replayed { state, unerased } =
+            super::shred::replay_log(&home.log_dir(), &public)?;
         tracing::debug!(
             events = report.events,
             signatures = report.signatures_checked,
+            erased = report.erased_bodies,
             "log verified before replay"
         );
+        if !unerased.is_empty() {
+            // A deletion is recorded but its erasure did not complete (a crash, a storage
+            // failure): finish it before serving anything.
+            match log.erase(&unerased) {
+                Ok(e) => tracing::warn!(
+                    records = e.erased.len(),
+                    "erased the sealed values of deleted secrets whose erasure had not completed"
+                ),
+                Err(e @ scopehold_log::EraseError::Failed(_)) => tracing::error!(
+                    error = %e,
+                    "the sealed values of deleted secrets are still in the log; retrying at the next start"
+                ),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("erasing the sealed values of deleted secrets"));
+                }
+            }
+        }
         Self {
             state: Mutex::new(state),
             log,
@@ -440,6 +462,16 @@ impl Engine {
             .map(Event::to_entry)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::LogUnavailable(e.to_string()))?;
+        // The log would refuse it after the state took it, and the state's count of events
+        // (each event's sequence number, which deletions rely on) would run ahead of the log.
+        if entries
+            .iter()
+            .any(|e| e.len() > scopehold_log::codec::MAX_BODY_LEN)
+        {
+            return Err(ApiError::Internal(
+                "an event over the log's size limit".into(),
+            ));
+        }
         // Decisions return only events that apply (a property test holds `decide` to it), so
         // this cannot fail; if it ever does, refuse rather than log a history the projection
         // would reject. The state is applied on a copy only when the batch has more than one
@@ -453,10 +485,14 @@ impl Engine {
             }
             *state = next;
         }
-        if events
-            .iter()
-            .any(|e| matches!(e, Event::SecretRevoked { .. } | Event::SecretRotated { .. }))
-        {
+        if events.iter().any(|e| {
+            matches!(
+                e,
+                Event::SecretRevoked { .. }
+                    | Event::SecretRotated { .. }
+                    | Event::SecretDeleted { .. }
+            )
+        }) {
             self.prune_data_keys_in(state, self.now());
         }
         let (tx, rx) = oneshot::channel();
@@ -655,6 +691,75 @@ impl Engine {
             ));
         }
         Ok(out)
+    }
+
+    /// Deletes a secret by crypto-shredding: [`Command::DeleteSecret`] decided and recorded
+    /// (durable), then the runs holding it lose their placeholders, its cached data keys are
+    /// dropped (zeroized), and the sealed versions the deletion lists are erased from the log.
+    /// If the erasure fails the deletion stands (it is recorded, the secret never resolves
+    /// again), the answer says so, and the next start erases them.
+    pub async fn delete_secret(
+        &self,
+        caller: &Caller,
+        secret: &SecretName,
+    ) -> Result<Shredded, ApiError> {
+        let done = self
+            .execute(
+                caller,
+                &Command::DeleteSecret {
+                    secret: secret.clone(),
+                },
+            )
+            .await?;
+        let Some(Event::SecretDeleted { erased, .. }) = done.events.first() else {
+            return Err(ApiError::Internal(
+                "a deletion decided no secret_deleted event".into(),
+            ));
+        };
+        let event = done.seq - (done.events.len() as u64 - 1);
+        let ended: Vec<u64> = done
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RunEnded { run, .. } => Some(*run),
+                _ => None,
+            })
+            .collect();
+        self.placeholders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (r, s)| s != secret && !ended.contains(r));
+        // Pruned when the deletion was applied already; this also catches a key cached by a
+        // resolution that was decided before the deletion and opened its value after it.
+        self.data_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| s != secret);
+        let outcome = match super::shred::check_targets(self.log.dir(), secret, erased) {
+            Err(e) => Err(format!("refused to erase: {e:#}")),
+            Ok(()) => {
+                let (tx, rx) = oneshot::channel();
+                self.log.submit_erase(
+                    erased.clone(),
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                match rx.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("the log writer stopped".into()),
+                }
+            }
+        };
+        if let Err(why) = &outcome {
+            tracing::error!(secret = %secret, error = %why, "a deleted secret's sealed values are still in the log; the next start erases them");
+        }
+        Ok(Shredded {
+            event,
+            erased: erased.len(),
+            erase_error: outcome.err(),
+        })
     }
 
     /// A proxied request: [`Command::Proxy`] decided and recorded, and only once its event is
@@ -860,6 +965,7 @@ impl Engine {
             .retain(|(secret, version), _| {
                 st.secrets.get(secret).is_some_and(|s| {
                     !s.revoked
+                        && !s.deleted
                         && (*version == s.current
                             || s.grace
                                 .is_some_and(|(v, until)| v == *version && now < until))

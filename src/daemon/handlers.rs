@@ -291,6 +291,21 @@ pub async fn call(
                 FRAME,
             )
         }
+        Route::SecretDelete => {
+            let r = take::<endpoint::SecretDelete>(body).await?;
+            let done = engine.delete_secret(caller, &r.name).await?;
+            give::<endpoint::SecretDelete>(
+                &wire::SecretDeleted {
+                    secret: r.name,
+                    deleted: true,
+                    event: done.event,
+                    versions: done.erased,
+                    erased: done.erase_error.is_none(),
+                    erase_error: done.erase_error,
+                },
+                FRAME * 4,
+            )
+        }
         Route::AgentCreate | Route::AgentReissue => {
             let (name, uid) = if route == Route::AgentCreate {
                 let r = take::<endpoint::AgentCreate>(body).await?;
@@ -635,13 +650,21 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
                         name: n.clone(),
                         projects: s.projects.iter().cloned().collect(),
                         version: s.current,
-                        versions: s.versions.len(),
+                        versions: s.sealed_at.len(),
                         revoked: s.revoked,
+                        deleted: s.deleted,
                         grace: s
                             .grace
                             .map(|(version, until_ms)| wire::Grace { version, until_ms }),
                         granted_to: holders(n),
-                        state: if s.revoked { "revoked" } else { "active" }.to_string(),
+                        state: if s.deleted {
+                            "deleted"
+                        } else if s.revoked {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .to_string(),
                         version_states: s
                             .version_states(now)
                             .into_iter()

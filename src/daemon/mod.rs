@@ -16,6 +16,7 @@ pub mod keyfile;
 pub mod proxy;
 pub mod seal;
 pub mod server;
+pub mod shred;
 
 pub use engine::{Engine, Peer, replay};
 pub use home::Home;

@@ -133,6 +133,12 @@ pub enum Command {
         /// The project.
         project: ProjectName,
     },
+    /// Delete a secret by crypto-shredding: its sealed versions are erased from the log (the
+    /// daemon does that once the deletion is durable), and it never resolves again.
+    DeleteSecret {
+        /// The secret.
+        secret: SecretName,
+    },
     /// Create a grant.
     CreateGrant(GrantSpec),
     /// Revoke a grant.
@@ -208,6 +214,7 @@ impl Command {
             self,
             Command::RevokeAgent { .. }
                 | Command::RevokeSecret { .. }
+                | Command::DeleteSecret { .. }
                 | Command::RevokeGrant { .. }
                 | Command::RemoveMember { .. }
                 | Command::UnassignSecret { .. }
@@ -224,6 +231,8 @@ pub enum DenyReason {
     NoSuchSecret,
     /// The secret is revoked.
     SecretRevoked,
+    /// The secret was deleted (crypto-shredded).
+    SecretDeleted,
     /// The secret is not assigned to the project asked for.
     NotInProject,
     /// The version asked for is neither current nor in its grace period.
@@ -262,6 +271,7 @@ impl DenyReason {
         match self {
             DenyReason::NoSuchSecret => "no such secret",
             DenyReason::SecretRevoked => "secret revoked",
+            DenyReason::SecretDeleted => "secret deleted",
             DenyReason::NotInProject => "secret not assigned to project",
             DenyReason::GraceOver => "version not current and not in a grace period",
             DenyReason::NotGranted => "not granted",
@@ -362,6 +372,12 @@ pub enum Refusal {
     /// The thing named is revoked, so this cannot be done.
     #[error("{0} {1} is revoked{hint}", hint = if *.0 == Thing::Agent { "; create a new agent" } else { "" })]
     Revoked(Thing, String),
+    /// The secret was deleted: nothing more can be done with it, and its name is not reused
+    /// (grants name secrets, and a new secret must not inherit a deleted one's history).
+    #[error(
+        "secret {0} was deleted (its sealed values were destroyed); a deleted secret's name is never reused, store the value under a new name"
+    )]
+    Deleted(SecretName),
     /// Another member has the uid.
     #[error("uid {uid} is already member {member}")]
     UidTaken {
@@ -595,6 +611,7 @@ pub fn recorded_refusal(
 pub fn next_version(state: &State, secret: &SecretName) -> Result<u32, Refusal> {
     match state.secrets.get(secret) {
         None => Err(Refusal::Unknown(Thing::Secret, secret.to_string())),
+        Some(s) if s.deleted => Err(Refusal::Deleted(secret.clone())),
         Some(s) if s.revoked => Err(Refusal::Revoked(Thing::Secret, secret.to_string())),
         Some(s) => Ok(s.next_version()),
     }
@@ -707,8 +724,12 @@ pub fn decide(
             if let Some(p) = projects.iter().find(|p| !state.projects.contains(*p)) {
                 return Err(Refusal::Unknown(Thing::Project, p.to_string()));
             }
-            if state.secrets.contains_key(secret) {
-                return Err(Refusal::AlreadyExists(Thing::Secret, secret.to_string()));
+            match state.secrets.get(secret) {
+                Some(s) if s.deleted => return Err(Refusal::Deleted(secret.clone())),
+                Some(_) => {
+                    return Err(Refusal::AlreadyExists(Thing::Secret, secret.to_string()));
+                }
+                None => {}
             }
             Ok(vec![
                 Event::SecretStored {
@@ -746,8 +767,33 @@ pub fn decide(
                 },
             ])
         }
+        Command::DeleteSecret { secret } => match state.secrets.get(secret) {
+            None => Err(Refusal::Unknown(Thing::Secret, secret.to_string())),
+            Some(s) if s.deleted => Err(Refusal::Deleted(secret.clone())),
+            Some(s) => {
+                let mut events = vec![Event::SecretDeleted {
+                    secret: secret.clone(),
+                    erased: s.sealed_at.values().copied().collect(),
+                    by: by(caller),
+                }];
+                // Runs holding placeholders for it end with it.
+                events.extend(
+                    state
+                        .runs
+                        .iter()
+                        .filter(|(_, r)| r.secrets.contains(secret))
+                        .map(|(run, _)| Event::RunEnded {
+                            run: *run,
+                            reason: "secret deleted".into(),
+                            at_ms: now_ms,
+                        }),
+                );
+                Ok(events)
+            }
+        },
         Command::RevokeSecret { secret } => match state.secrets.get(secret) {
             None => Err(Refusal::Unknown(Thing::Secret, secret.to_string())),
+            Some(s) if s.deleted => Err(Refusal::Deleted(secret.clone())),
             Some(s) if s.revoked => Err(Refusal::AlreadyRevoked(Thing::Secret, secret.to_string())),
             Some(_) => Ok(vec![Event::SecretRevoked {
                 secret: secret.clone(),
@@ -790,6 +836,9 @@ pub fn decide(
             let Some(s) = state.secrets.get(secret) else {
                 return Err(Refusal::Unknown(Thing::Secret, secret.to_string()));
             };
+            if s.deleted {
+                return Err(Refusal::Deleted(secret.clone()));
+            }
             if s.revoked {
                 return Err(Refusal::Revoked(Thing::Secret, secret.to_string()));
             }
@@ -811,6 +860,9 @@ pub fn decide(
             let Some(s) = state.secrets.get(secret) else {
                 return Err(Refusal::Unknown(Thing::Secret, secret.to_string()));
             };
+            if s.deleted {
+                return Err(Refusal::Deleted(secret.clone()));
+            }
             if !s.projects.contains(project) {
                 return Err(Refusal::NotInProject {
                     secret: secret.clone(),
@@ -1017,6 +1069,9 @@ fn decide_resolve(
     let Some(s) = state.secrets.get(secret) else {
         return deny(DenyReason::NoSuchSecret);
     };
+    if s.deleted {
+        return deny(DenyReason::SecretDeleted);
+    }
     if s.revoked {
         return deny(DenyReason::SecretRevoked);
     }
@@ -1099,6 +1154,9 @@ fn usable(
     let Some(s) = state.secrets.get(secret) else {
         return Err(DenyReason::NoSuchSecret);
     };
+    if s.deleted {
+        return Err(DenyReason::SecretDeleted);
+    }
     if s.revoked {
         return Err(DenyReason::SecretRevoked);
     }
@@ -1155,6 +1213,9 @@ fn decide_grant(
     let Some(s) = state.secrets.get(&spec.secret) else {
         return Err(Refusal::Unknown(Thing::Secret, spec.secret.to_string()));
     };
+    if s.deleted {
+        return Err(Refusal::Deleted(spec.secret.clone()));
+    }
     if s.revoked {
         return Err(Refusal::Revoked(Thing::Secret, spec.secret.to_string()));
     }

@@ -535,6 +535,17 @@ impl Event {
                 ],
                 &["run", "reason"],
             ),
+            Event::SecretDeleted { secret, erased, by } => d(
+                by_(by),
+                secret.to_string(),
+                "deleted (crypto-shredded)".into(),
+                vec![
+                    ("secret", secret.to_string()),
+                    ("erased", list(erased)),
+                    ("by", by.to_string()),
+                ],
+                &["secret", "by"],
+            ),
             Event::MemberRemoved { member, by } => d(
                 by_(by),
                 format!("member:{member}"),
@@ -694,6 +705,9 @@ mod tests {
                 "uid": 1002, "at_ms": 1})),
             EventKind::RunEnded => {
                 j(json!({"type": k.name(), "run": 4, "reason": "child exited", "at_ms": 1}))
+            }
+            EventKind::SecretDeleted => {
+                j(json!({"type": k.name(), "secret": "openai/prod", "erased": [6, 9], "by": by}))
             }
             EventKind::MemberRemoved => j(json!({"type": k.name(), "member": "alice", "by": by})),
             EventKind::MemberAdminSet => {

@@ -81,6 +81,7 @@ event_kinds! {
     MemberAdminSet = 23, "member_admin_set", Public;
     SecretAssigned = 24, "secret_assigned", Public;
     SecretUnassigned = 25, "secret_unassigned", Public;
+    SecretDeleted = 26, "secret_deleted", Public;
 }
 
 impl EventKind {
@@ -353,6 +354,15 @@ pub enum Event {
         project: ProjectName,
         by: Actor,
     },
+    /// A secret was deleted by crypto-shredding: `erased` lists the sequence numbers of its
+    /// `secret_version_sealed` events, whose bodies (the sealed values and the only copies of
+    /// their wrapped data keys) the daemon then erases from the log. The events stay, so the
+    /// chain still verifies, and this one says who destroyed what. The name is never reused.
+    SecretDeleted {
+        secret: SecretName,
+        erased: Vec<u64>,
+        by: Actor,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -401,6 +411,7 @@ impl Event {
             Event::MemberAdminSet { .. } => EventKind::MemberAdminSet,
             Event::SecretAssigned { .. } => EventKind::SecretAssigned,
             Event::SecretUnassigned { .. } => EventKind::SecretUnassigned,
+            Event::SecretDeleted { .. } => EventKind::SecretDeleted,
         }
     }
 
@@ -457,7 +468,8 @@ impl Event {
             | Event::MemberRemoved { by, .. }
             | Event::MemberAdminSet { by, .. }
             | Event::SecretAssigned { by, .. }
-            | Event::SecretUnassigned { by, .. } => Some(by.to_string()),
+            | Event::SecretUnassigned { by, .. }
+            | Event::SecretDeleted { by, .. } => Some(by.to_string()),
             Event::SecretVersionSealed { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::ProxyResults { .. }
@@ -477,7 +489,8 @@ impl Event {
             | Event::ProxyCall { secret, .. }
             | Event::ProxyDenied { secret, .. }
             | Event::SecretAssigned { secret, .. }
-            | Event::SecretUnassigned { secret, .. } => Some(secret),
+            | Event::SecretUnassigned { secret, .. }
+            | Event::SecretDeleted { secret, .. } => Some(secret),
             Event::ResolutionDenied { secret, .. } => secret.as_ref(),
             _ => None,
         }

@@ -50,6 +50,8 @@ pub fn fold_partial(events: impl IntoIterator<Item = (u64, Option<Event>)>) -> P
             && let Some(s) = st.secrets.get_mut(secret)
         {
             s.versions.entry(*version).or_insert_with(placeholder);
+            // Where the sealed value would have been: this event's place stands in.
+            s.sealed_at.entry(*version).or_insert(seq);
         }
         // A sealed value that is in the bundle (a JSONL export never has one; a test may).
         if let Event::SecretVersionSealed {
@@ -72,6 +74,7 @@ pub fn fold_partial(events: impl IntoIterator<Item = (u64, Option<Event>)>) -> P
             && s.versions.is_empty()
         {
             s.versions.insert(1, placeholder());
+            s.sealed_at.insert(1, seq);
             s.current = 1;
         }
     }

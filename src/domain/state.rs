@@ -45,12 +45,18 @@ pub struct SecretEntry {
     pub grace: Option<(u32, u64)>,
     /// Revoked secrets resolve for nobody.
     pub revoked: bool,
+    /// The sequence number of each version's `secret_version_sealed` event: what a deletion
+    /// erases. Kept after the deletion (when `versions` is emptied), as the log keeps them.
+    pub sealed_at: BTreeMap<u32, u64>,
+    /// Deleted (crypto-shredded) secrets resolve for nobody, ever: their sealed values are
+    /// gone, and their name is never reused.
+    pub deleted: bool,
 }
 
 impl SecretEntry {
     /// The number the next sealed version takes.
     pub fn next_version(&self) -> u32 {
-        self.versions.keys().next_back().map_or(1, |v| v + 1)
+        self.sealed_at.keys().next_back().map_or(1, |v| v + 1)
     }
 }
 
@@ -114,6 +120,10 @@ pub struct State {
     pub runs: BTreeMap<u64, Run>,
     /// The id the next run takes (at least 1).
     pub next_run: u64,
+    /// Events folded so far, which is the sequence number the next one takes in the log:
+    /// replay folds every event of the log in order, and the engine folds each event just
+    /// before it submits it, in the same order, under one lock.
+    pub applied: u64,
 }
 
 /// A `run --proxy` in progress: what its placeholders may be used for.
@@ -191,6 +201,35 @@ impl State {
 
     /// Folds one event. Holds no decisions; refuses what cannot have happened.
     pub fn apply(&mut self, ev: &Event) -> Result<(), ApplyError> {
+        self.fold(ev)?;
+        self.applied += 1;
+        Ok(())
+    }
+
+    /// Folds a `secret_version_sealed` event whose body was erased from the log (replay
+    /// only): it was the next version of `secret`, which a later `secret_deleted` event lists
+    /// it under (the caller has checked that). Its value is gone; its place is kept.
+    pub fn apply_erased_seal(&mut self, secret: &SecretName) -> Result<(), ApplyError> {
+        let Some(s) = self.secrets.get_mut(secret) else {
+            return Err(ApplyError(format!(
+                "erased sealed value for unknown secret {secret}"
+            )));
+        };
+        if s.deleted {
+            return Err(ApplyError(format!(
+                "sealed value for secret {secret} after its deletion"
+            )));
+        }
+        let version = s.next_version();
+        s.sealed_at.insert(version, self.applied);
+        if s.current == 0 {
+            s.current = version;
+        }
+        self.applied += 1;
+        Ok(())
+    }
+
+    fn fold(&mut self, ev: &Event) -> Result<(), ApplyError> {
         let bad = |s: String| Err(ApplyError(s));
         match ev {
             Event::ProjectCreated { project, .. } => {
@@ -247,6 +286,9 @@ impl State {
                 if let Some(p) = projects.iter().find(|p| !self.projects.contains(*p)) {
                     return bad(format!("secret {secret} assigned to unknown project {p}"));
                 }
+                if self.secrets.get(secret).is_some_and(|s| s.deleted) {
+                    return bad(format!("secret {secret} stored after its deletion"));
+                }
                 let e = self
                     .secrets
                     .entry(secret.clone())
@@ -256,6 +298,8 @@ impl State {
                         versions: BTreeMap::new(),
                         grace: None,
                         revoked: false,
+                        sealed_at: BTreeMap::new(),
+                        deleted: false,
                     });
                 e.projects.extend(projects.iter().cloned());
             }
@@ -267,6 +311,11 @@ impl State {
                 let Some(s) = self.secrets.get_mut(secret) else {
                     return bad(format!("sealed value for unknown secret {secret}"));
                 };
+                if s.deleted {
+                    return bad(format!(
+                        "sealed value for secret {secret} after its deletion"
+                    ));
+                }
                 let expected = s.next_version();
                 if *version != expected {
                     return bad(format!(
@@ -274,6 +323,7 @@ impl State {
                     ));
                 }
                 s.versions.insert(*version, sealed.clone());
+                s.sealed_at.insert(*version, self.applied);
                 if s.current == 0 {
                     s.current = *version;
                 }
@@ -287,7 +337,10 @@ impl State {
                 let Some(s) = self.secrets.get_mut(secret) else {
                     return bad(format!("rotation of unknown secret {secret}"));
                 };
-                if !s.versions.contains_key(version) || *version <= s.current {
+                if s.deleted {
+                    return bad(format!("rotation of secret {secret} after its deletion"));
+                }
+                if !s.sealed_at.contains_key(version) || *version <= s.current {
                     return bad(format!(
                         "secret {secret}: rotation to version {version} without its sealed value"
                     ));
@@ -312,7 +365,7 @@ impl State {
                 uid,
                 ..
             } => {
-                if !self.secrets.contains_key(secret)
+                if self.secrets.get(secret).is_none_or(|s| s.deleted)
                     || !self.projects.contains(project)
                     || !self.identity_exists(identity)
                 {
@@ -438,6 +491,27 @@ impl State {
                 {
                     g.ended.get_or_insert(GrantEnd::SecretUnassigned);
                 }
+            }
+            Event::SecretDeleted { secret, erased, .. } => {
+                let Some(s) = self.secrets.get_mut(secret) else {
+                    return bad(format!("deletion of unknown secret {secret}"));
+                };
+                if s.deleted {
+                    return bad(format!("secret {secret} deleted twice"));
+                }
+                // Exactly its sealed versions, each once: a deletion cannot stand for the
+                // erasure of anything else.
+                let mut listed = erased.clone();
+                listed.sort_unstable();
+                if !listed.iter().copied().eq(s.sealed_at.values().copied()) {
+                    return bad(format!(
+                        "the deletion of secret {secret} lists other events than its sealed versions"
+                    ));
+                }
+                s.deleted = true;
+                // The sealed values are gone from the log; none is kept in memory either.
+                s.versions.clear();
+                s.grace = None;
             }
             Event::ResolutionDenied { .. }
             | Event::UnauthenticatedDenied { .. }

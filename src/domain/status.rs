@@ -15,6 +15,8 @@ pub enum GrantState {
     Ended(GrantEnd),
     /// Its agent was revoked.
     AgentRevoked,
+    /// Its secret was deleted (crypto-shredded).
+    SecretDeleted,
     /// Its secret was revoked.
     SecretRevoked,
     /// Its expiry has passed.
@@ -44,6 +46,7 @@ impl GrantState {
             GrantState::Ended(GrantEnd::MemberRemoved) => "member_removed",
             GrantState::Ended(GrantEnd::SecretUnassigned) => "secret_unassigned",
             GrantState::AgentRevoked => "agent_revoked",
+            GrantState::SecretDeleted => "secret_deleted",
             GrantState::SecretRevoked => "secret_revoked",
             GrantState::Expired { .. } => "expired",
             GrantState::Exhausted { .. } => "exhausted",
@@ -68,6 +71,7 @@ impl GrantState {
                 "its secret was taken out of the project".into()
             }
             GrantState::AgentRevoked => "its agent was revoked".into(),
+            GrantState::SecretDeleted => "the secret was deleted".into(),
             GrantState::SecretRevoked => "the secret was revoked".into(),
             GrantState::Expired { at_ms } => format!("it expired at {}", fmt_ms(at_ms)),
             GrantState::Exhausted { max_uses } => format!("all {max_uses} uses are used"),
@@ -100,8 +104,11 @@ impl State {
         {
             return GrantState::AgentRevoked;
         }
-        if self.secrets.get(&g.secret).is_none_or(|s| s.revoked) {
-            return GrantState::SecretRevoked;
+        match self.secrets.get(&g.secret) {
+            Some(s) if s.deleted => return GrantState::SecretDeleted,
+            None => return GrantState::SecretRevoked,
+            Some(s) if s.revoked => return GrantState::SecretRevoked,
+            Some(_) => {}
         }
         if let Some(at_ms) = g.expires_at_ms
             && now_ms >= at_ms

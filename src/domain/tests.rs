@@ -551,7 +551,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=25).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=26).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -627,6 +627,14 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     ] {
         samples.extend(when(&mut s2, &root(), &c, 9));
     }
+    samples.extend(when(
+        &mut s2,
+        &root(),
+        &Command::DeleteSecret {
+            secret: sec("openai/prod"),
+        },
+        10,
+    ));
     let kinds: std::collections::BTreeSet<_> = samples.iter().map(|e| e.kind()).collect();
     for k in [
         EventKind::ProviderSet,
@@ -639,6 +647,7 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         EventKind::MemberAdminSet,
         EventKind::SecretAssigned,
         EventKind::SecretUnassigned,
+        EventKind::SecretDeleted,
     ] {
         assert!(kinds.contains(&k), "no sample of {k}");
     }
@@ -648,6 +657,143 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         let back = Event::from_body(e.kind().number(), &serde_json::to_vec(&e).unwrap());
         assert_eq!(back.as_ref(), Ok(&e));
     }
+}
+
+#[test]
+fn a_deleted_secret_lists_its_sealed_events_resolves_for_nobody_and_keeps_its_name() {
+    let x = sec("openai/prod");
+    let mut s = given(&world()); // events 0..=5; v1 sealed at 5
+    assert_eq!(s.applied, 6);
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1); // 6
+    when(
+        &mut s,
+        &root(),
+        &Command::RotateSecret {
+            secret: x.clone(),
+            version: 2,
+            sealed: sealed("v2"),
+            grace_ms: Some(60_000),
+        },
+        2,
+    ); // v2 sealed at 7, rotated at 8
+    when(&mut s, &agent("a"), &start_run(), 3); // run 1 at 9
+    assert_eq!(s.secrets[&x].sealed_at, [(1, 5), (2, 7)].into());
+    let del = Command::DeleteSecret { secret: x.clone() };
+    let evs = when(&mut s, &root(), &del, 4);
+    assert_eq!(
+        evs,
+        vec![
+            Event::SecretDeleted {
+                secret: x.clone(),
+                erased: vec![5, 7],
+                by: root_by(),
+            },
+            Event::RunEnded {
+                run: 1,
+                reason: "secret deleted".into(),
+                at_ms: 4,
+            },
+        ]
+    );
+    let e = &s.secrets[&x];
+    assert!(e.deleted && e.versions.is_empty() && e.grace.is_none());
+    assert!(s.runs.is_empty());
+
+    // It resolves for nobody, and the denial is recorded with its reason.
+    for (who, v) in [(agent("a"), None), (agent("a"), Some(1)), (root(), None)] {
+        let c = resolve("openai/prod", "demo", v);
+        let r = decide(&s, &who, &c, 5).unwrap_err();
+        assert_eq!(r.deny_reason(), Some(DenyReason::SecretDeleted));
+        let Some(Event::ResolutionDenied { reason, .. }) = recorded_refusal(&who, &c, &r, 5) else {
+            panic!("a denied resolution is recorded")
+        };
+        assert_eq!(reason, "secret deleted");
+    }
+    assert_eq!(
+        plain(decide(&s, &agent("a"), &proxy("api.openai.com", None), 5)),
+        Err(Refusal::Denied(DenyReason::SecretDeleted))
+    );
+    assert_eq!(
+        plain(decide(&s, &agent("a"), &start_run(), 5)),
+        Err(Refusal::Denied(DenyReason::SecretDeleted))
+    );
+    // Its name is never reused, and nothing more is done with it.
+    let deleted = Err(Refusal::Deleted(x.clone()));
+    let put = Command::PutSecret {
+        secret: x.clone(),
+        projects: vec![p("demo")],
+        sealed: sealed("again"),
+    };
+    assert_eq!(decide(&s, &root(), &put, 5), deleted);
+    assert_eq!(next_version(&s, &x), Err(Refusal::Deleted(x.clone())));
+    assert_eq!(
+        decide(&s, &root(), &Command::RevokeSecret { secret: x.clone() }, 5),
+        deleted
+    );
+    assert_eq!(
+        decide(&s, &root(), &Command::CreateGrant(spec("b")), 5),
+        deleted
+    );
+    assert_eq!(decide(&s, &root(), &del, 5), deleted);
+    assert!(
+        Refusal::Deleted(x.clone())
+            .to_string()
+            .contains("never reused")
+    );
+    // A watcher holding it is told to stop.
+    let held = watch::Held {
+        secret: x.clone(),
+        project: p("demo"),
+        version: 2,
+    };
+    assert_eq!(
+        watch::change(&s, &agent("a"), None, &held, 5),
+        Some(watch::Change::Revoked)
+    );
+    // It only takes access away: carried out under the disk reserve too.
+    assert!(del.reduces_access());
+}
+
+#[test]
+fn a_deletion_must_list_exactly_the_secrets_sealed_events() {
+    let x = sec("openai/prod");
+    let deleted = |erased: Vec<u64>| Event::SecretDeleted {
+        secret: x.clone(),
+        erased,
+        by: root_by(),
+    };
+    for wrong in [vec![], vec![4], vec![5, 5], vec![5, 6]] {
+        assert!(
+            given(&world()).apply(&deleted(wrong.clone())).is_err(),
+            "{wrong:?}"
+        );
+    }
+    let mut s = given(&world());
+    s.apply(&deleted(vec![5])).unwrap();
+    assert!(s.apply(&deleted(vec![5])).is_err(), "deleted twice");
+    let sealed_after = Event::SecretVersionSealed {
+        secret: x.clone(),
+        version: 2,
+        sealed: sealed("v2"),
+    };
+    assert!(s.clone().apply(&sealed_after).is_err());
+    assert!(s.apply_erased_seal(&x).is_err());
+    let stored_again = Event::SecretStored {
+        secret: x.clone(),
+        projects: vec![p("demo")],
+        by: root_by(),
+    };
+    assert!(s.clone().apply(&stored_again).is_err());
+
+    // Replay of a log whose sealed value was erased: the erased event takes its place.
+    let mut w = world();
+    w.pop();
+    let mut s = given(&w);
+    s.apply_erased_seal(&x).unwrap();
+    assert_eq!((s.applied, s.secrets[&x].current), (6, 1));
+    assert!(s.secrets[&x].versions.is_empty());
+    s.apply(&deleted(vec![5])).unwrap();
+    assert!(s.secrets[&x].deleted);
 }
 
 fn proxy(host: &str, run: Option<u64>) -> Command {
@@ -909,6 +1055,9 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
                 path: "/".into(),
                 run
             }),
+        secret
+            .clone()
+            .prop_map(|x| Command::DeleteSecret { secret: sec(x) }),
         (project.clone(), prop::collection::vec(secret.clone(), 0..3)).prop_map(|(pr, xs)| {
             Command::StartRun {
                 project: p(pr),

@@ -85,7 +85,8 @@ pub fn change(
     if !s.projects.contains(&held.project) {
         return Some(Change::AccessEnded);
     }
-    if s.revoked {
+    // A deleted secret is gone for good: the holder stops as for a revocation.
+    if s.revoked || s.deleted {
         return Some(Change::Revoked);
     }
     (s.current != held.version).then_some(Change::Rotated(s.current))

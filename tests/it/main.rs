@@ -22,5 +22,6 @@ mod masking;
 mod paths;
 mod proxy;
 mod setup;
+mod shred;
 mod users;
 mod watch;

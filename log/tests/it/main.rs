@@ -10,6 +10,7 @@
 mod alloc;
 mod common;
 mod crash;
+mod erase;
 mod golden;
 mod log_basic;
 mod powercut;
