@@ -11,8 +11,9 @@ use scopehold_log::{
 };
 use serde_json::json;
 
-use super::args::{ExportArgs, ExportFormat, VerifyArgs};
+use super::args::{ExportArgs, ExportFormat, ShowOptions, VerifyArgs};
 use super::exit::{EXIT_VERIFY_FAILED, Exit};
+use super::out::outln;
 use super::output::time_str;
 use crate::daemon::Home;
 use crate::domain::{Event, EventKind};
@@ -61,19 +62,16 @@ pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
         ),
     };
     match result {
-        Ok(r) => {
-            print_report(&what, &r, &key, trusted_from.as_deref(), json_out);
-            Ok(())
-        }
+        Ok(r) => print_report(&what, &r, &key, trusted_from.as_deref(), json_out),
         Err(e) => {
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": false, "target": what, "event": e.seq, "location": e.location, "reason": e.failure.to_string()})
-                );
+                )?;
             } else {
-                println!("FAILED: {what}");
-                println!("first bad: {e}");
+                outln!("FAILED: {what}")?;
+                outln!("first bad: {e}")?;
             }
             Err(Exit {
                 code: EXIT_VERIFY_FAILED,
@@ -89,10 +87,10 @@ fn print_report(
     key: &PublicKey,
     trusted: Option<&Path>,
     json_out: bool,
-) {
+) -> Result<(), Exit> {
     let cp = r.checkpoint.checkpoint();
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -111,55 +109,57 @@ fn print_report(
                 "public_key": key.to_hex(),
                 "rollback_checked": trusted.is_some(),
             })
-        );
-        return;
+        )?;
+        return Ok(());
     }
-    println!("OK: {what}");
-    println!("log id:          {}", hex::encode(r.log_id));
+    outln!("OK: {what}")?;
+    outln!("log id:          {}", hex::encode(r.log_id))?;
     if r.events > r.from {
-        println!(
+        outln!(
             "events:          {} (sequence {}..={})",
             r.events - r.from,
             r.from,
             r.events - 1
-        );
+        )?;
     } else {
-        println!("events:          0");
+        outln!("events:          0")?;
     }
-    println!("head:            {}", hex::encode(r.head));
-    println!(
+    outln!("head:            {}", hex::encode(r.head))?;
+    outln!(
         "last checkpoint: size {} at {}, signature valid (key {})",
         cp.body.size,
         time_str(cp.body.time_ms),
         key
-    );
-    println!(
+    )?;
+    outln!(
         "checked:         {} checkpoints, {} signatures",
-        r.checkpoints, r.signatures_checked
-    );
+        r.checkpoints,
+        r.signatures_checked
+    )?;
     if r.redacted_bodies > 0 {
-        println!(
+        outln!(
             "bodies left out: {} (secret-bearing; their commitments verified in the chain)",
             r.redacted_bodies
-        );
+        )?;
     }
     if let (Some(size), Some(p)) = (r.extends_trusted, trusted) {
-        println!(
+        outln!(
             "extends:         trusted checkpoint of size {size} ({})",
             p.display()
-        );
+        )?;
     }
     if trusted.is_none() && r.from == 0 && r.events > 0 {
-        println!(
+        outln!(
             "note:            no checkpoint kept elsewhere was given or found: a log cut back to an older, validly signed state would not be noticed (--trusted-checkpoint FILE)"
-        );
+        )?;
     }
     if r.pending_bytes > 0 {
-        println!(
+        outln!(
             "pending:         {} bytes after the last checkpoint: an append in flight (a writer holds the log open)",
             r.pending_bytes
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `log export`: a bundle or JSONL for auditors.
@@ -174,12 +174,12 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
         ExportFormat::Jsonl => export_jsonl(&reader, &key, a.from, a.to, &a.out)?,
     };
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"out": a.out, "format": format!("{:?}", a.format).to_lowercase(), "from": s.from, "to": s.to, "requested_to": s.requested_to, "events": s.events, "redacted": s.redacted, "checkpoints": s.checkpoints})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "exported events {}..={} ({} events, {} secret-bearing bodies left out, {} checkpoints) to {}",
             s.from,
             s.to,
@@ -187,12 +187,13 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
             s.redacted,
             s.checkpoints,
             a.out.display()
-        );
+        )?;
         if s.to != s.requested_to {
-            println!(
+            outln!(
                 "(extended from event {} to {}: the end of its group commit, where the checkpoint that signs it is)",
-                s.requested_to, s.to
-            );
+                s.requested_to,
+                s.to
+            )?;
         }
     }
     Ok(())
@@ -266,31 +267,37 @@ pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(),
         Some(p) => {
             super::outfile::write_text(p, &text)?;
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"out": p, "size": cp.body.size, "head": hex::encode(cp.body.head)})
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "checkpoint of size {} written to {}",
                     cp.body.size,
                     p.display()
-                );
+                )?;
             }
         }
-        None => print!("{text}"),
+        None if json_out => outln!(
+            "{}",
+            json!({"size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "checkpoint": text})
+        )?,
+        None => super::out::text(&text)?,
     }
     Ok(())
 }
 
 /// `log show`: the log's events decoded, filtered. Reads the log files directly (no daemon
-/// needed); secret-bearing bodies are never decoded or printed.
+/// needed); secret-bearing bodies are never decoded or printed. The window, limit, project
+/// and follow are [`Scan`](super::logscan::Scan)'s.
 pub fn show(
     home: &Home,
     identity: Option<&str>,
     secret: Option<&str>,
     kind: Option<EventKind>,
     denied: bool,
+    options: &ShowOptions,
     json_out: bool,
 ) -> Result<(), Exit> {
     let key = home.public_key()?;
@@ -301,8 +308,18 @@ pub fn show(
         Some(w) if w.contains(':') => i == w,
         Some(w) => i.split_once(':').map(|(_, n)| n) == Some(w),
     };
-    let mut rows = Vec::new();
-    for rec in reader.events_from(0)? {
+    if !json_out {
+        outln!(
+            "{:>6}  {:<24}  {:<24} {:<22} {:<20} DETAIL",
+            "SEQ",
+            "TIME",
+            "KIND",
+            "IDENTITY",
+            "SECRET"
+        )?;
+    }
+    let mut scan = super::logscan::Scan::new(reader, options)?;
+    while let Some(rec) = scan.next_record() {
         let rec = rec?;
         let kname = EventKind::name_of(rec.envelope.kind);
         if kind.is_some_and(|k| k.number() != rec.envelope.kind) {
@@ -330,12 +347,15 @@ pub fn show(
         if secret.is_some_and(|s| s != ev_secret) {
             continue;
         }
+        if !scan.about_project(ev.as_ref()) {
+            continue;
+        }
         if json_out {
             let mut o = json!({"seq": rec.seq(), "time": time_str(rec.envelope.time_ms), "kind": kname, "hash": hex::encode(rec.hash)});
             if let Some(e) = &ev {
                 o["event"] = serde_json::to_value(e).map_err(anyhow::Error::new)?;
             }
-            println!("{o}");
+            scan.emit(o.to_string())?;
         } else {
             let detail = match &ev {
                 Some(Event::SecretResolved {
@@ -453,7 +473,7 @@ pub fn show(
                 ),
                 _ => String::new(),
             };
-            rows.push(format!(
+            scan.emit(format!(
                 "{:>6}  {}  {:<24} {:<22} {:<20} {}",
                 rec.seq(),
                 time_str(rec.envelope.time_ms),
@@ -461,17 +481,8 @@ pub fn show(
                 ev_identity,
                 ev_secret,
                 detail
-            ));
+            ))?;
         }
     }
-    if !json_out {
-        println!(
-            "{:>6}  {:<24}  {:<24} {:<22} {:<20} DETAIL",
-            "SEQ", "TIME", "KIND", "IDENTITY", "SECRET"
-        );
-        for r in rows {
-            println!("{r}");
-        }
-    }
-    Ok(())
+    scan.finish()
 }
