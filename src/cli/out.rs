@@ -28,10 +28,13 @@ pub fn write_error(e: io::Error) -> Exit {
 
 /// Writes `s` as it is (no newline added) and flushes.
 pub fn text(s: &str) -> Result<(), Exit> {
+    write_bytes(s.as_bytes())
+}
+
+/// Writes bytes as they are (a completion script, a manual page) and flushes.
+pub fn write_bytes(b: &[u8]) -> Result<(), Exit> {
     let mut o = io::stdout().lock();
-    o.write_all(s.as_bytes())
-        .and_then(|()| o.flush())
-        .map_err(write_error)
+    o.write_all(b).and_then(|()| o.flush()).map_err(write_error)
 }
 
 /// Writes one line. Use through [`outln!`](crate::cli::out::outln).

@@ -257,7 +257,14 @@ fn every_command_prints_json_and_every_error_is_one_json_line() {
     j(&["member", "add", "alice", "--uid", "4242"], None);
     j(&["member", "list"], None);
     let grant = j(
-        &["grant", "create", "bot", "openai/prod", "--project", "demo"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "openai/prod",
+            "--project",
+            "demo",
+        ],
         None,
     )[0]["grant"]
         .as_u64()
@@ -321,7 +328,7 @@ fn every_command_prints_json_and_every_error_is_one_json_line() {
         assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
         json_error(&o)
     };
-    let e = err(&["grant", "create", "bot"], None);
+    let e = err(&["grant", "create", "agent:bot"], None);
     assert_eq!(
         (e["code"].as_str(), e["exit"].as_i64()),
         (Some("usage"), Some(2))
@@ -402,7 +409,14 @@ fn log_show_filters_by_time_limit_and_project() {
     );
     d.ok(&["agent", "create", "bot"], None);
     let g = d.ok(
-        &["grant", "create", "bot", "x/one", "--project", "alpha"],
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "x/one",
+            "--project",
+            "alpha",
+        ],
         None,
     );
     let g = text(&g.stdout).trim().to_string();
@@ -681,7 +695,7 @@ fn a_default_project_comes_from_the_environment_or_the_config_file() {
     c.env("XDG_CONFIG_HOME", &xdg);
     let o = d.run_with(
         c,
-        &["--json", "grant", "create", "bot", "openai/prod"],
+        &["--json", "grant", "create", "agent:bot", "openai/prod"],
         None,
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -736,7 +750,10 @@ fn a_default_project_comes_from_the_environment_or_the_config_file() {
     ] {
         assert!(err.contains(way), "{way} in: {err}");
     }
-    let o = d.run(&["--json", "grant", "create", "bot", "openai/prod"], None);
+    let o = d.run(
+        &["--json", "grant", "create", "agent:bot", "openai/prod"],
+        None,
+    );
     assert_eq!(json_error(&o)["code"], "usage");
     // A malformed file is an error naming it; a bad variable names the variable.
     let bad = d.dir.path().join("bad");
