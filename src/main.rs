@@ -1,31 +1,29 @@
 //! `scopehold`: parse arguments, set up tracing, run, turn the outcome into an exit code.
+//! How failures are reported (text or `--json`) is described in `cli::exit`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use scopehold::cli::{self, Cli, EXIT_OK, Exit, exit::EXIT_USAGE};
+use scopehold::cli::{self, config::ParseError, exit};
 
 fn main() -> ExitCode {
     // `run`'s pty helper: becomes the command, before anything else is set up.
     cli::run::exec_helper_if_asked();
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::config::parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
-            let _ = e.print();
-            return ExitCode::from(code);
+        Err(ParseError::Clap(e)) => {
+            return ExitCode::from(exit::report_clap(&e, exit::json_in_args(&args)));
+        }
+        Err(ParseError::Exit(e)) => {
+            return ExitCode::from(exit::report(&e, exit::json_in_args(&args)));
         }
     };
     tracing();
+    let json = cli.json;
     match cli::run(cli) {
-        Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Exit { code, error }) => {
-            // Not eprintln!: it panics when standard error cannot be written.
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "scopehold: {error:#}");
-            ExitCode::from(code)
-        }
+        Ok(()) => ExitCode::from(exit::EXIT_OK),
+        Err(e) => ExitCode::from(exit::report(&e, json)),
     }
 }
 

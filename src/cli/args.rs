@@ -31,13 +31,15 @@ pub struct Cli {
     /// before sending a value or a credential [default: the state directory's owner]
     #[arg(long, global = true, env = "SCOPEHOLD_DAEMON_UID", value_name = "UID")]
     pub daemon_uid: Option<u32>,
-    /// Print machine-readable JSON
+    /// Print machine-readable JSON; a failure is then one JSON line on standard error,
+    /// {"error":{"code":...,"message":...,"exit":N}} (with "status" when the daemon answered)
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the state directory (0700), the log's signing key and the master key (0600),
@@ -99,6 +101,8 @@ pub enum Command {
     Resolve {
         /// PROVIDER/NAME
         secret: SecretName,
+        /// The project the grant is in [default: $SCOPEHOLD_PROJECT, else `project` in
+        /// config.toml]
         #[arg(long)]
         project: ProjectName,
         /// A version still in its grace period
@@ -215,6 +219,7 @@ pub enum PathName {
     CaBundle,
 }
 
+/// `scopehold passphrase ...`.
 #[derive(Debug, Subcommand)]
 pub enum PassphraseCommand {
     /// Re-seal both keys under a new passphrase (or seal an unsealed state); the log is not
@@ -229,25 +234,34 @@ pub enum PassphraseCommand {
     },
 }
 
+/// `scopehold project ...`.
 #[derive(Debug, Subcommand)]
 pub enum ProjectCommand {
-    Create { name: ProjectName },
+    /// Create a project
+    Create {
+        /// The project's name
+        name: ProjectName,
+    },
+    /// Every project
     List,
 }
 
+/// `scopehold secret ...`.
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
     /// Store a new secret; the value is read from standard input or a prompt, never argv
     Put {
         /// PROVIDER/NAME
         name: SecretName,
-        /// Project to assign it to (repeatable)
+        /// Project to assign it to (repeatable) [default: $SCOPEHOLD_PROJECT, else `project`
+        /// in config.toml]
         #[arg(long = "project", required = true)]
         projects: Vec<ProjectName>,
     },
     /// Add a new version (read from standard input or a prompt) that becomes current; grants
     /// follow it
     Rotate {
+        /// PROVIDER/NAME
         name: SecretName,
         /// Keep the previous version resolvable for this long (e.g. 10m, 1h)
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -259,6 +273,7 @@ pub enum SecretCommand {
     Import(ImportArgs),
     /// Stop every resolution of the secret
     Revoke {
+        /// PROVIDER/NAME
         name: SecretName,
     },
     /// Add the secret to another project (grants there are made with `grant create`)
@@ -288,6 +303,7 @@ pub enum SecretCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Every secret: its current version, projects, grantees and state
     List,
 }
 
@@ -318,10 +334,12 @@ pub struct ImportArgs {
     pub dry_run: bool,
 }
 
+/// `scopehold agent ...`.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Create an agent and print its credential (shown once)
     Create {
+        /// The agent's name
         name: Name,
         /// Only accept the agent from processes running as this uid
         #[arg(long)]
@@ -329,21 +347,29 @@ pub enum AgentCommand {
     },
     /// Revoke an agent: all its grants stop
     Revoke {
+        /// The agent's name
         name: Name,
     },
     /// Replace an agent's credential (prints the new one, once)
     Reissue {
+        /// The agent's name
         name: Name,
     },
+    /// Every agent: its uid, grants and state
     List,
 }
 
+/// `scopehold member ...`.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
+    /// Add a member: a human, recognised by the uid of their processes
     Add {
+        /// The member's name
         name: Name,
+        /// The member's unix uid
         #[arg(long)]
         uid: u32,
+        /// Let the member administer ScopeHold (secrets, identities, grants)
         #[arg(long)]
         admin: bool,
     },
@@ -363,9 +389,11 @@ pub enum MemberCommand {
         /// The member
         name: Name,
     },
+    /// Every member: uid and admin right
     List,
 }
 
+/// `scopehold provider ...`.
 #[derive(Debug, Subcommand)]
 pub enum ProviderCommand {
     /// Every profile in effect (built-in or set by an admin)
@@ -416,6 +444,7 @@ pub struct ProfileArgs {
     pub key_env: Vec<String>,
 }
 
+/// `scopehold grant ...`.
 #[derive(Debug, Subcommand)]
 pub enum GrantCommand {
     /// Grant IDENTITY the secret in a project; prints the grant id
@@ -426,11 +455,14 @@ pub enum GrantCommand {
         identity: IdentityRef,
         /// PROVIDER/NAME
         secret: SecretName,
+        /// The project the grant is for [default: $SCOPEHOLD_PROJECT, else `project` in
+        /// config.toml]
         #[arg(long)]
         project: ProjectName,
         /// Expires after this long (e.g. 1h, 7d)
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// At most this many resolutions in all
         #[arg(long)]
         max_uses: Option<u64>,
         /// Resolutions per minute
@@ -440,19 +472,24 @@ pub enum GrantCommand {
         #[arg(long)]
         uid: Option<u32>,
     },
+    /// Revoke a grant: its holder can no longer resolve the secret through it
     Revoke {
+        /// The grant's id (from `grant create` or `grant list`)
         id: u64,
     },
+    /// Every grant: holder, secret, project, limits, uses and state
     List,
 }
 
+/// `scopehold log ...`.
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
     /// Show events, decoded (secret-bearing bodies never shown)
     Show {
-        /// agent:NAME, member:NAME, or a bare name
+        /// Only events by or about this identity: agent:NAME, member:NAME, or a bare name
         #[arg(long)]
         identity: Option<String>,
+        /// Only events about this secret (PROVIDER/NAME)
         #[arg(long)]
         secret: Option<String>,
         /// Event kind, e.g. secret_resolved
@@ -461,6 +498,9 @@ pub enum LogCommand {
         /// Only denials
         #[arg(long)]
         denied: bool,
+        /// Time window, count, project and follow.
+        #[command(flatten)]
+        options: ShowOptions,
     },
     /// Verify every record, chain link and the last checkpoint's signature
     #[command(after_help = EXIT_CODES)]
@@ -476,6 +516,7 @@ pub enum LogCommand {
     },
 }
 
+/// `log verify`'s arguments.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Verify an exported bundle instead of the state directory's log (needs --key)
@@ -492,6 +533,7 @@ pub struct VerifyArgs {
     pub all_signatures: bool,
 }
 
+/// `log export --format`.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ExportFormat {
     /// One self-contained binary bundle, verifiable with `log verify --bundle`
@@ -500,6 +542,7 @@ pub enum ExportFormat {
     Jsonl,
 }
 
+/// `log export`'s arguments.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Output file
@@ -512,6 +555,7 @@ pub struct ExportArgs {
     /// where its signed checkpoint is
     #[arg(long)]
     pub to: Option<u64>,
+    /// What to write
     #[arg(long, value_enum, default_value_t = ExportFormat::Bundle)]
     pub format: ExportFormat,
 }
@@ -527,6 +571,56 @@ fn qualified_identity(s: &str) -> Result<IdentityRef, String> {
     }
 }
 
+/// `log show`'s time window, count, project and follow.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ShowOptions {
+    /// Only events at or after WHEN: an RFC 3339 time (2025-06-01T12:00:00Z) or a duration
+    /// ago (90s, 1h, 7d)
+    #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+    pub since: Option<When>,
+    /// Only events at or before WHEN: an RFC 3339 time or a duration ago
+    #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+    pub until: Option<When>,
+    /// Only the last N matching events (with --follow: then the new ones as they come)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Keep printing matching events as they are committed, until interrupted (Ctrl-C) or
+    /// the reader of the output goes away
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events about this project (that name it, or a grant made in it)
+    #[arg(long)]
+    pub project: Option<ProjectName>,
+}
+
+/// A point in time, in ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct When(pub u64);
+
+/// An RFC 3339 time, or a duration meaning that long ago.
+fn parse_when(s: &str) -> Result<When, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        return u64::try_from(ms)
+            .map(When)
+            .map_err(|_| "a time before 1970".to_string());
+    }
+    match humantime::parse_duration(s) {
+        Ok(ago) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let ms = now.saturating_sub(ago).as_millis();
+            Ok(When(u64::try_from(ms).unwrap_or(u64::MAX)))
+        }
+        Err(_) => Err(
+            "expected an RFC 3339 time (2025-06-01T12:00:00Z) or a duration ago (90s, 1h, 7d)"
+                .to_string(),
+        ),
+    }
+}
+
 /// `--kind` takes the names of the one table of event kinds.
 fn kind_parser() -> impl clap::builder::TypedValueParser<Value = EventKind> {
     use clap::builder::TypedValueParser;
@@ -539,7 +633,8 @@ fn kind_parser() -> impl clap::builder::TypedValueParser<Value = EventKind> {
 /// `scopehold run`'s arguments.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The project whose grants the command uses
+    /// The project whose grants the command uses [default: $SCOPEHOLD_PROJECT, else `project`
+    /// in config.toml]
     #[arg(long)]
     pub project: ProjectName,
     /// VAR=PROVIDER/NAME (repeatable)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::exit::{EXIT_VERIFY_FAILED, Exit};
+use super::out::outln;
 use super::output::time_str;
 use crate::daemon::Home;
 use crate::daemon::backup::{self, BackupPassphrase, Damaged};
@@ -43,7 +44,7 @@ pub fn backup(
         names.push("ca.key");
     }
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({
                 "out": out,
@@ -60,17 +61,17 @@ pub fn backup(
                 "passphrase_checked": keys.passphrase_checked,
                 "extends_kept_checkpoint": s.report.extends_trusted,
             })
-        );
+        )?;
         return Ok(());
     }
-    println!("backup written to {} ({} bytes)", out.display(), s.bytes);
-    println!(
+    outln!("backup written to {} ({} bytes)", out.display(), s.bytes)?;
+    outln!(
         "log:   {} events, head {}, up to the checkpoint signed at {}",
         s.report.events,
         hex::encode(s.report.head),
         time_str(cp.body.time_ms)
-    );
-    println!(
+    )?;
+    outln!(
         "       verified: {} checkpoints, every signature{}",
         s.report.checkpoints,
         match (s.report.extends_trusted, &s.kept_checkpoint) {
@@ -80,14 +81,14 @@ pub fn backup(
             ),
             _ => String::new(),
         }
-    );
+    )?;
     if keys.sealed_by_backup {
-        println!(
+        outln!(
             "keys:  {} sealed under the passphrase given (the state directory itself stays unsealed)",
             names.join(", ")
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "keys:  {} as sealed in the state directory ({})",
             names.join(", "),
             if keys.passphrase_checked {
@@ -95,17 +96,17 @@ pub fn backup(
             } else {
                 "not opened: restoring needs the state's passphrase"
             }
-        );
+        )?;
     }
-    println!(
+    outln!(
         "also:  log.pub{}, {} segment{}",
         if s.ca { ", ca.pem" } else { "" },
         s.segments,
         if s.segments == 1 { "" } else { "s" }
-    );
-    println!(
+    )?;
+    outln!(
         "note:  anyone with this file and the passphrase has every key: it is as safe as the passphrase is strong. Keep it off this disk."
-    );
+    )?;
     Ok(())
 }
 
@@ -123,7 +124,7 @@ pub fn restore(
     .map_err(exit)?;
     let cp = s.report.checkpoint.checkpoint();
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({
                 "home": s.root,
@@ -142,38 +143,38 @@ pub fn restore(
                 "keys_sealed_by_backup": s.sealed_by_backup,
                 "checkpoint_file": s.checkpoint_file,
             })
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    outln!(
         "restored {} events into {} from {} (taken at {})",
         s.report.events,
         s.root.display(),
         from.display(),
         time_str(s.created_ms)
-    );
-    println!("log id:          {}", hex::encode(s.report.log_id));
-    println!("head:            {}", hex::encode(s.report.head));
-    println!(
+    )?;
+    outln!("log id:          {}", hex::encode(s.report.log_id))?;
+    outln!("head:            {}", hex::encode(s.report.head))?;
+    outln!(
         "last checkpoint: size {} at {}; {} checkpoints, every signature valid (key {})",
         cp.body.size,
         time_str(cp.body.time_ms),
         s.report.checkpoints,
         s.public_key
-    );
-    println!("kept checkpoint: {}", s.checkpoint_file.display());
-    println!(
+    )?;
+    outln!("kept checkpoint: {}", s.checkpoint_file.display())?;
+    outln!(
         "keys:            sealed under the backup's passphrase: the daemon needs it to start (--passphrase-file FILE, or asked on a terminal)"
-    );
+    )?;
     if s.sealed_by_backup {
-        println!(
+        outln!(
             "                 (the state backed up was not sealed; the restored one is, and stays so: `scopehold passphrase change` sets another passphrase)"
-        );
+        )?;
     }
     if !s.ca {
-        println!(
+        outln!(
             "                 (the backup held no CA; the daemon makes one at its first start)"
-        );
+        )?;
     }
     Ok(())
 }

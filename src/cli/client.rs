@@ -22,13 +22,17 @@ use crate::api::{Endpoint, Method};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// Nothing answered on the socket.
-    #[error("cannot reach the daemon at {path}: {source} (is `scopehold daemon` running?)")]
+    /// Nothing answered on the socket. The message names the socket and the likely fix,
+    /// once (the cause is part of the message, not a `source` that `{:#}` would repeat).
+    #[error(
+        "cannot reach the daemon at {path}: {cause}; {}",
+        unreachable_hint(cause)
+    )]
     Unreachable {
         /// The socket.
         path: String,
         /// What the connection said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Something answered, not in the daemon's protocol.
     #[error("bad answer from the daemon: {0}")]
@@ -45,6 +49,18 @@ pub enum ClientError {
         /// The uid the daemon should run as.
         expected: u32,
     },
+}
+
+/// What to do when the socket cannot be reached, by what the connection said.
+fn unreachable_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "this user may not use that socket: the daemon lets other uids in with `scopehold daemon --socket-group GROUP`, or set SCOPEHOLD_SOCKET (or --socket) to a socket you may use"
+        }
+        _ => {
+            "is the daemon running? Start it with `scopehold daemon`, or set SCOPEHOLD_SOCKET (or --socket) to where it listens"
+        }
+    }
 }
 
 /// The uid a daemon is expected to run as: `explicit` (`--daemon-uid`,
@@ -68,9 +84,9 @@ pub fn expected_daemon_uid(explicit: Option<u32>, home: &Path, socket: &Path) ->
 
 /// The uid of the process listening on `socket`, from the kernel's peer credentials.
 pub fn peer_uid(socket: &Path) -> Result<u32, ClientError> {
-    let s = UnixStream::connect(socket).map_err(|source| ClientError::Unreachable {
+    let s = UnixStream::connect(socket).map_err(|cause| ClientError::Unreachable {
         path: socket.display().to_string(),
-        source,
+        cause,
     })?;
     nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
         .map(|c| c.uid())
@@ -103,13 +119,29 @@ pub enum CallError {
     #[error(transparent)]
     Client(#[from] ClientError),
     /// The daemon answered with an error.
-    #[error("{} ({status}): {}", error.code, error.message)]
+    #[error("{}", refused_text(*status, error))]
     Refused {
         /// The HTTP status.
         status: u16,
         /// The stable code and the message.
         error: ErrorDetail,
     },
+}
+
+/// A refusal for people: `CODE (STATUS): MESSAGE`; a body over the daemon's limit (413) as
+/// `value too large (limit N bytes)`, N from the daemon's message.
+fn refused_text(status: u16, e: &ErrorDetail) -> String {
+    if status == 413 {
+        let limit = e
+            .message
+            .split_whitespace()
+            .find_map(|w| w.parse::<u64>().ok());
+        return match limit {
+            Some(n) => format!("value too large (limit {n} bytes)"),
+            None => "value too large".into(),
+        };
+    }
+    format!("{} ({status}): {}", e.code, e.message)
 }
 
 /// An answer: status and the raw body, in a zeroizing buffer.
@@ -220,9 +252,9 @@ fn request_raw_within(
     token: Option<&str>,
     read_timeout: Option<Duration>,
 ) -> Result<RawAnswer, ClientError> {
-    let unreachable = |source| ClientError::Unreachable {
+    let unreachable = |cause| ClientError::Unreachable {
         path: socket.display().to_string(),
-        source,
+        cause,
     };
     let mut s = UnixStream::connect(socket).map_err(unreachable)?;
     if let Some(uid) = expect {
@@ -230,16 +262,25 @@ fn request_raw_within(
     }
     s.set_read_timeout(read_timeout).map_err(unreachable)?;
     let req = request_bytes(method, path, body, token, true);
-    s.write_all(&req).map_err(unreachable)?;
+    // The daemon may answer before the request is all written (413 for a body over its
+    // limit) and close: the write then fails, but the answer is there to be read.
+    let sent = s.write_all(&req);
     drop(req);
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
-    s.take(MAX_ANSWER as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| ClientError::Protocol("no end of headers".into()))?;
+    let read = s.take(MAX_ANSWER as u64).read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
+    let split = match (sent, read, split) {
+        (_, Ok(_), Some(split)) => split,
+        (Err(e), _, _) => {
+            return Err(ClientError::Protocol(format!(
+                "the daemon closed the connection before the request was sent, with no answer: {e}"
+            )));
+        }
+        (Ok(()), Err(e), _) => {
+            return Err(ClientError::Protocol(format!("reading the answer: {e}")));
+        }
+        (Ok(()), Ok(_), None) => return Err(ClientError::Protocol("no end of headers".into())),
+    };
     let head = std::str::from_utf8(&buf[..split])
         .map_err(|_| ClientError::Protocol("non-UTF-8 headers".into()))?;
     let status: u16 = head
@@ -408,9 +449,9 @@ pub fn call_held<E: Endpoint>(
     token: Option<&str>,
 ) -> Result<(E::Response, Held), CallError> {
     use std::io::BufRead;
-    let unreachable = |source| ClientError::Unreachable {
+    let unreachable = |cause| ClientError::Unreachable {
         path: socket.display().to_string(),
-        source,
+        cause,
     };
     let proto = |m: &str| CallError::Client(ClientError::Protocol(m.to_string()));
     let spec = E::ROUTE.spec();

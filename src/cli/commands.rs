@@ -13,6 +13,7 @@ use super::args::{
 };
 use super::client::{self, CallError, ClientError};
 use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, Exit};
+use super::out::outln;
 use super::output::{header, joined, opt, state, table, time_str};
 use crate::api::wire::{self, Empty, SecretString};
 use crate::api::{Endpoint, endpoint};
@@ -64,24 +65,30 @@ fn admin<E: Endpoint>(ctx: &Ctx, req: &E::Request) -> Result<E::Response, Exit> 
 
 fn print<T: Serialize>(ctx: &Ctx, v: &T, text: impl FnOnce(&T) -> String) -> Result<(), Exit> {
     if ctx.json {
-        println!("{}", serde_json::to_string(v).map_err(anyhow::Error::new)?);
+        outln!("{}", serde_json::to_string(v).map_err(anyhow::Error::new)?)
     } else {
-        println!("{}", text(v));
+        outln!("{}", text(v))
     }
-    Ok(())
 }
 
 /// Reads a secret value from standard input (all of it, one trailing newline dropped) or,
-/// on a terminal, from a prompt that does not echo. Never from argv.
+/// on a terminal, from a prompt that does not echo. Never from argv. A value over the
+/// daemon's limit is refused here, before anything is sent (and before more than the limit
+/// is read).
 fn read_value(name: &SecretName) -> Result<SecretString, Exit> {
+    use crate::daemon::seal::MAX_VALUE_LEN;
     let v = if std::io::stdin().is_terminal() {
         Zeroizing::new(
             rpassword::prompt_password(format!("value for {name}: "))
                 .map_err(|e| anyhow!("reading the value: {e}"))?,
         )
     } else {
-        let mut s = Zeroizing::new(String::new());
+        // Room for the limit, a trailing CR LF, and one byte more to tell "over"; allocated
+        // once, so no reallocation leaves an unwiped copy of the value behind.
+        let room = MAX_VALUE_LEN + 3;
+        let mut s = Zeroizing::new(String::with_capacity(room));
         std::io::stdin()
+            .take(room as u64)
             .read_to_string(&mut s)
             .map_err(|e| anyhow!("reading the value from standard input: {e}"))?;
         let trimmed = s
@@ -92,6 +99,12 @@ fn read_value(name: &SecretName) -> Result<SecretString, Exit> {
     };
     if v.is_empty() {
         return Err(anyhow!("empty value").into());
+    }
+    if v.len() > MAX_VALUE_LEN {
+        return Err(Exit::from(super::exit::Coded::new(
+            "too_large",
+            format!("value too large (limit {MAX_VALUE_LEN} bytes)"),
+        )));
     }
     Ok(SecretString::new(v))
 }
@@ -106,7 +119,9 @@ fn confirm_delete(name: &SecretName) -> Result<(), Exit> {
             "refusing to delete {name} without confirmation: there is no terminal to ask on; pass --yes"
         )));
     }
-    eprint!(
+    // Not eprint!: it panics when standard error cannot be written.
+    let _ = write!(
+        std::io::stderr(),
         "Deleting {name} destroys its sealed values: no one can ever read them again, and the name cannot be reused.\nType {name} to delete it: "
     );
     let _ = std::io::stderr().flush();
@@ -665,15 +680,18 @@ pub fn resolve(
     let mut out = std::io::stdout();
     if ctx.json {
         // Serialised straight to standard output: no intermediate string holds the value.
-        serde_json::to_writer(&mut out, &r).map_err(anyhow::Error::new)?;
+        serde_json::to_writer(&mut out, &r).map_err(|e| match e.io_error_kind() {
+            Some(k) => super::out::write_error(k.into()),
+            None => Exit::from(anyhow::Error::new(e)),
+        })?;
         out.write_all(b"\n")
             .and_then(|_| out.flush())
-            .map_err(|e| anyhow!("writing the value: {e}"))?;
+            .map_err(super::out::write_error)?;
     } else {
         // The value alone, with no trailing newline, so `$(scopehold resolve ...)` is exact.
         out.write_all(r.value.expose().as_bytes())
             .and_then(|_| out.flush())
-            .map_err(|e| anyhow!("writing the value: {e}"))?;
+            .map_err(super::out::write_error)?;
     }
     Ok(())
 }

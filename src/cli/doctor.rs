@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::client;
 use super::commands::Ctx;
 use super::exit::{EXIT_ERROR, Exit};
+use super::out::outln;
 use super::output::time_str;
 use crate::api::endpoint;
 use crate::api::wire::Empty;
@@ -45,10 +46,10 @@ fn mode_str(m: u32) -> String {
 pub fn run(home: &Home, ctx: &Ctx) -> Result<(), Exit> {
     let findings = check(home, ctx);
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&findings).map_err(anyhow::Error::new)?
-        );
+        )?;
     } else {
         for f in &findings {
             let tag = match f.level {
@@ -56,7 +57,7 @@ pub fn run(home: &Home, ctx: &Ctx) -> Result<(), Exit> {
                 Level::Warn => "WARN",
                 Level::Fail => "FAIL",
             };
-            println!("{tag}  {:<16} {}", f.check, f.detail);
+            outln!("{tag}  {:<16} {}", f.check, f.detail)?;
         }
     }
     if findings.iter().any(|f| f.level == Level::Fail) {

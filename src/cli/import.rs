@@ -21,6 +21,7 @@ use super::args::ImportArgs;
 use super::commands::{Ctx, call};
 use super::dotenv;
 use super::exit::{EXIT_USAGE, Exit};
+use super::out::outln;
 use crate::api::endpoint;
 use crate::api::wire::{self, Empty, SecretString};
 use crate::domain::SecretName;
@@ -258,10 +259,10 @@ pub fn run(ctx: &Ctx, a: ImportArgs) -> Result<(), Exit> {
         format!("the values are now in ScopeHold; delete {file} (shred -u {file})")
     };
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({"file": file, "stored": stored, "variables": rows, "hint": hint})
-        );
+        )?;
         return Ok(());
     }
     for r in &rows {
@@ -280,9 +281,9 @@ pub fn run(ctx: &Ctx, a: ImportArgs) -> Result<(), Exit> {
             .as_str()
             .map(|n| format!("; note: {n}"))
             .unwrap_or_default();
-        println!("{action:<12} {var} (line {line}){what}{note}");
+        outln!("{action:<12} {var} (line {line}){what}{note}")?;
     }
-    println!("{hint}");
+    outln!("{hint}")?;
     Ok(())
 }
 

@@ -11,8 +11,9 @@ use scopehold_log::{
 };
 use serde_json::json;
 
-use super::args::{ExportArgs, ExportFormat, VerifyArgs};
+use super::args::{ExportArgs, ExportFormat, ShowOptions, VerifyArgs};
 use super::exit::{EXIT_VERIFY_FAILED, Exit};
+use super::out::outln;
 use super::output::time_str;
 use crate::daemon::Home;
 use crate::domain::describe::ABSENT;
@@ -70,31 +71,30 @@ pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
                 && let Err(e) = crate::daemon::shred::check_erasures(&home.log_dir())
             {
                 if json_out {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"ok": false, "target": what, "reason": format!("{e:#}")})
-                    );
+                    )?;
                 } else {
-                    println!("FAILED: {what}");
-                    println!("first bad: {e:#}");
+                    outln!("FAILED: {what}")?;
+                    outln!("first bad: {e:#}")?;
                 }
                 return Err(Exit {
                     code: EXIT_VERIFY_FAILED,
                     error: anyhow!("verification failed: {e:#}"),
                 });
             }
-            print_report(&what, &r, &key, trusted_from.as_deref(), json_out);
-            Ok(())
+            print_report(&what, &r, &key, trusted_from.as_deref(), json_out)
         }
         Err(e) => {
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": false, "target": what, "event": e.seq, "location": e.location, "reason": e.failure.to_string()})
-                );
+                )?;
             } else {
-                println!("FAILED: {what}");
-                println!("first bad: {e}");
+                outln!("FAILED: {what}")?;
+                outln!("first bad: {e}")?;
             }
             Err(Exit {
                 code: EXIT_VERIFY_FAILED,
@@ -110,10 +110,10 @@ fn print_report(
     key: &PublicKey,
     trusted: Option<&Path>,
     json_out: bool,
-) {
+) -> Result<(), Exit> {
     let cp = r.checkpoint.checkpoint();
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({
                 "ok": true,
@@ -133,61 +133,63 @@ fn print_report(
                 "public_key": key.to_hex(),
                 "rollback_checked": trusted.is_some(),
             })
-        );
-        return;
+        )?;
+        return Ok(());
     }
-    println!("OK: {what}");
-    println!("log id:          {}", hex::encode(r.log_id));
+    outln!("OK: {what}")?;
+    outln!("log id:          {}", hex::encode(r.log_id))?;
     if r.events > r.from {
-        println!(
+        outln!(
             "events:          {} (sequence {}..={})",
             r.events - r.from,
             r.from,
             r.events - 1
-        );
+        )?;
     } else {
-        println!("events:          0");
+        outln!("events:          0")?;
     }
-    println!("head:            {}", hex::encode(r.head));
-    println!(
+    outln!("head:            {}", hex::encode(r.head))?;
+    outln!(
         "last checkpoint: size {} at {}, signature valid (key {})",
         cp.body.size,
         time_str(cp.body.time_ms),
         key
-    );
-    println!(
+    )?;
+    outln!(
         "checked:         {} checkpoints, {} signatures",
-        r.checkpoints, r.signatures_checked
-    );
+        r.checkpoints,
+        r.signatures_checked
+    )?;
     if r.redacted_bodies > 0 {
-        println!(
+        outln!(
             "bodies left out: {} (secret-bearing; their commitments verified in the chain)",
             r.redacted_bodies
-        );
+        )?;
     }
     if r.erased_bodies > 0 {
-        println!(
+        outln!(
             "erased:          {} (sealed values destroyed by a recorded secret deletion; their events verified in the chain)",
             r.erased_bodies
-        );
+        )?;
     }
     if let (Some(size), Some(p)) = (r.extends_trusted, trusted) {
-        println!(
+        outln!(
             "extends:         trusted checkpoint of size {size} ({})",
             p.display()
-        );
+        )?;
     }
     if trusted.is_none() && r.from == 0 && r.events > 0 {
-        println!(
+        outln!(
             "note:            no checkpoint kept elsewhere was given or found: a log cut back to an older, validly signed state would not be noticed (--trusted-checkpoint FILE)"
-        );
+        )?;
     }
     if r.pending_bytes > 0 {
-        println!(
+        outln!(
             "pending:         {} bytes after the last checkpoint: an append in flight (a writer holds the log open)",
             r.pending_bytes
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `log export`: a bundle or JSONL for auditors.
@@ -202,12 +204,12 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
         ExportFormat::Jsonl => export_jsonl(&reader, &key, a.from, a.to, &a.out)?,
     };
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"out": a.out, "format": format!("{:?}", a.format).to_lowercase(), "from": s.from, "to": s.to, "requested_to": s.requested_to, "events": s.events, "redacted": s.redacted, "checkpoints": s.checkpoints})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "exported events {}..={} ({} events, {} secret-bearing bodies left out, {} checkpoints) to {}",
             s.from,
             s.to,
@@ -215,12 +217,13 @@ pub fn export(home: &Home, a: &ExportArgs, json_out: bool) -> Result<(), Exit> {
             s.redacted,
             s.checkpoints,
             a.out.display()
-        );
+        )?;
         if s.to != s.requested_to {
-            println!(
+            outln!(
                 "(extended from event {} to {}: the end of its group commit, where the checkpoint that signs it is)",
-                s.requested_to, s.to
-            );
+                s.requested_to,
+                s.to
+            )?;
         }
     }
     Ok(())
@@ -294,31 +297,37 @@ pub fn checkpoint(home: &Home, out: Option<&Path>, json_out: bool) -> Result<(),
         Some(p) => {
             super::outfile::write_text(p, &text)?;
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"out": p, "size": cp.body.size, "head": hex::encode(cp.body.head)})
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "checkpoint of size {} written to {}",
                     cp.body.size,
                     p.display()
-                );
+                )?;
             }
         }
-        None => print!("{text}"),
+        None if json_out => outln!(
+            "{}",
+            json!({"size": cp.body.size, "head": hex::encode(cp.body.head), "time": time_str(cp.body.time_ms), "time_ms": cp.body.time_ms, "checkpoint": text})
+        )?,
+        None => super::out::text(&text)?,
     }
     Ok(())
 }
 
 /// `log show`: the log's events decoded, filtered. Reads the log files directly (no daemon
-/// needed); secret-bearing bodies are never printed (they are described, redacted).
+/// needed); secret-bearing bodies are never printed (they are described, redacted). The
+/// window, limit, project and follow are [`Scan`](super::logscan::Scan)'s.
 pub fn show(
     home: &Home,
     identity: Option<&str>,
     secret: Option<&str>,
     kind: Option<EventKind>,
     denied: bool,
+    options: &ShowOptions,
     json_out: bool,
 ) -> Result<(), Exit> {
     let key = home.public_key()?;
@@ -329,8 +338,18 @@ pub fn show(
         Some(w) if w.contains(':') => i == w,
         Some(w) => i.split_once(':').map(|(_, n)| n) == Some(w),
     };
-    let mut rows = Vec::new();
-    for rec in reader.events_from(0)? {
+    if !json_out {
+        outln!(
+            "{:>6}  {:<24}  {:<16} {:<23} {:<30} DETAILS",
+            "SEQ",
+            "TIME",
+            "ACTOR",
+            "ACTION",
+            "SUBJECT"
+        )?;
+    }
+    let mut scan = super::logscan::Scan::new(reader, options)?;
+    while let Some(rec) = scan.next_record() {
         let rec = rec?;
         if kind.is_some_and(|k| k.number() != rec.envelope.kind) {
             continue;
@@ -357,6 +376,9 @@ pub fn show(
         if secret.is_some_and(|s| s != ev_secret) {
             continue;
         }
+        if !scan.about_project(ev.as_ref()) {
+            continue;
+        }
         // A secret-bearing body is decoded only to say who did what to whom (a reissued
         // credential): its description redacts the secret fields, and the body itself is
         // never printed.
@@ -369,21 +391,12 @@ pub fn show(
         };
         let described = ev.as_ref().or(secret_ev.as_ref());
         if json_out {
-            println!("{}", json_row(&rec, ev.as_ref(), described)?);
+            scan.emit(json_row(&rec, ev.as_ref(), described)?.to_string())?;
         } else {
-            rows.push(text_row(&rec, described));
+            scan.emit(text_row(&rec, described))?;
         }
     }
-    if !json_out {
-        println!(
-            "{:>6}  {:<24}  {:<16} {:<23} {:<30} DETAILS",
-            "SEQ", "TIME", "ACTOR", "ACTION", "SUBJECT"
-        );
-        for r in rows {
-            println!("{r}");
-        }
-    }
-    Ok(())
+    scan.finish()
 }
 
 /// One `log show` line: seq, time, actor, action (the kind), subject, then the outcome and

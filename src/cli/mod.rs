@@ -1,18 +1,23 @@
-//! The command line: `args` (clap), then `commands` (calls to the daemon through typed
-//! endpoints), `logcmd` (the log files read directly), `console` (the glue between the
-//! domain and the `scopehold-tui` crate); `client` speaks HTTP over the socket; `exit` and
-//! `output` are shared by them all. Nothing here imports this file back.
+//! The command line: `args` (clap; `config` fills in the default project), then `commands`
+//! (calls to the daemon through typed endpoints), `logcmd` (the log files read directly;
+//! `logscan` walks and follows them for `log show`), `console` (the glue between the domain
+//! and the `scopehold-tui` crate); `client` speaks HTTP over the socket; `exit` (statuses,
+//! and how failures are reported, as text or `--json`), `out` (standard output that never
+//! panics) and `output` are shared by them all. Nothing here imports this file back.
 
 pub mod args;
 pub mod backupcmd;
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod console;
 pub mod doctor;
 pub mod dotenv;
 pub mod exit;
 pub mod import;
 pub mod logcmd;
+pub mod logscan;
+pub mod out;
 pub mod outfile;
 pub mod output;
 pub mod run;
@@ -24,6 +29,7 @@ pub use exit::{EXIT_OK, Exit};
 
 use crate::daemon::keyfile::{Passphrase, PassphraseSource};
 use args::{Command, LogCommand, PassphraseCommand};
+use out::outln;
 
 /// Carries out a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Exit> {
@@ -55,7 +61,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             };
             let public = home.init()?;
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "home": home.root,
@@ -63,17 +69,17 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                         "log_public_key_file": home.log_pub(),
                         "sealed": sealed,
                     })
-                );
+                )?;
             } else {
-                println!("Initialised ScopeHold state in {}", home.root.display());
+                outln!("Initialised ScopeHold state in {}", home.root.display())?;
                 if sealed {
-                    println!("keys sealed under the passphrase (the daemon needs it to start)");
+                    outln!("keys sealed under the passphrase (the daemon needs it to start)")?;
                 }
-                println!("log public key: {public}");
-                println!(
+                outln!("log public key: {public}")?;
+                outln!(
                     "(also in {}; give it to auditors)",
                     home.log_pub().display()
-                );
+                )?;
             }
             Ok(())
         }
@@ -121,20 +127,20 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                 None => Passphrase::prompt_new("pass --new-passphrase-file FILE"),
             })?;
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"home": home.root, "sealed": true, "was_sealed": was_sealed})
-                );
+                )?;
             } else if was_sealed {
-                println!(
+                outln!(
                     "passphrase changed: both keys in {} re-sealed (the log was not touched)",
                     home.root.display()
-                );
+                )?;
             } else {
-                println!(
+                outln!(
                     "keys in {} sealed under the new passphrase (the daemon now needs it to start)",
                     home.root.display()
-                );
+                )?;
             }
             Ok(())
         }
@@ -164,12 +170,14 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             secret,
             kind,
             denied,
+            options,
         }) => logcmd::show(
             &home,
             identity.as_deref(),
             secret.as_deref(),
             kind,
             denied,
+            &options,
             cli.json,
         ),
         Command::Console {

@@ -12,6 +12,7 @@ use clap::CommandFactory;
 use super::Cli;
 use super::args::PathName;
 use super::exit::Exit;
+use super::out::outln;
 use crate::daemon::Home;
 
 /// The command as the man pages and completions see it: no `help` subcommand of its own
@@ -28,12 +29,8 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), Exit> {
     let mut c = command();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut c, "scopehold", &mut script);
-    let mut out = std::io::stdout().lock();
-    // The io::Error stays the source, so a closed pipe can be told from a real failure.
-    out.write_all(&script)
-        .and_then(|_| out.flush())
-        .context("writing the completion script")?;
-    Ok(())
+    // A closed pipe (`| head`) ends quietly, as for every command's output.
+    super::out::write_bytes(&script)
 }
 
 /// One page, rendered.
@@ -59,11 +56,7 @@ pub fn man(dir: Option<&Path>, json: bool) -> Result<(), Exit> {
     let cmd = command();
     let Some(dir) = dir else {
         let (_, page) = render(cmd)?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&page)
-            .and_then(|_| out.flush())
-            .context("writing the manual page")?;
-        return Ok(());
+        return super::out::write_bytes(&page);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut all = Vec::new();
@@ -75,17 +68,17 @@ pub fn man(dir: Option<&Path>, json: bool) -> Result<(), Exit> {
         written.push(path);
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"dir": dir, "pages": written.len(), "files": written})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "wrote {} manual pages to {} (try: man -l {})",
             written.len(),
             dir.display(),
             dir.join("scopehold.1").display()
-        );
+        )?;
     }
     Ok(())
 }
@@ -120,14 +113,14 @@ pub fn path(home: &Home, socket: &Path, which: Option<PathName>, json: bool) -> 
             .iter()
             .map(|(_, k, p)| ((*k).to_string(), serde_json::json!(p)))
             .collect();
-        println!("{}", serde_json::Value::Object(m));
+        outln!("{}", serde_json::Value::Object(m))?;
     } else if which.is_some() {
         for (_, _, p) in &chosen {
-            println!("{}", p.display());
+            outln!("{}", p.display())?;
         }
     } else {
         for (_, k, p) in &chosen {
-            println!("{k:<11} {}", p.display());
+            outln!("{k:<11} {}", p.display())?;
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::client::{self, CallError, ClientError};
 use super::commands::{Ctx, token};
 use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, Exit};
+use super::out::outln;
 use super::output::time_str;
 use crate::api::endpoint;
 use crate::api::wire::{Empty, HealthResponse, StatusResponse, WhoamiResponse};
@@ -113,7 +114,7 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
             }
             Err(why) => v["detail_refused"] = json!(why),
         }
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(());
     }
     let mut lines: Vec<(&str, String)> = Vec::new();
@@ -219,7 +220,7 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
         Err(why) => lines.push(("details", why.clone())),
     }
     for (k, v) in lines {
-        println!("{k:<9} {v}");
+        outln!("{k:<9} {v}")?;
     }
     Ok(())
 }
@@ -246,7 +247,7 @@ pub fn whoami(ctx: &Ctx) -> Result<(), Exit> {
                 _ => "the daemon refused to say",
             };
             if ctx.json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "identity": null,
@@ -260,12 +261,12 @@ pub fn whoami(ctx: &Ctx) -> Result<(), Exit> {
                         "code": error.code,
                         "status": status,
                     })
-                );
+                )?;
             } else {
-                println!("nobody: {why} ({} {status})", error.code);
-                println!("uid      {me_uid}");
-                println!("pid      {me_pid}");
-                println!("admin    no");
+                outln!("nobody: {why} ({} {status})", error.code)?;
+                outln!("uid      {me_uid}")?;
+                outln!("pid      {me_pid}")?;
+                outln!("admin    no")?;
             }
             Err(Exit::new(
                 EXIT_DENIED,
@@ -283,7 +284,7 @@ fn print_known(ctx: &Ctx, w: &WhoamiResponse) -> Result<(), Exit> {
         crate::domain::Identity::Host(_) => ("host", "certificate"),
     };
     if ctx.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "identity": w.identity.to_string(),
@@ -294,7 +295,7 @@ fn print_known(ctx: &Ctx, w: &WhoamiResponse) -> Result<(), Exit> {
                 "admin": w.admin,
                 "grants": w.grants,
             })
-        );
+        )?;
         return Ok(());
     }
     let how = match kind {
@@ -302,24 +303,24 @@ fn print_known(ctx: &Ctx, w: &WhoamiResponse) -> Result<(), Exit> {
         "member" => format!("by your uid {}", w.uid),
         _ => "by its certificate".to_string(),
     };
-    println!("{} ({how})", w.identity);
-    println!("uid      {}", w.uid);
-    println!(
+    outln!("{} ({how})", w.identity)?;
+    outln!("uid      {}", w.uid)?;
+    outln!(
         "pid      {}",
         w.pid.map_or("-".to_string(), |p| p.to_string())
-    );
-    println!("admin    {}", if w.admin { "yes" } else { "no" });
+    )?;
+    outln!("admin    {}", if w.admin { "yes" } else { "no" })?;
     if w.grants.is_empty() {
-        println!("grants   none");
+        outln!("grants   none")?;
     } else {
         for (i, g) in w.grants.iter().enumerate() {
-            println!(
+            outln!(
                 "{:<8} #{} {} in {}",
                 if i == 0 { "grants" } else { "" },
                 g.id,
                 g.secret,
                 g.project
-            );
+            )?;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ mod cli;
 mod common;
 mod compat;
 mod console;
+mod conventions;
 mod custody;
 mod daemon;
 mod lifecycle;

@@ -40,7 +40,7 @@ pub fn run(
         allow_member_uid,
     };
     if allow_member_uid {
-        eprintln!(
+        crate::cli::out::errln!(
             "scopehold: warning: --allow-member-uid: the command runs under a member's uid and could act as that member; the key is kept from it only if it does not try"
         );
     }
@@ -96,7 +96,7 @@ pub fn run(
     let run = started.run;
     std::thread::spawn(move || {
         held.wait_end();
-        eprintln!(
+        crate::cli::out::errln!(
             "scopehold: run {run} was ended by the daemon; proxied calls are refused from now on"
         );
     });
@@ -207,7 +207,7 @@ fn relay(socket: PathBuf, daemon_uid: Option<u32>) -> Result<SocketAddr, Exit> {
         {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("scopehold: the proxy relay cannot start: {e}");
+                crate::cli::out::errln!("scopehold: the proxy relay cannot start: {e}");
                 return;
             }
         };

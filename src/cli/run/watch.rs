@@ -98,7 +98,7 @@ pub(super) fn run_watching(
         drop(values);
         match verdict {
             None => return Ok(code),
-            Some(Verdict::Rotated(a)) => eprintln!(
+            Some(Verdict::Rotated(a)) => crate::cli::out::errln!(
                 "scopehold: {} was rotated to version {}; restarting the command",
                 a.secret,
                 a.version.map_or_else(|| "?".into(), |v| v.to_string())
@@ -197,7 +197,7 @@ fn watch_until_answered(socket: &Path, expect: Option<u32>, holds: Vec<WatchHold
         };
         match &away {
             None => {
-                eprintln!(
+                crate::cli::out::errln!(
                     "scopehold: the daemon went away ({why_away}); the command keeps running with the values it has; watching again once the daemon is back"
                 );
                 // Watch the directory first, then try again at once: the daemon may be back
