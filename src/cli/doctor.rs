@@ -45,25 +45,32 @@ fn mode_str(m: u32) -> String {
 /// Runs every check and prints the findings.
 pub fn run(home: &Home, ctx: &Ctx) -> Result<(), Exit> {
     let findings = check(home, ctx);
-    if ctx.json {
-        outln!(
-            "{}",
-            serde_json::to_string(&findings).map_err(anyhow::Error::new)?
-        )?;
-    } else {
-        for f in &findings {
-            let tag = match f.level {
-                Level::Ok => "ok  ",
-                Level::Warn => "WARN",
-                Level::Fail => "FAIL",
-            };
-            outln!("{tag}  {:<16} {}", f.check, f.detail)?;
+    let printed = (|| {
+        if ctx.json {
+            outln!(
+                "{}",
+                serde_json::to_string(&findings).map_err(anyhow::Error::new)?
+            )?;
+        } else {
+            for f in &findings {
+                let tag = match f.level {
+                    Level::Ok => "ok  ",
+                    Level::Warn => "WARN",
+                    Level::Fail => "FAIL",
+                };
+                outln!("{tag}  {:<16} {}", f.check, f.detail)?;
+            }
         }
-    }
+        Ok(())
+    })();
     if findings.iter().any(|f| f.level == Level::Fail) {
-        return Err(Exit::new(EXIT_ERROR, anyhow::anyhow!("a check failed")));
+        // A failed check fails the command even if standard output was closed meanwhile.
+        return Err(super::out::failing(
+            printed,
+            Exit::new(EXIT_ERROR, anyhow::anyhow!("a check failed")),
+        ));
     }
-    Ok(())
+    printed
 }
 
 /// The findings, in order: state directory, keys, CA, log, socket, daemon, disk, proxy, the

@@ -70,36 +70,40 @@ pub fn verify(home: &Home, a: &VerifyArgs, json_out: bool) -> Result<(), Exit> {
                 && r.erased_bodies > 0
                 && let Err(e) = crate::daemon::shred::check_erasures(&home.log_dir())
             {
-                if json_out {
+                let printed = if json_out {
                     outln!(
                         "{}",
                         json!({"ok": false, "target": what, "reason": format!("{e:#}")})
-                    )?;
+                    )
                 } else {
-                    outln!("FAILED: {what}")?;
-                    outln!("first bad: {e:#}")?;
-                }
-                return Err(Exit {
-                    code: EXIT_VERIFY_FAILED,
-                    error: anyhow!("verification failed: {e:#}"),
-                });
+                    outln!("FAILED: {what}").and_then(|()| outln!("first bad: {e:#}"))
+                };
+                return Err(super::out::failing(
+                    printed,
+                    Exit {
+                        code: EXIT_VERIFY_FAILED,
+                        error: anyhow!("verification failed: {e:#}"),
+                    },
+                ));
             }
             print_report(&what, &r, &key, trusted_from.as_deref(), json_out)
         }
         Err(e) => {
-            if json_out {
+            let printed = if json_out {
                 outln!(
                     "{}",
                     json!({"ok": false, "target": what, "event": e.seq, "location": e.location, "reason": e.failure.to_string()})
-                )?;
+                )
             } else {
-                outln!("FAILED: {what}")?;
-                outln!("first bad: {e}")?;
-            }
-            Err(Exit {
-                code: EXIT_VERIFY_FAILED,
-                error: anyhow!("verification failed: {e}"),
-            })
+                outln!("FAILED: {what}").and_then(|()| outln!("first bad: {e}"))
+            };
+            Err(super::out::failing(
+                printed,
+                Exit {
+                    code: EXIT_VERIFY_FAILED,
+                    error: anyhow!("verification failed: {e}"),
+                },
+            ))
         }
     }
 }

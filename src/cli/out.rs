@@ -26,6 +26,16 @@ pub fn write_error(e: io::Error) -> Exit {
     }
 }
 
+/// The exit of a command that failed after printing its report (`printed`): the failure
+/// stands even when standard output was closed meanwhile (`scopehold log verify | head -0`
+/// on a tampered log must not exit 0); another write error is reported instead.
+pub fn failing(printed: Result<(), Exit>, failure: Exit) -> Exit {
+    match printed {
+        Err(e) if e.error.downcast_ref::<Closed>().is_none() => e,
+        _ => failure,
+    }
+}
+
 /// Writes `s` as it is (no newline added) and flushes.
 pub fn text(s: &str) -> Result<(), Exit> {
     write_bytes(s.as_bytes())

@@ -246,7 +246,7 @@ pub fn whoami(ctx: &Ctx) -> Result<(), Exit> {
                 }
                 _ => "the daemon refused to say",
             };
-            if ctx.json {
+            let printed = if ctx.json {
                 outln!(
                     "{}",
                     json!({
@@ -261,16 +261,16 @@ pub fn whoami(ctx: &Ctx) -> Result<(), Exit> {
                         "code": error.code,
                         "status": status,
                     })
-                )?;
+                )
             } else {
-                outln!("nobody: {why} ({} {status})", error.code)?;
-                outln!("uid      {me_uid}")?;
-                outln!("pid      {me_pid}")?;
-                outln!("admin    no")?;
-            }
-            Err(Exit::new(
-                EXIT_DENIED,
-                anyhow!("the daemon takes you for nobody"),
+                outln!("nobody: {why} ({} {status})", error.code)
+                    .and_then(|()| outln!("uid      {me_uid}"))
+                    .and_then(|()| outln!("pid      {me_pid}"))
+                    .and_then(|()| outln!("admin    no"))
+            };
+            Err(super::out::failing(
+                printed,
+                Exit::new(EXIT_DENIED, anyhow!("the daemon takes you for nobody")),
             ))
         }
         Err(CallError::Client(e)) => Err(no_answer(e)),

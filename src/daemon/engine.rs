@@ -112,6 +112,8 @@ pub struct Engine {
     /// The placeholders of runs in progress, by keyed hash: which run and secret each stands
     /// for. Memory only, never logged: a daemon restart kills every placeholder.
     placeholders: Mutex<HashMap<[u8; 32], (u64, SecretName)>>,
+    /// The outcome of each deletion's erasure, queued with the deletion, for its request.
+    erasures: Mutex<HashMap<SecretName, oneshot::Receiver<Result<(), String>>>>,
     /// Outcomes of proxied calls not yet written (one `proxy_results` event per batch).
     proxy_results: Mutex<Vec<domain::ProxyResult>>,
     /// Runs whose held answer closed, to be recorded as ended by the housekeeping (their
@@ -278,6 +280,7 @@ impl Engine {
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             watching: Arc::default(),
             placeholders: Mutex::new(HashMap::new()),
+            erasures: Mutex::new(HashMap::new()),
             proxy_results: Mutex::new(Vec::new()),
             ended_runs: Mutex::new(Vec::new()),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -512,6 +515,40 @@ impl Engine {
                 }
             }),
         );
+        for e in events {
+            match e {
+                // Queued here, behind the batch that records the deletion (the writer carries
+                // an erasure out only after what was queued before it is durable), and not
+                // by the request: a caller that goes away mid-request cannot leave a
+                // recorded deletion unerased until the next start.
+                Event::SecretDeleted { secret, erased, .. } => {
+                    let (etx, erx) = oneshot::channel();
+                    match super::shred::check_targets(self.log.dir(), secret, erased) {
+                        Err(e) => {
+                            let _ = etx.send(Err(format!("refused to erase: {e:#}")));
+                        }
+                        Ok(()) => self.log.submit_erase(
+                            erased.clone(),
+                            Box::new(move |r| {
+                                let _ = etx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+                            }),
+                        ),
+                    }
+                    self.erasures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(secret.clone(), erx);
+                }
+                // An ended run's placeholders die with it, whatever ended it (its process,
+                // its agent revoked, its member removed, a secret it held deleted).
+                Event::RunEnded { run, .. } => self
+                    .placeholders
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|_, (r, _)| r != run),
+                _ => {}
+            }
+        }
         Ok(rx)
     }
 
@@ -735,22 +772,18 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(s, _), _| s != secret);
-        let outcome = match super::shred::check_targets(self.log.dir(), secret, erased) {
-            Err(e) => Err(format!("refused to erase: {e:#}")),
-            Ok(()) => {
-                let (tx, rx) = oneshot::channel();
-                self.log.submit_erase(
-                    erased.clone(),
-                    Box::new(move |r| {
-                        let _ = tx.send(r);
-                    }),
-                );
-                match rx.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("the log writer stopped".into()),
-                }
-            }
+        // The erasure was queued when the deletion was (`apply_and_submit`).
+        let queued = self
+            .erasures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(secret);
+        let outcome = match queued {
+            None => Err("the erasure was not queued".to_string()),
+            Some(rx) => match rx.await {
+                Ok(r) => r,
+                Err(_) => Err("the log writer stopped".into()),
+            },
         };
         if let Err(why) = &outcome {
             tracing::error!(secret = %secret, error = %why, "a deleted secret's sealed values are still in the log; the next start erases them");

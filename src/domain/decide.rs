@@ -592,17 +592,9 @@ pub fn recorded_refusal(
             uid: caller.uid,
             at_ms: now_ms,
         }),
-        (
-            Command::StartRun { project, secrets },
-            Refusal::Denied(reason)
-            | Refusal::RateLimited(reason)
-            | Refusal::Unusable { reason, .. },
-        ) => Some(denial_event(
-            caller,
-            secrets.first().map(|s| (s, project)),
-            *reason,
-            now_ms,
-        )),
+        (Command::StartRun { project, .. }, Refusal::InBatch { secret, inner }) => inner
+            .deny_reason()
+            .map(|reason| denial_event(caller, Some((secret, project)), reason, now_ms)),
         _ => None,
     }
 }
@@ -708,10 +700,21 @@ pub fn decide(
         Command::RevokeAgent { agent } => match state.agents.get(agent) {
             None => Err(Refusal::Unknown(Thing::Agent, agent.to_string())),
             Some(a) if a.revoked => Err(Refusal::AlreadyRevoked(Thing::Agent, agent.to_string())),
-            Some(_) => Ok(vec![Event::AgentRevoked {
-                agent: agent.clone(),
-                by: by(caller),
-            }]),
+            Some(_) => {
+                let mut events = vec![Event::AgentRevoked {
+                    agent: agent.clone(),
+                    by: by(caller),
+                }];
+                // Its runs end with it: a placeholder is the agent acting, and must stop
+                // when the agent does.
+                events.extend(runs_of(
+                    state,
+                    &Identity::Agent(agent.clone()),
+                    "agent revoked",
+                    now_ms,
+                ));
+                Ok(events)
+            }
         },
         Command::PutSecret {
             secret,
@@ -808,10 +811,17 @@ pub fn decide(
             if m.admin && last_admin(state, member) {
                 return Err(Refusal::LastAdmin(member.clone()));
             }
-            Ok(vec![Event::MemberRemoved {
+            let mut events = vec![Event::MemberRemoved {
                 member: member.clone(),
                 by: by(caller),
-            }])
+            }];
+            events.extend(runs_of(
+                state,
+                &Identity::Member(member.clone()),
+                "member removed",
+                now_ms,
+            ));
+            Ok(events)
         }
         Command::SetMemberAdmin { member, admin } => {
             let Some(m) = state.members.get(member) else {
@@ -883,6 +893,20 @@ pub fn decide(
         Command::ResolveAll { secrets, project } => {
             if secrets.is_empty() {
                 return Err(Refusal::Invalid("nothing to resolve".into()));
+            }
+            // Bounded, and each secret once: one request must not append an unbounded batch
+            // or answer with an unbounded body.
+            if secrets.len() > MAX_RESOLVE_ALL {
+                return Err(Refusal::Invalid(format!(
+                    "at most {MAX_RESOLVE_ALL} secrets at once"
+                )));
+            }
+            if let Some(d) = secrets
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| secrets[..i].contains(s).then_some(s))
+            {
+                return Err(Refusal::Invalid(format!("{d} is named twice")));
             }
             // Each is decided against the state as the earlier ones leave it, so two
             // secrets sharing nothing still count uses and rates exactly as one by one.
@@ -987,8 +1011,10 @@ pub fn decide(
                 return Err(Refusal::Invalid("a run holds at least one secret".into()));
             }
             for s in secrets {
-                usable(state, caller, s, project, now_ms)
-                    .map_err(|r| told(state, caller, s, project, None, r, now_ms))?;
+                usable(state, caller, s, project, now_ms).map_err(|r| Refusal::InBatch {
+                    secret: s.clone(),
+                    inner: Box::new(told(state, caller, s, project, None, r, now_ms)),
+                })?;
             }
             Ok(vec![Event::RunStarted {
                 run: state.next_run.max(1),
@@ -1184,6 +1210,23 @@ fn usable(
     }
     Err(reason)
 }
+
+/// The `run_ended` events for every run of `identity`.
+fn runs_of(state: &State, identity: &Identity, reason: &str, now_ms: u64) -> Vec<Event> {
+    state
+        .runs
+        .iter()
+        .filter(|(_, r)| &r.identity == identity)
+        .map(|(run, _)| Event::RunEnded {
+            run: *run,
+            reason: reason.into(),
+            at_ms: now_ms,
+        })
+        .collect()
+}
+
+/// The most secrets one [`Command::ResolveAll`] may name (as many as a run or a watch holds).
+pub const MAX_RESOLVE_ALL: usize = 64;
 
 /// Whether `member` is the only admin member.
 fn last_admin(state: &State, member: &Name) -> bool {

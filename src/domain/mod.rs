@@ -18,8 +18,8 @@ pub mod watch;
 mod tests;
 
 pub use decide::{
-    Caller, Command, DenyReason, GrantSpec, Identified, Refusal, Thing, authorize_admin, decide,
-    denial_event, identify, next_version, recorded_refusal,
+    Caller, Command, DenyReason, GrantSpec, Identified, MAX_RESOLVE_ALL, Refusal, Thing,
+    authorize_admin, decide, denial_event, identify, next_version, recorded_refusal,
 };
 pub use describe::{Description, Who};
 pub use event::{CredentialHash, DecodeError, Event, EventKind, ProxyResult, Sealed};

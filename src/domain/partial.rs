@@ -64,6 +64,18 @@ pub fn fold_partial(events: impl IntoIterator<Item = (u64, Option<Event>)>) -> P
         {
             continue;
         }
+        // The bundle left the sealed events out, so where they were is known only from the
+        // deletion that lists them: the stand-ins take those numbers, version by version.
+        if let Event::SecretDeleted { secret, erased, .. } = &ev
+            && let Some(s) = st.secrets.get_mut(secret)
+            && s.sealed_at.len() == erased.len()
+        {
+            let mut listed = erased.clone();
+            listed.sort_unstable();
+            for (at, seq) in s.sealed_at.values_mut().zip(listed) {
+                *at = seq;
+            }
+        }
         if let Err(e) = st.apply(&ev) {
             out.skipped.push(format!("event {seq}: {e}"));
             continue;
@@ -146,6 +158,7 @@ mod tests {
                 )),
             ),
         ];
+        let mut deleted = events.clone();
         let p = fold_partial(events);
         let s = &p.state.secrets[&"openai/prod".parse().unwrap()];
         assert_eq!((s.current, s.versions.len()), (2, 2));
@@ -155,5 +168,25 @@ mod tests {
         assert_eq!(p.withheld, 3);
         assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
         assert!(p.skipped[0].starts_with("event 10:"), "{:?}", p.skipped);
+
+        // A deletion listing the two sealed events the bundle left out (3 and 7) folds too:
+        // the auditor sees the secret deleted and its grant dead, not live.
+        deleted.push((
+            11,
+            Some(ev(
+                serde_json::json!({"type": "secret_deleted", "secret": "openai/prod", "erased": [3, 7], "by": by}),
+            )),
+        ));
+        let p = fold_partial(deleted);
+        assert!(
+            p.state.secrets[&"openai/prod".parse().unwrap()].deleted,
+            "{:?}",
+            p.skipped
+        );
+        let g = &p.state.grants[&1];
+        assert_eq!(
+            p.state.grant_state(g, 0),
+            crate::domain::GrantState::SecretDeleted
+        );
     }
 }

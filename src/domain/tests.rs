@@ -118,10 +118,14 @@ fn resolve(secret: &str, project: &str, version: Option<u32>) -> Command {
 /// A refusal as anybody would see it: the reason a holder is told, as a plain denial (the
 /// tests of what a holder is told are separate).
 fn plain(r: Result<Vec<Event>, Refusal>) -> Result<Vec<Event>, Refusal> {
-    r.map_err(|e| match e {
-        Refusal::Unusable { reason, .. } => Refusal::Denied(reason),
-        e => e,
-    })
+    fn plain_one(e: Refusal) -> Refusal {
+        match e {
+            Refusal::Unusable { reason, .. } => Refusal::Denied(reason),
+            Refusal::InBatch { inner, .. } => plain_one(*inner),
+            e => e,
+        }
+    }
+    r.map_err(plain_one)
 }
 
 /// Decides and applies, as the daemon does; panics on a refusal.
@@ -1488,15 +1492,99 @@ fn resolving_all_is_all_or_nothing_and_counts_uses_as_one_by_one() {
     ));
     assert_eq!(s, before);
     assert!(s.grants.values().all(|g| g.uses == 1));
-    // Two of one secret in a batch count as two uses, against the same maximum.
-    let twice = Command::ResolveAll {
-        secrets: vec![sec("openai/prod"); 5],
+    // The earlier secrets' uses count against the later ones' limits in the same batch:
+    // a second grant of openai/prod's uses is shared with nothing, so exhaust the first.
+    for t in 0..4 {
+        when(
+            &mut s,
+            &agent("a"),
+            &resolve("openai/prod", "demo", None),
+            3_000 + t,
+        );
+    }
+    let refused = decide(&s, &agent("a"), &all, 3_010).unwrap_err();
+    assert!(
+        matches!(&refused, Refusal::InBatch { secret, .. } if secret.as_str() == "openai/prod"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn revoking_an_agent_or_removing_a_member_ends_their_runs() {
+    let mut s = given(&world());
+    when(&mut s, &root(), &Command::CreateGrant(spec("a")), 1);
+    let evs = when(&mut s, &agent("a"), &start_run(), 2);
+    let Event::RunStarted { run, .. } = evs[0] else {
+        panic!()
+    };
+    assert!(decide(&s, &agent("a"), &proxy("api.openai.com", Some(run)), 3).is_ok());
+    let evs = when(&mut s, &root(), &Command::RevokeAgent { agent: n("a") }, 4);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::RunEnded { run: r, reason, .. } if *r == run && reason == "agent revoked")),
+        "{evs:?}"
+    );
+    assert_eq!(
+        plain(decide(
+            &s,
+            &agent("a"),
+            &proxy("api.openai.com", Some(run)),
+            5
+        )),
+        Err(Refusal::Denied(DenyReason::RunEnded))
+    );
+    // A member's run ends with the member.
+    let mut s = given(&world());
+    let alice = Caller {
+        identity: id("member:alice"),
+        uid: 1500,
+        pid: None,
+    };
+    when(
+        &mut s,
+        &root(),
+        &Command::AddMember {
+            member: n("alice"),
+            uid: 1500,
+            admin: false,
+        },
+        1,
+    );
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(spec("member:alice")),
+        1,
+    );
+    when(&mut s, &alice, &start_run(), 2);
+    let evs = when(
+        &mut s,
+        &root(),
+        &Command::RemoveMember { member: n("alice") },
+        3,
+    );
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::RunEnded { .. })),
+        "{evs:?}"
+    );
+    assert!(s.runs.is_empty());
+}
+
+#[test]
+fn resolving_all_is_bounded_and_names_each_secret_once() {
+    let s = given(&world());
+    let many = Command::ResolveAll {
+        secrets: vec![sec("openai/prod"); MAX_RESOLVE_ALL + 1],
         project: p("demo"),
     };
-    assert_eq!(
-        decide(&s, &agent("a"), &twice, 3_000)
-            .unwrap_err()
-            .deny_reason(),
-        Some(DenyReason::Exhausted)
+    assert!(
+        matches!(decide(&s, &agent("a"), &many, 1), Err(Refusal::Invalid(m)) if m.contains("at most"))
+    );
+    let twice = Command::ResolveAll {
+        secrets: vec![sec("openai/prod"), sec("openai/prod")],
+        project: p("demo"),
+    };
+    assert!(
+        matches!(decide(&s, &agent("a"), &twice, 1), Err(Refusal::Invalid(m)) if m.contains("twice"))
     );
 }

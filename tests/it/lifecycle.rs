@@ -569,3 +569,35 @@ fn a_removed_member_resolves_nothing_and_a_demoted_one_administers_nothing() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+#[test]
+fn a_failed_verification_or_check_fails_even_when_its_output_is_closed() {
+    let mut d = Daemon::start();
+    three_secrets(&d);
+    d.stop();
+    let seg = d.home.join("log/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"\"demo\"")
+        .expect("the project's name in the segment");
+    bytes[at + 4] = b'x';
+    std::fs::write(&seg, bytes).unwrap();
+    for (args, code) in [
+        (&["log", "verify"][..], 5),
+        (&["--json", "log", "verify"][..], 5),
+        (&["doctor"][..], 1),
+    ] {
+        // Standard output is a pipe whose reader is gone before anything is written.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = d
+            .bin()
+            .args(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+    }
+}
