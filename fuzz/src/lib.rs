@@ -269,7 +269,7 @@ fn populate(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, admin: Peer) -> 
         engine,
         admin,
         "/v1/grants",
-        r#"{"identity":"bot","secret":"openai/prod","project":"demo"}"#,
+        r#"{"identity":"agent:bot","secret":"openai/prod","project":"demo"}"#,
     );
     agent["credential"]
         .as_str()
@@ -431,7 +431,7 @@ pub fn http_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 "POST",
                 "/v1/grants",
                 None,
-                r#"{"identity":"bot","secret":"openai/prod","project":"demo","ttl_secs":3600,"max_uses":5,"rate_per_min":10}"#,
+                r#"{"identity":"agent:bot","secret":"openai/prod","project":"demo","ttl_secs":3600,"max_uses":5,"rate_per_min":10}"#,
             ),
             1,
         ),
