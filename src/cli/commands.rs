@@ -268,7 +268,7 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
                     rows.push(vec![
                         x.name.to_string(),
                         format!("v{}", x.version),
-                        versions_text(&x.version_states),
+                        versions_of(&x.version_states),
                         joined(&x.projects),
                         joined(&x.granted_to),
                         if x.deleted {
@@ -463,22 +463,21 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
     }
 }
 
-/// ` v2 current, v1 grace until T, ...`: every version and what it is now.
-fn versions_text(v: &[wire::VersionInfo]) -> String {
-    let mut parts: Vec<String> = v
+/// A listing's versions in the form the console shows them (one formatter for both).
+fn versions_of(v: &[wire::VersionInfo]) -> String {
+    use crate::domain::VersionState;
+    let states: Vec<(u32, VersionState)> = v
         .iter()
-        .rev()
-        .filter(|x| x.state != "retired")
-        .map(|x| match x.grace_until_ms {
-            Some(t) => format!("v{} grace until {}", x.version, time_str(t)),
-            None => format!("v{} {}", x.version, x.state),
+        .map(|x| {
+            let st = match (x.state.as_str(), x.grace_until_ms) {
+                ("current", _) => VersionState::Current,
+                (_, Some(until_ms)) => VersionState::Grace { until_ms },
+                _ => VersionState::Retired,
+            };
+            (x.version, st)
         })
         .collect();
-    let retired = v.iter().filter(|x| x.state == "retired").count();
-    if retired > 0 {
-        parts.push(format!("{retired} retired"));
-    }
-    parts.join(", ")
+    super::output::versions_text(&states)
 }
 
 /// `; grants 3, 4 ended`, or nothing.

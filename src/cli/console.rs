@@ -96,7 +96,7 @@ pub fn tables_at(st: &State, now_ms: u64) -> scopehold_tui::ui::Tables {
         secrets.push(vec![
             n.to_string(),
             s.current.to_string(),
-            versions_text(s, now_ms),
+            super::output::versions_text(&s.version_states(now_ms)),
             joined(&s.projects),
             joined(holders),
             if s.deleted {
@@ -175,31 +175,6 @@ pub fn tables_at(st: &State, now_ms: u64) -> scopehold_tui::ui::Tables {
         ]);
     }
     [secrets, ids, grants]
-}
-
-/// `v3 current, v2 grace until T, 1 retired`.
-fn versions_text(s: &crate::domain::SecretEntry, now_ms: u64) -> String {
-    use crate::domain::VersionState;
-    let states = s.version_states(now_ms);
-    let mut parts: Vec<String> = states
-        .iter()
-        .rev()
-        .filter_map(|(v, st)| match st {
-            VersionState::Current => Some(format!("v{v} current")),
-            VersionState::Grace { until_ms } => {
-                Some(format!("v{v} grace until {}", time_str(*until_ms)))
-            }
-            VersionState::Retired => None,
-        })
-        .collect();
-    let retired = states
-        .iter()
-        .filter(|(_, st)| *st == VersionState::Retired)
-        .count();
-    if retired > 0 {
-        parts.push(format!("{retired} retired"));
-    }
-    parts.join(", ")
 }
 
 /// Sends the console's confirmed requests to the daemon, as the member running the console,

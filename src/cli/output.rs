@@ -63,3 +63,28 @@ pub fn proxy_outcome(r: &crate::domain::ProxyResult) -> String {
             .unwrap_or_default()
     )
 }
+
+/// `v3 current, v2 grace until T, 1 retired`: a secret's versions, newest first, as the
+/// secret list and the console's Secrets view show them.
+pub fn versions_text(states: &[(u32, crate::domain::VersionState)]) -> String {
+    use crate::domain::VersionState;
+    let mut parts: Vec<String> = states
+        .iter()
+        .rev()
+        .filter_map(|(v, st)| match st {
+            VersionState::Current => Some(format!("v{v} current")),
+            VersionState::Grace { until_ms } => {
+                Some(format!("v{v} grace until {}", time_str(*until_ms)))
+            }
+            VersionState::Retired => None,
+        })
+        .collect();
+    let retired = states
+        .iter()
+        .filter(|(_, st)| *st == VersionState::Retired)
+        .count();
+    if retired > 0 {
+        parts.push(format!("{retired} retired"));
+    }
+    parts.join(", ")
+}

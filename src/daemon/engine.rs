@@ -754,18 +754,8 @@ impl Engine {
             ));
         };
         let event = done.seq - (done.events.len() as u64 - 1);
-        let ended: Vec<u64> = done
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::RunEnded { run, .. } => Some(*run),
-                _ => None,
-            })
-            .collect();
-        self.placeholders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (r, s)| s != secret && !ended.contains(r));
+        // The runs holding it ended in the same decision, and `apply_and_submit` dropped
+        // their placeholders with them.
         // Pruned when the deletion was applied already; this also catches a key cached by a
         // resolution that was decided before the deletion and opened its value after it.
         self.data_keys

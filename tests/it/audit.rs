@@ -4,10 +4,8 @@
 //! tmux at 80x24 and 200x50). Bundle mode projects Secrets, Identities and Grants from the
 //! bundle's public events.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +18,8 @@ use scopehold_log::{Entry, Log, LogKey, LogOptions};
 use scopehold_tui::app::map_key;
 use scopehold_tui::{Config, Console};
 use serde_json::{Value, json};
+
+use crate::common::Daemon;
 
 const SEED: [u8; 32] = *b"scopehold audit-view test seed!!";
 
@@ -387,74 +387,12 @@ fn bundle_mode_projects_secrets_identities_and_grants_from_the_bundle() {
 
 // ---- the real binary: `log show` and the console in tmux, on a real daemon ----
 
-struct Daemon {
-    t: tempfile::TempDir,
-    home: PathBuf,
-    socket: PathBuf,
-    child: std::process::Child,
+/// What these tests add to the shared daemon.
+trait Story {
+    fn world(&self) -> String;
 }
 
-impl Daemon {
-    fn start() -> Self {
-        let t = tempfile::tempdir().unwrap();
-        let run = t.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let (home, socket) = (t.path().join("state"), run.join("scopehold.sock"));
-        let notify = t.path().join("notify.sock");
-        let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_scopehold"))
-            .env("SCOPEHOLD_HOME", &home)
-            .env("SCOPEHOLD_SOCKET", &socket)
-            .env("NOTIFY_SOCKET", &notify)
-            .env_remove("SCOPEHOLD_TOKEN")
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let n = rx.recv(&mut buf).expect("the daemon did not become ready");
-        assert_eq!(&buf[..n], b"READY=1\n");
-        Daemon {
-            t,
-            home,
-            socket,
-            child,
-        }
-    }
-
-    fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
-        c.env("SCOPEHOLD_HOME", &self.home)
-            .env("SCOPEHOLD_SOCKET", &self.socket)
-            .env_remove("SCOPEHOLD_TOKEN")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(t) = token {
-            c.env("SCOPEHOLD_TOKEN", t);
-        }
-        let mut ch = c.spawn().unwrap();
-        if let Some(s) = stdin {
-            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(ch.stdin.take());
-        ch.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let o = self.cli(args, stdin, None);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
+impl Story for Daemon {
     /// `demo`, `openai/prod`, agent `bot` granted it, its credential reissued, then revoked,
     /// then refused once. Returns the credential.
     fn world(&self) -> String {
@@ -495,16 +433,6 @@ impl Daemon {
         );
         assert!(!o.status.success());
         cred
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
     }
 }
 

@@ -37,3 +37,164 @@ pub fn canary_forms(v: &str) -> Vec<Vec<u8>> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A real daemon (the `scopehold` binary) on a private socket in a temporary directory, and
+/// the CLI pointed at it. Modules add what their tests need through traits of their own.
+pub struct Daemon {
+    pub t: tempfile::TempDir,
+    pub home: PathBuf,
+    pub socket: PathBuf,
+    pub child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    /// The directories, no daemon yet.
+    pub fn new() -> Self {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Daemon {
+            home: t.path().join("state"),
+            socket: run.join("scopehold.sock"),
+            t,
+            child: None,
+        }
+    }
+
+    /// A running daemon on a fresh state directory.
+    pub fn start() -> Self {
+        let mut d = Self::new();
+        d.run();
+        d
+    }
+
+    /// The binary with this daemon's state and socket, and nothing of the caller's.
+    pub fn bin(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
+        c.env("SCOPEHOLD_HOME", &self.home)
+            .env("SCOPEHOLD_SOCKET", &self.socket)
+            .env_remove("SCOPEHOLD_TOKEN")
+            .env_remove("SCOPEHOLD_CHECKPOINT_FILE")
+            .env("HOME", "/nonexistent-home");
+        c
+    }
+
+    /// Starts the daemon and waits for its readiness notification.
+    pub fn run(&mut self) {
+        let notify = self.t.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify);
+        let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let child = self
+            .bin()
+            .arg("daemon")
+            .env("NOTIFY_SOCKET", &notify)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).expect("the daemon did not become ready");
+        assert_eq!(&buf[..n], b"READY=1\n");
+    }
+
+    /// Starts the daemon expecting it to refuse: its exit status and what it said.
+    pub fn refused_start(&self) -> (Option<i32>, String) {
+        let mut c = self
+            .bin()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the daemon started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    /// SIGTERM, and the daemon's exit status (bounded: a daemon that hangs fails the test).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        term(c.id());
+        wait_bounded(&mut c, Duration::from_secs(20)).expect("the daemon did not stop")
+    }
+
+    /// A CLI command as the admin (this uid initialised the state); panics unless it succeeds.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let o = self.cli(args, stdin, None);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// A CLI command, with `stdin` and the agent credential `token` if given.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
+        let mut c = self.bin();
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            c.env("SCOPEHOLD_TOKEN", t);
+        }
+        let mut ch = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(ch.stdin.take());
+        ch.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// SIGTERM to `pid`.
+pub fn term(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+/// The child's exit status, if it exits within `limit`.
+pub fn wait_bounded(
+    c: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::Daemon;
 use crate::users::TestUser;
-use crate::watch::Daemon;
 
 const CANARY: &str = "sk-live-CANARY-lifecycle-7c1d";
 

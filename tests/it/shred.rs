@@ -5,10 +5,8 @@
 //! for stops the daemon. Every test runs the `scopehold` binary as daemon and as CLI, on a
 //! real socket and real log files.
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,7 @@ use scopehold::domain::{Event, EventKind};
 use scopehold_log::{LogReader, codec};
 use serde_json::Value;
 
-use crate::common::contains;
+use crate::common::{Daemon, contains};
 
 const CANARY: &str = "sk-live-CANARY-shred-5e4d3c";
 
@@ -24,132 +22,15 @@ fn value(v: u32) -> String {
     format!("{CANARY}-v{v}")
 }
 
-struct Daemon {
-    t: tempfile::TempDir,
-    home: PathBuf,
-    socket: PathBuf,
-    child: Option<std::process::Child>,
+/// What these tests add to the shared daemon.
+trait Shredding {
+    fn world(&self) -> String;
+    fn resolve(&self, cred: &str) -> Output;
+    fn log_dir(&self) -> PathBuf;
+    fn events(&self) -> Vec<(u64, Event)>;
 }
 
-impl Daemon {
-    fn new() -> Self {
-        let t = tempfile::tempdir().unwrap();
-        let run = t.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Daemon {
-            home: t.path().join("state"),
-            socket: run.join("scopehold.sock"),
-            t,
-            child: None,
-        }
-    }
-
-    fn start() -> Self {
-        let mut d = Self::new();
-        d.run();
-        d
-    }
-
-    fn bin(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
-        c.env("SCOPEHOLD_HOME", &self.home)
-            .env("SCOPEHOLD_SOCKET", &self.socket)
-            .env_remove("SCOPEHOLD_TOKEN")
-            .env_remove("SCOPEHOLD_CHECKPOINT_FILE")
-            .env("HOME", "/nonexistent-home");
-        c
-    }
-
-    /// Starts the daemon and waits for its readiness notification.
-    fn run(&mut self) {
-        let notify = self.t.path().join("notify.sock");
-        let _ = std::fs::remove_file(&notify);
-        let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let child = self
-            .bin()
-            .arg("daemon")
-            .env("NOTIFY_SOCKET", &notify)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let mut buf = [0u8; 64];
-        let n = rx.recv(&mut buf).expect("the daemon did not become ready");
-        assert_eq!(&buf[..n], b"READY=1\n");
-    }
-
-    /// Starts the daemon expecting it to refuse: its exit status and what it said.
-    fn refused_start(&self) -> (Option<i32>, String) {
-        let mut c = self
-            .bin()
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while c.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the daemon started"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = c.wait_with_output().unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-
-    /// SIGTERM; waits (bounded) for the exit.
-    fn stop(&mut self) {
-        let mut c = self.child.take().unwrap();
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(c.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        while c.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the daemon did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
-        let mut c = self.bin();
-        c.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(t) = token {
-            c.env("SCOPEHOLD_TOKEN", t);
-        }
-        let mut ch = c.spawn().unwrap();
-        if let Some(s) = stdin {
-            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(ch.stdin.take());
-        ch.wait_with_output().unwrap()
-    }
-
-    /// A CLI command as the admin (this uid initialised the state); panics unless it succeeds.
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let o = self.cli(args, stdin, None);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
+impl Shredding for Daemon {
     /// `demo` with `openai/prod` at versions 1 and 2 (current), agent `bot` granted it;
     /// bot's credential.
     fn world(&self) -> String {
@@ -205,15 +86,6 @@ impl Daemon {
                 ))
             })
             .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

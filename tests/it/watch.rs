@@ -4,14 +4,15 @@
 //! as CLI, on a real socket and real log files.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scopehold_log::LogReader;
 use serde_json::{Value, json};
+
+use crate::common::{Daemon, term, wait_bounded};
 
 const CANARY: &str = "sk-live-CANARY-watch-1f2e3d";
 
@@ -20,95 +21,16 @@ fn value(v: u32) -> String {
     format!("{CANARY}-v{v}")
 }
 
-/// A real daemon on a private socket, and the CLI pointed at it (other modules use it too).
-pub(crate) struct Daemon {
-    pub(crate) t: tempfile::TempDir,
-    pub(crate) home: PathBuf,
-    pub(crate) socket: PathBuf,
-    child: Option<std::process::Child>,
+/// What these tests add to the shared daemon.
+trait Watching {
+    fn world(&self) -> String;
+    fn rotate(&self, v: u32);
+    fn run_watch(&self, cred: &str, cmd: &str) -> std::process::Child;
+    fn run_watch_grace(&self, cred: &str, cmd: &str, grace: &str) -> std::process::Child;
+    fn resolutions(&self) -> usize;
 }
 
-impl Daemon {
-    pub(crate) fn start() -> Self {
-        let t = tempfile::tempdir().unwrap();
-        let run = t.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let mut d = Daemon {
-            home: t.path().join("state"),
-            socket: run.join("scopehold.sock"),
-            t,
-            child: None,
-        };
-        d.run();
-        d
-    }
-
-    pub(crate) fn bin(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
-        c.env("SCOPEHOLD_HOME", &self.home)
-            .env("SCOPEHOLD_SOCKET", &self.socket)
-            .env_remove("SCOPEHOLD_TOKEN")
-            .env_remove("SCOPEHOLD_CHECKPOINT_FILE")
-            .env("HOME", "/nonexistent-home");
-        c
-    }
-
-    /// Starts the daemon and waits for its readiness notification.
-    pub(crate) fn run(&mut self) {
-        let notify = self.t.path().join("notify.sock");
-        let _ = std::fs::remove_file(&notify);
-        let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let child = self
-            .bin()
-            .arg("daemon")
-            .env("NOTIFY_SOCKET", &notify)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let mut buf = [0u8; 64];
-        let n = rx.recv(&mut buf).expect("the daemon did not become ready");
-        assert_eq!(&buf[..n], b"READY=1\n");
-    }
-
-    /// SIGTERM, and the daemon's exit status (bounded: a daemon that hangs fails the test).
-    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        term(c.id());
-        wait_bounded(&mut c, Duration::from_secs(20)).expect("the daemon did not stop")
-    }
-
-    /// A CLI command as the admin (this uid initialised the state); panics unless it succeeds.
-    pub(crate) fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let o = self.cli(args, stdin, None);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    pub(crate) fn cli(&self, args: &[&str], stdin: Option<&str>, token: Option<&str>) -> Output {
-        let mut c = self.bin();
-        c.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(t) = token {
-            c.env("SCOPEHOLD_TOKEN", t);
-        }
-        let mut ch = c.spawn().unwrap();
-        if let Some(s) = stdin {
-            ch.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(ch.stdin.take());
-        ch.wait_with_output().unwrap()
-    }
-
+impl Watching for Daemon {
     /// `demo` with `openai/prod` at version 1, agent `bot` granted it; bot's credential.
     fn world(&self) -> String {
         self.ok(&["project", "create", "demo"], None);
@@ -190,35 +112,8 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn term(pid: u32) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-}
-
 fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-fn wait_bounded(c: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(s) = c.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// Waits (bounded) until `file` has `n` lines, and returns them.
