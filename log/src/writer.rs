@@ -200,6 +200,8 @@ pub struct Status {
     pub batches: u64,
     /// Bytes written to segments since open.
     pub bytes_written: u64,
+    /// Events appended since open (with `batches`: events per fdatasync).
+    pub appended: u64,
 }
 
 /// What recovery did on open.
@@ -537,6 +539,7 @@ impl Log {
             poisoned: None,
             batches: 0,
             bytes_written: 0,
+            appended: 0,
         }));
         let (tx, rx) = mpsc::channel();
         let dir = state.dir.clone();
@@ -1092,6 +1095,7 @@ impl Syncer {
         self.checkpoint = cp;
         {
             let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            s.appended += cp.body.size - s.size;
             s.size = cp.body.size;
             s.head = cp.body.head;
             s.checkpoint = cp;

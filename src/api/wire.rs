@@ -194,6 +194,21 @@ pub struct StatusResponse {
     /// How many of each thing the state holds: for admin members only (absent for others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<StatusCounts>,
+    /// The log's group commits since the daemon started: for admin members only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits: Option<StatusCommits>,
+}
+
+/// Group commits since start: how well appends share an fdatasync (benchmarks compare a raw
+/// write+fdatasync ceiling of the same batch sizes against it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCommits {
+    /// Events appended.
+    pub events: u64,
+    /// Group commits (one write and one fdatasync each).
+    pub batches: u64,
+    /// Bytes written to segments.
+    pub bytes: u64,
 }
 
 /// The log's file system, as the daemon sees it.

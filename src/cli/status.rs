@@ -107,6 +107,7 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
                     "proxy_listen": s.proxy_listen,
                     "disk": s.disk,
                     "counts": s.counts,
+                    "commits": s.commits,
                 });
                 if let (Value::Object(m), Value::Object(x)) = (&mut v, extra) {
                     m.extend(x);
@@ -215,6 +216,19 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
                     lines.push(("runs", format!("{} in progress", c.runs)));
                 }
                 None => lines.push(("counts", "for admin members only".into())),
+            }
+            if let Some(c) = &s.commits
+                && c.batches > 0
+            {
+                lines.push((
+                    "commits",
+                    format!(
+                        "{} events in {} fdatasyncs since start ({:.1} per fdatasync)",
+                        c.events,
+                        c.batches,
+                        c.events as f64 / c.batches as f64
+                    ),
+                ));
             }
         }
         Err(why) => lines.push(("details", why.clone())),

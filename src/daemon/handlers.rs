@@ -478,7 +478,7 @@ pub async fn call(
 }
 
 /// `GET /v1/status`: the daemon's version, start, log, custody, proxy listener and disk for
-/// any identity; the projection's counts for admin members only.
+/// any identity; the projection's counts and the log's group commits for admin members only.
 fn status(engine: &Engine, caller: &Caller) -> Result<Reply, ApiError> {
     let s = engine.log().status();
     let custody = engine.custody();
@@ -527,6 +527,11 @@ fn status(engine: &Engine, caller: &Caller) -> Result<Reply, ApiError> {
                 .and_then(|u| u.listen)
                 .map(|a| a.to_string()),
             disk,
+            commits: counts.is_some().then_some(wire::StatusCommits {
+                events: s.appended,
+                batches: s.batches,
+                bytes: s.bytes_written,
+            }),
             counts,
         },
         FRAME * 8,

@@ -493,18 +493,18 @@ pub fn identify(
     let caller = |identity| Caller { identity, uid, pid };
     match credential_hash {
         Some(h) => {
-            let h = blake3::Hash::from_bytes(*h);
-            // Constant-time comparison (blake3::Hash's PartialEq) against every agent, with
-            // no early exit on a match: the time taken says nothing of which agent matched.
-            let mut hit = None;
-            for (name, a) in &state.agents {
-                if let Some(stored) = a.credential_hash
-                    && blake3::Hash::from_bytes(stored) == h
-                {
-                    hit = Some((name, a));
-                }
-            }
-            let Some((name, a)) = hit else {
+            // One map lookup by the keyed hash, then a constant-time comparison of the
+            // stored hash (blake3::Hash's PartialEq) before the match is believed.
+            let Some((name, a)) = state
+                .agent_by_credential
+                .get(h)
+                .and_then(|n| state.agents.get_key_value(n))
+                .filter(|(_, a)| {
+                    a.credential_hash.is_some_and(|s| {
+                        blake3::Hash::from_bytes(s) == blake3::Hash::from_bytes(*h)
+                    })
+                })
+            else {
                 return Identified::Unknown;
             };
             let c = caller(Identity::Agent(name.clone()));

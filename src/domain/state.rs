@@ -4,7 +4,7 @@
 //! (a grant for a secret that does not exist, a version out of order), so a log that does
 //! not make sense stops the daemon instead of being silently accepted.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::event::{Event, Sealed};
 use super::names::{Identity, Name, ProjectName, SecretName};
@@ -108,6 +108,10 @@ pub struct State {
     pub members: BTreeMap<Name, Member>,
     /// Agents by name.
     pub agents: BTreeMap<Name, Agent>,
+    /// Agents by the keyed hash of their current credential: authentication is one lookup,
+    /// whatever the number of agents. The hash is keyed by the master key, so a caller cannot
+    /// choose probes that walk the map (and revoked agents stay in it, to be denied by name).
+    pub agent_by_credential: HashMap<[u8; 32], Name>,
     /// Secrets by name.
     pub secrets: BTreeMap<SecretName, SecretEntry>,
     /// Grants by id.
@@ -270,7 +274,13 @@ impl State {
                 let Some(a) = self.agents.get_mut(agent) else {
                     return bad(format!("credential for unknown agent {agent}"));
                 };
-                a.credential_hash = Some(credential_hash.0);
+                if let Some(old) = a.credential_hash.replace(credential_hash.0)
+                    && self.agent_by_credential.get(&old) == Some(agent)
+                {
+                    self.agent_by_credential.remove(&old);
+                }
+                self.agent_by_credential
+                    .insert(credential_hash.0, agent.clone());
             }
             Event::AgentRevoked { agent, .. } => {
                 let Some(a) = self.agents.get_mut(agent) else {

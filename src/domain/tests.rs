@@ -1588,3 +1588,40 @@ fn resolving_all_is_bounded_and_names_each_secret_once() {
         matches!(decide(&s, &agent("a"), &twice, 1), Err(Refusal::Invalid(m)) if m.contains("twice"))
     );
 }
+
+#[test]
+fn credentials_are_found_by_their_hash_and_a_reissue_retires_the_old_one() {
+    // Authentication is one map lookup (issue 11): the map must follow every reissue, or an
+    // old credential would keep working, or a new one would not.
+    let mut st = State::default();
+    for (agent, h) in [("a1", 1u8), ("a2", 2)] {
+        st.apply(&Event::AgentCreated {
+            agent: n(agent),
+            uid: None,
+            by: Actor::Init,
+        })
+        .unwrap();
+        st.apply(&Event::AgentCredentialIssued {
+            agent: n(agent),
+            credential_hash: CredentialHash([h; 32]),
+            by: Actor::Init,
+        })
+        .unwrap();
+    }
+    let who = |st: &State, h: u8| match identify(st, Some(&[h; 32]), 1000, None) {
+        Identified::Caller(c) => Some(c.identity.to_string()),
+        _ => None,
+    };
+    assert_eq!(who(&st, 1).as_deref(), Some("agent:a1"));
+    assert_eq!(who(&st, 2).as_deref(), Some("agent:a2"));
+    st.apply(&Event::AgentCredentialIssued {
+        agent: n("a1"),
+        credential_hash: CredentialHash([3; 32]),
+        by: Actor::Init,
+    })
+    .unwrap();
+    assert_eq!(who(&st, 1), None, "the old credential still works");
+    assert_eq!(who(&st, 3).as_deref(), Some("agent:a1"));
+    assert_eq!(who(&st, 2).as_deref(), Some("agent:a2"));
+    assert_eq!(st.agent_by_credential.len(), 2);
+}

@@ -761,6 +761,77 @@ fn rotation_reaches_the_next_proxied_call_and_revocation_stops_them_at_once() {
 }
 
 #[test]
+fn revoking_an_agent_stops_its_live_runs_placeholders_at_once() {
+    // A placeholder is the agent acting: when the agent is revoked while its `run --proxy`
+    // child is still alive, the child's next proxied call must be refused, not honoured until
+    // the run ends by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path());
+    let d = Daemon::start(&up, &[]);
+    let cred = d.set_up(&up);
+    let out = dir.path().join("ph");
+    let go = dir.path().join("go");
+    let script = format!(
+        r#"echo "$ACME_API_KEY" > {o}
+i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
+        o = out.display(),
+        go = go.display()
+    );
+    let run = Killed(
+        d.run_proxy(&cred, &["sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ph = wait_file(&out);
+    assert!(ph.starts_with("shr_"), "{ph}");
+    let call = |path: &str| {
+        curl_unix(
+            &d.socket,
+            &[
+                "-H",
+                &format!("x-api-key: {ph}"),
+                &format!("http://localhost/v1/proxy/demo/acme/prod/{path}"),
+            ],
+        )
+    };
+    // Live: the placeholder works, and the upstream saw the real key.
+    assert_eq!(body_of(&call("v1/before"))["key_version"], 1);
+    assert_eq!(
+        up.seen.lock().unwrap().last().unwrap().api_key.as_deref(),
+        Some(KEY)
+    );
+    let n = up.seen.lock().unwrap().len();
+    d.ok(&["agent", "revoke", "bot"]);
+    // The run is still alive (its child waits for `go`), and its very next call is refused.
+    let refused = body_of(&call("v1/after"));
+    assert!(refused["error"]["code"].is_string(), "{refused}");
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        n,
+        "a revoked agent's placeholder reached the upstream"
+    );
+    let ended = d.wait_event("run_ended", |_| true);
+    assert_eq!(ended["event"]["reason"], "agent revoked");
+    // The credential itself is refused too, and the daemon keeps serving.
+    let o = curl_unix(
+        &d.socket,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {cred}"),
+            "http://localhost/v1/proxy/demo/acme/prod/v1/direct",
+        ],
+    );
+    assert!(body_of(&o)["error"]["code"].is_string());
+    assert_eq!(up.seen.lock().unwrap().len(), n);
+    let h = curl_unix(&d.socket, &["http://localhost/v1/health"]);
+    assert_eq!(body_of(&h)["status"], "ok");
+    std::fs::write(&go, "").unwrap();
+    drop(run);
+}
+
+#[test]
 fn a_run_under_a_members_uid_is_refused_unless_asked_for() {
     // The test runs as root, the first admin member: a child of a run under root could
     // resolve as that member with no credential at all, so the run is refused.
