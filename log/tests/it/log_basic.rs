@@ -251,8 +251,14 @@ fn concurrent_appenders(pipeline: bool) {
 
 #[test]
 fn readers_see_a_live_log_up_to_its_last_checkpoint() {
+    for (version, o) in common::both_versions() {
+        readers_see_a_live_log(version, o);
+    }
+}
+
+fn readers_see_a_live_log(version: &str, o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = Log::create(d.path(), key(), opts()).unwrap();
+    let log = Log::create(d.path(), key(), o.clone()).unwrap();
     for i in 0..5 {
         log.append(common::entry(i)).unwrap();
     }
@@ -263,24 +269,31 @@ fn readers_see_a_live_log_up_to_its_last_checkpoint() {
     }
     assert!(reader.refresh().unwrap());
     assert_eq!(reader.size(), 9);
-    // Bytes after the last checkpoint, as a reader sees a batch being written: while the
-    // writer holds the log they are pending, not an error, and readers do not see them.
+    // Bytes after the last checkpoint, as a reader sees a batch being written (into the
+    // zeros of a pre-zeroed segment, or past the end of a version-1 one): while the writer
+    // holds the log they are pending, not an error, and readers do not see them.
     let seg = common::segment(d.path());
-    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    std::io::Write::write_all(&mut f, &[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    common::write_at(
+        &seg,
+        common::committed_end(d.path()),
+        &[0x40, 0, 0, 0, 1, 2, 3],
+    );
     let live = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
-    assert_eq!(live.events, 9);
-    assert_eq!(live.pending_bytes, 7);
+    assert_eq!(live.events, 9, "{version}");
+    assert_eq!(live.pending_bytes, 7, "{version}");
     assert!(!reader.refresh().unwrap());
     assert_eq!(LogReader::open(d.path(), None).unwrap().size(), 9);
     log.close().unwrap();
     // With no writer, nothing may lie outside the last checkpoint.
     let err = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap_err();
-    assert_eq!(err.seq, Some(9), "{err}");
-    // Recovery cuts the torn tail; then the log verifies.
-    let log = Log::open(d.path(), key(), opts()).unwrap();
-    assert_eq!(log.recovery().truncated_bytes, 7);
+    assert_eq!(err.seq, Some(9), "{version}: {err}");
+    // Recovery removes the torn tail (cut off, or zeroed in place); then the log verifies.
+    let log = Log::open(d.path(), key(), o).unwrap();
+    assert_eq!(log.recovery().truncated_bytes, 7, "{version}");
     log.close().unwrap();
+    // Cut back to where it was (version 1), or still as preallocated (version 2).
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "{version}");
     assert_eq!(
         verify_log(d.path(), &key().public(), &VerifyOptions::default())
             .unwrap()

@@ -34,6 +34,8 @@ use crate::common;
 
 /// The unit in which a power cut persists or loses unsynced data.
 const PAGE: usize = 4096;
+/// The unit a page written back may be torn into.
+const SECTOR: usize = 512;
 
 /// splitmix64: small, and replayable from a printed seed.
 #[derive(Debug, Clone)]
@@ -83,6 +85,7 @@ enum Op {
     Remove,
     OpenOverwrite,
     WriteAt,
+    OpenAt,
 }
 
 /// What a failed fdatasync did with the pages it was asked to write. Both happen: after a
@@ -286,6 +289,36 @@ impl State {
         Ok(Some(bytes))
     }
 
+    /// Whether file `id` is a segment now (a spare becomes one when it is renamed).
+    fn is_segment(&self, id: usize) -> bool {
+        is_segment(&self.files[id].path)
+    }
+
+    /// A write of `data` at `offset` of file `id`: the part over synced bytes (the zeros of a
+    /// pre-zeroed segment, a frame being erased) is an in-place overwrite, of which a cut may
+    /// leave each page old or new; the part past them is growth, which a cut tears like any
+    /// unsynced tail.
+    fn positioned_write(
+        &mut self,
+        id: usize,
+        file: &File,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = offset + data.len() as u64;
+        let in_place_end = end.min(self.files[id].durable);
+        if offset < in_place_end {
+            let mut old = vec![0u8; (in_place_end - offset) as usize];
+            file.read_exact_at(&mut old, offset)?;
+            self.overwrites.push(Overwrite { id, offset, old });
+        }
+        file.write_all_at(data, offset)?;
+        let f = &mut self.files[id];
+        f.len = f.len.max(end);
+        Ok(())
+    }
+
     fn dir_op(&mut self, path: &Path, op: DirOp) {
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         self.unsynced_dirs.entry(dir).or_default().push(op);
@@ -383,17 +416,35 @@ impl FaultStorage {
             let (start, end) = (o.offset as usize, o.offset as usize + o.old.len());
             let mut reverted = Vec::new();
             let mut page = start / PAGE * PAGE;
+            let mut torn = Vec::new();
             while page < end {
                 let (a, b) = (page.max(start), (page + PAGE).min(end));
-                if st.rng.one_in(2) {
-                    bytes[a..b].copy_from_slice(&o.old[a - start..b - start]);
-                    reverted.push(page / PAGE);
+                match st.rng.below(5) {
+                    // The page never reached the disk: the old bytes (zeros, in a pre-zeroed
+                    // segment).
+                    0 | 1 => {
+                        bytes[a..b].copy_from_slice(&o.old[a - start..b - start]);
+                        reverted.push(page / PAGE);
+                    }
+                    2 | 3 => {}
+                    // Torn inside the page: some of its sectors reached the disk.
+                    _ => {
+                        let mut sector = a / SECTOR * SECTOR;
+                        while sector < b {
+                            let (x, y) = (sector.max(a), (sector + SECTOR).min(b));
+                            if st.rng.one_in(2) {
+                                bytes[x..y].copy_from_slice(&o.old[x - start..y - start]);
+                            }
+                            sector += SECTOR;
+                        }
+                        torn.push(page / PAGE);
+                    }
                 }
                 page += PAGE;
             }
             fs::write(&f.path, &bytes).expect("rewriting an overwritten file for the cut");
             notes.push(format!(
-                "{}: unsynced overwrite of {} bytes at {start}; pages {reverted:?} reverted",
+                "{}: unsynced in-place write of {} bytes at {start}; pages {reverted:?} reverted, {torn:?} torn",
                 file_name(&f.path),
                 o.old.len()
             ));
@@ -514,21 +565,32 @@ struct FaultFile {
     storage: FaultStorage,
     id: usize,
     file: File,
-    segment: bool,
+    /// The write position of a file opened for positioned writes (`open_at`); `None` for an
+    /// appending one.
+    pos: Option<u64>,
 }
 
 impl StorageFile for FaultFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut st = self.storage.lock();
-        let gate = st.gate(Op::WriteAll, self.segment)?;
+        let segment = st.is_segment(self.id);
+        let gate = st.gate(Op::WriteAll, segment)?;
         let n = match gate {
             Gate::Go => buf.len(),
             // A failing write may still have put a part of the buffer in the file (never all
             // of it: that would have been a success).
             Gate::Inject => st.rng.below_usize(buf.len()),
         };
-        self.file.write_all(&buf[..n])?;
-        st.files[self.id].len += n as u64;
+        match &mut self.pos {
+            None => {
+                self.file.write_all(&buf[..n])?;
+                st.files[self.id].len += n as u64;
+            }
+            Some(pos) => {
+                st.positioned_write(self.id, &self.file, *pos, &buf[..n])?;
+                *pos += n as u64;
+            }
+        }
         match gate {
             Gate::Go => Ok(()),
             Gate::Inject => Err(injected("write")),
@@ -537,22 +599,31 @@ impl StorageFile for FaultFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         let mut st = self.storage.lock();
-        let gate = st.gate(Op::SyncData, self.segment)?;
+        let segment = st.is_segment(self.id);
+        let gate = st.gate(Op::SyncData, segment)?;
         let failed_sync = st.injection.map(|i| i.failed_sync);
-        if let Gate::Go = gate {
-            let id = self.id;
-            st.overwrites.retain(|o| o.id != id);
-        }
-        let f = &mut st.files[self.id];
+        let id = self.id;
         match gate {
             // No real fdatasync: what is durable is what this bookkeeping says, and the cut
             // rewrites the files to match. Skipping it keeps hundreds of runs fast.
             Gate::Go => {
+                st.overwrites.retain(|o| o.id != id);
+                let f = &mut st.files[id];
                 f.durable = f.len;
                 Ok(())
             }
             Gate::Inject => {
                 if failed_sync == Some(FailedSync::DropsUnsynced) {
+                    // Unsynced in-place writes read back as before them, growth is gone.
+                    let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut st.overwrites)
+                        .into_iter()
+                        .partition(|o| o.id == id);
+                    st.overwrites = rest;
+                    for o in mine.iter().rev() {
+                        use std::os::unix::fs::FileExt;
+                        self.file.write_all_at(&o.old, o.offset)?;
+                    }
+                    let f = &mut st.files[id];
                     self.file.set_len(f.durable)?;
                     f.len = f.durable;
                 }
@@ -563,7 +634,8 @@ impl StorageFile for FaultFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let mut st = self.storage.lock();
-        st.gate(Op::Truncate, self.segment)?;
+        let segment = st.is_segment(self.id);
+        st.gate(Op::Truncate, segment)?;
         self.file.set_len(len)?;
         // The production truncate syncs, so the new length is durable.
         let f = &mut st.files[self.id];
@@ -575,7 +647,8 @@ impl StorageFile for FaultFile {
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let mut st = self.storage.lock();
-        st.gate(Op::WriteAt, self.segment)?;
+        let segment = st.is_segment(self.id);
+        st.gate(Op::WriteAt, segment)?;
         let mut old = vec![0u8; buf.len()];
         self.file.read_exact_at(&mut old, offset)?;
         self.file.write_all_at(buf, offset)?;
@@ -603,7 +676,7 @@ impl Storage for FaultStorage {
             storage: self.clone(),
             id,
             file,
-            segment: is_segment(path),
+            pos: None,
         }))
     }
 
@@ -616,7 +689,21 @@ impl Storage for FaultStorage {
             storage: self.clone(),
             id,
             file,
-            segment: is_segment(path),
+            pos: None,
+        }))
+    }
+
+    fn open_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn StorageFile>> {
+        let mut st = self.lock();
+        st.gate(Op::OpenAt, is_segment(path))?;
+        // Read and write, not append: the bytes a positioned write replaces are read first.
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let id = st.track_existing(path)?;
+        Ok(Box::new(FaultFile {
+            storage: self.clone(),
+            id,
+            file,
+            pos: Some(offset),
         }))
     }
 
@@ -659,7 +746,7 @@ impl Storage for FaultStorage {
             storage: self.clone(),
             id,
             file,
-            segment: is_segment(path),
+            pos: None,
         }))
     }
 
