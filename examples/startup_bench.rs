@@ -44,6 +44,9 @@ impl Storage for NoSync {
     fn open_append(&self, p: &Path) -> std::io::Result<Box<dyn StorageFile>> {
         Ok(Box::new(NoSyncFile(StdStorage.open_append(p)?)))
     }
+    fn open_at(&self, p: &Path, offset: u64) -> std::io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(NoSyncFile(StdStorage.open_at(p, offset)?)))
+    }
     fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
         StdStorage.rename(a, b)
     }

@@ -14,8 +14,23 @@ use bincode::{Decode, Encode, config};
 
 use crate::error::FrameError;
 
-/// Version of the on-disk format, carried by every envelope, segment header and bundle.
+/// Version of the on-disk format, carried by every envelope, checkpoint and bundle header.
+/// Segment headers carry their own version ([`SEGMENT_V1`], [`SEGMENT_V2`]).
 pub const FORMAT_VERSION: u16 = 1;
+
+/// Segment header version of a segment that grows with every append: its data ends at the
+/// end of the file. Every segment written before segment version 2 existed.
+pub const SEGMENT_V1: u16 = 1;
+/// Segment header version of a pre-zeroed segment: the file was filled with zeros (and
+/// synced) to its fixed size before any event went there, and its data ends where the zeros
+/// begin (see `FORMAT.md`, Segment version 2). Same header layout as version 1.
+pub const SEGMENT_V2: u16 = 2;
+
+/// Most bytes one group commit writes (its event frames and its checkpoint). A torn write
+/// therefore reaches at most this far past the last checkpoint: in a version-2 segment,
+/// nonzero bytes farther than that after the end of the data are corruption, not a write in
+/// flight. An append whose entries alone would exceed it is refused.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Largest frame (type byte plus payload) accepted anywhere. Checked before any allocation.
 pub const MAX_FRAME_LEN: u32 = 1 << 20;
@@ -37,6 +52,8 @@ pub const ENVELOPE_LEN: usize = 2 + 8 + 8 + 2 + 1 + 32 + 32 + 4;
 pub const CHECKPOINT_BODY_LEN: usize = 2 + 32 + 8 + 32 + 8;
 /// Length of a salt for a secret-bearing body.
 pub const SALT_LEN: usize = 32;
+/// Total length of a checkpoint frame (header, type, body, signature).
+pub const CHECKPOINT_FRAME_LEN: usize = FRAME_HEADER_LEN + 1 + CHECKPOINT_BODY_LEN + 64;
 
 /// `present` of an event frame whose secret-bearing salt and body were left out (exports).
 pub const BODY_LEFT_OUT: u8 = 0;
@@ -54,6 +71,9 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"SHLOGSEG";
 /// Length of a segment header: `magic | version | log_id | first_seq | crc32c`. The first
 /// frame of a segment starts here.
 pub const SEGMENT_HEADER_LEN: usize = 8 + 2 + 32 + 8 + 4;
+/// What every segment opens with: its header and one checkpoint frame (the genesis
+/// checkpoint, or a copy of the one that ended the previous segment).
+pub const SEGMENT_OPENING_LEN: usize = SEGMENT_HEADER_LEN + CHECKPOINT_FRAME_LEN;
 /// First bytes of every export bundle.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"SHBUNDLE";
 /// Length of a bundle header: `magic | version | log_id | public_key | from | to | crc32c`.
@@ -217,13 +237,15 @@ impl CheckpointBody {
     }
 }
 
-/// A segment header: `magic | version | log_id | first_seq | crc32c(all before)`.
-pub fn encode_segment_header(log_id: &[u8; 32], first_seq: u64) -> Vec<u8> {
+/// A segment header: `magic | version | log_id | first_seq | crc32c(all before)`, of segment
+/// version `version` ([`SEGMENT_V1`] or [`SEGMENT_V2`]).
+pub fn encode_segment_header(log_id: &[u8; 32], first_seq: u64, version: u16) -> Vec<u8> {
+    debug_assert!(version == SEGMENT_V1 || version == SEGMENT_V2);
     let mut v = Vec::with_capacity(SEGMENT_HEADER_LEN);
     encode(
         &SegmentHeaderRaw {
             magic: SEGMENT_MAGIC,
-            version: FORMAT_VERSION,
+            version,
             log_id: *log_id,
             first_seq,
         },
@@ -234,9 +256,28 @@ pub fn encode_segment_header(log_id: &[u8; 32], first_seq: u64) -> Vec<u8> {
     v
 }
 
-/// Checks and decodes the segment header at the start of `bytes` (CRC, magic, version);
-/// returns `(log_id, first_seq)`. Bytes after the header are the segment's frames.
-pub fn decode_segment_header(bytes: &[u8]) -> Result<([u8; 32], u64), FrameError> {
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// [`SEGMENT_V1`] (the data ends at the end of the file) or [`SEGMENT_V2`] (pre-zeroed:
+    /// the data ends where the zeros begin).
+    pub version: u16,
+    /// The log's identity.
+    pub log_id: [u8; 32],
+    /// Sequence number of the segment's first event (its file name).
+    pub first_seq: u64,
+}
+
+impl SegmentHeader {
+    /// Whether the segment is pre-zeroed (version 2).
+    pub fn prezeroed(&self) -> bool {
+        self.version == SEGMENT_V2
+    }
+}
+
+/// Checks and decodes the segment header at the start of `bytes` (CRC, magic, version 1 or
+/// 2). Bytes after the header are the segment's frames.
+pub fn segment_header(bytes: &[u8]) -> Result<SegmentHeader, FrameError> {
     if bytes.len() < SEGMENT_HEADER_LEN {
         return Err(FrameError::Truncated);
     }
@@ -248,10 +289,19 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<([u8; 32], u64), FrameError
     if h.magic != SEGMENT_MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if h.version != FORMAT_VERSION {
+    if h.version != SEGMENT_V1 && h.version != SEGMENT_V2 {
         return Err(FrameError::UnsupportedVersion(h.version));
     }
-    Ok((h.log_id, h.first_seq))
+    Ok(SegmentHeader {
+        version: h.version,
+        log_id: h.log_id,
+        first_seq: h.first_seq,
+    })
+}
+
+/// [`segment_header`], the log identity and first sequence number only.
+pub fn decode_segment_header(bytes: &[u8]) -> Result<([u8; 32], u64), FrameError> {
+    segment_header(bytes).map(|h| (h.log_id, h.first_seq))
 }
 
 /// Bundle header fields.
@@ -486,6 +536,12 @@ pub fn put_event_frame(
     }
 }
 
+/// Total length of an event frame holding a salt of `salt_len` bytes and a body of
+/// `body_len` bytes (as [`put_event_frame`] writes it with both present).
+pub fn event_frame_len(salt_len: usize, body_len: usize) -> usize {
+    EVENT_HEAD_LEN + salt_len + body_len
+}
+
 /// Appends the erased form of a secret-bearing event frame: the envelope as stored,
 /// `present` = [`BODY_ERASED`], and zeros in place of the salt and the envelope's `body_len`
 /// bytes of body. It is exactly as long as the frame it replaces.
@@ -607,6 +663,9 @@ mod tests {
             put_event_frame(&mut out, &env_bytes, sb);
             let f = read_frame(&out).unwrap();
             prop_assert_eq!(f.total_len, out.len());
+            if let Some((s, b)) = sb {
+                prop_assert_eq!(out.len(), event_frame_len(s.len(), b.len()));
+            }
             prop_assert_eq!(f.frame_type, FRAME_EVENT);
             let parts = decode_event_payload(f.payload).unwrap();
             prop_assert_eq!(parts.envelope, env);
@@ -752,7 +811,10 @@ mod tests {
             envelope(0, BodyClass::Public, 0).encode().len(),
             ENVELOPE_LEN
         );
-        assert_eq!(encode_segment_header(&[1; 32], 5).len(), SEGMENT_HEADER_LEN);
+        assert_eq!(
+            encode_segment_header(&[1; 32], 5, SEGMENT_V1).len(),
+            SEGMENT_HEADER_LEN
+        );
         let h = BundleHeader {
             log_id: [1; 32],
             public_key: [2; 32],
@@ -762,9 +824,19 @@ mod tests {
         let b = encode_bundle_header(&h);
         assert_eq!(b.len(), BUNDLE_HEADER_LEN);
         assert_eq!(decode_bundle_header(&b).unwrap(), h);
-        assert_eq!(
-            decode_segment_header(&encode_segment_header(&[1; 32], 5)).unwrap(),
-            ([1; 32], 5)
+        for version in [SEGMENT_V1, SEGMENT_V2] {
+            let h = encode_segment_header(&[1; 32], 5, version);
+            assert_eq!(decode_segment_header(&h).unwrap(), ([1; 32], 5));
+            assert_eq!(segment_header(&h).unwrap().version, version);
+        }
+        // Same layout, one version field: a version-2 header differs from a version-1 one
+        // only there (and in the CRC).
+        let (a, b) = (
+            encode_segment_header(&[1; 32], 5, SEGMENT_V1),
+            encode_segment_header(&[1; 32], 5, SEGMENT_V2),
         );
+        assert_eq!((a[..8] == b[..8], a[10..50] == b[10..50]), (true, true));
+        assert_eq!(CHECKPOINT_FRAME_LEN, 155);
+        assert_eq!(SEGMENT_OPENING_LEN, 209);
     }
 }

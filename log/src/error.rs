@@ -181,6 +181,10 @@ pub enum AppendError {
     /// A body larger than the format allows (its size in bytes).
     #[error("event body of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// Entries appended together that would write more than one batch may (their frames
+    /// and checkpoint, in bytes; see `codec::MAX_BATCH_BYTES`).
+    #[error("{0} bytes appended together exceed the limit of one batch")]
+    BatchTooLarge(usize),
     /// No salt could be drawn for a secret-bearing body.
     #[error("the OS random source failed: {0}")]
     Random(String),

@@ -126,8 +126,8 @@ pub(crate) fn reconcile(
             }
             _ => codec::SEGMENT_HEADER_LEN as u64,
         };
-        let buf = segment::read_from(&seg.path, start)?;
-        let scan = segment::scan(&buf, start);
+        let tail = segment::read_tail(&seg.path, start)?;
+        let scan = segment::scan(&tail.buf, start, tail.data_len);
         for (seq, off) in scan.events {
             if seq >= size {
                 break;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::codec::SEGMENT_HEADER_LEN;
+use crate::codec::{MAX_BATCH_BYTES, SEGMENT_HEADER_LEN, SEGMENT_OPENING_LEN};
 use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::index;
@@ -24,8 +24,14 @@ pub(crate) struct Layout {
     pub(crate) checkpoint: SignedCheckpoint,
     /// Offset just past the last checkpoint in the last segment.
     pub(crate) committed_end: u64,
-    /// Length of the last segment file (bytes past `committed_end` are uncommitted).
+    /// Where the last segment's data ends: its length for version 1, the start of its zero
+    /// tail for version 2. Bytes from `committed_end` to here are uncommitted (a torn write).
+    pub(crate) data_end: u64,
+    /// Length of the last segment file.
     pub(crate) file_end: u64,
+    /// The last segment's header version ([`SEGMENT_V1`](crate::codec::SEGMENT_V1) or
+    /// [`SEGMENT_V2`](crate::codec::SEGMENT_V2)).
+    pub(crate) last_version: u16,
     /// Whole events found after the last checkpoint.
     pub(crate) uncommitted_events: u64,
     /// A trailing segment that holds no committed data (a roll interrupted before its first
@@ -97,10 +103,10 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
             .last()
             .expect("segments is non-empty in this loop")
             .clone();
-        let header = segment::read_header(&last.path);
+        let header = segment::read_segment_header(&last.path);
         let header_ok = match &header {
-            Ok((lid, fs)) => {
-                if *lid != log_id || *fs != last.first_seq {
+            Ok(h) => {
+                if h.log_id != log_id || h.first_seq != last.first_seq {
                     return Err(LogError::Invalid(format!(
                         "segment {} belongs to another log or is misnamed",
                         last.path.display()
@@ -122,34 +128,30 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
             }
         }
         let scan = if header_ok {
-            let buf = segment::read_from(&last.path, start)?;
-            let mut s = segment::scan(&buf, start);
+            let mut tail = segment::read_tail(&last.path, start)?;
+            let mut s = segment::scan(&tail.buf, start, tail.data_len);
             if s.last_checkpoint.is_none() && start != SEGMENT_HEADER_LEN as u64 {
                 // The index pointed past the last checkpoint (it can run ahead of a log that
                 // lost its unsynced tail): scan the segment from its start instead.
                 index_entries.clear();
                 index_cleared = true;
                 start = SEGMENT_HEADER_LEN as u64;
-                let buf = segment::read_from(&last.path, start)?;
-                s = segment::scan(&buf, start);
+                tail = segment::read_tail(&last.path, start)?;
+                s = segment::scan(&tail.buf, start, tail.data_len);
             }
-            Some(s)
+            Some((s, tail))
         } else {
             None
         };
-        let Some(scan) = scan.filter(|s| s.last_checkpoint.is_some()) else {
+        let Some((scan, tail)) = scan.filter(|(s, _)| s.last_checkpoint.is_some()) else {
             // No committed data in the last segment. A roll writes the header and a copy of
             // the last checkpoint and syncs both before any event goes there, so such a
             // segment is an interrupted roll, unless it is the only one or holds events.
-            // Only a file no longer than a header and one checkpoint frame can be a roll that
-            // was cut short; anything longer held data that was synced, and is corruption.
-            let len = std::fs::metadata(&last.path).map_or(u64::MAX, |m| m.len());
-            let roll_bytes = (SEGMENT_HEADER_LEN
-                + crate::codec::FRAME_HEADER_LEN
-                + 1
-                + crate::codec::CHECKPOINT_BODY_LEN
-                + 64) as u64;
-            let has_events = len > roll_bytes;
+            // Only a file whose bytes past a header and one checkpoint frame are all zero
+            // (for version 1: a file no longer than that) can be a roll that was cut short;
+            // anything else held data that was synced, and is corruption.
+            let extent = segment::nonzero_extent(&last.path).unwrap_or(u64::MAX);
+            let has_events = extent > SEGMENT_OPENING_LEN as u64;
             if segments.len() > 1 && !has_events && incomplete_segment.is_none() {
                 incomplete_segment = Some(last.path.clone());
                 segments.pop();
@@ -162,6 +164,7 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
                 reason: "the segment's header or opening checkpoint is damaged".into(),
             });
         };
+        let version = header.as_ref().map_or(0, |h| h.version);
         let (cp, cp_end) = scan
             .last_checkpoint
             .expect("filtered on last_checkpoint above");
@@ -176,6 +179,26 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
                 offset: *bad_off,
                 seq: Some(seq),
                 reason: why.to_string(),
+            });
+        }
+        // A torn write reaches at most one batch past the last checkpoint; nonzero bytes in a
+        // pre-zeroed segment farther than that were put there by something else.
+        if version == crate::codec::SEGMENT_V2
+            && scan.end > cp_end + MAX_BATCH_BYTES as u64
+            && let Some(i) = segment::first_nonzero(
+                &tail.buf[..tail.data_len],
+                (cp_end - start) as usize + MAX_BATCH_BYTES,
+            )
+        {
+            let at = start + i as u64;
+            return Err(LogError::Corrupted {
+                segment: last.path.clone(),
+                offset: at,
+                seq: Some(cp.body.size),
+                reason: format!(
+                    "nonzero bytes in the zero tail, {} bytes past the last checkpoint (offset {cp_end}): farther than a write in flight reaches ({MAX_BATCH_BYTES} bytes)",
+                    at - cp_end
+                ),
             });
         }
         if cp.body.log_id != log_id {
@@ -221,7 +244,9 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
             segments,
             checkpoint: cp,
             committed_end: cp_end,
-            file_end: scan.end,
+            data_end: scan.end,
+            file_end: tail.file_end,
+            last_version: version,
             uncommitted_events: scan.events_after_checkpoint,
             incomplete_segment,
             index: index_entries,

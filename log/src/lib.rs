@@ -3,8 +3,9 @@
 //! An append-only sequence of events in segment files of CRC32C-framed records. Each event's
 //! envelope carries the BLAKE3 hash of the previous envelope (the chain) and a commitment to
 //! its body; after every group commit a checkpoint (log identity, size, head hash, time)
-//! signed with the log's ed25519 key is written in the same fdatasync. `FORMAT.md` beside
-//! this crate specifies the bytes.
+//! signed with the log's ed25519 key is written in the same fdatasync. Segments are
+//! pre-zeroed (filled with zeros and synced before use, the next one made ahead of need), so
+//! that fdatasync commits data only. `FORMAT.md` beside this crate specifies the bytes.
 //!
 //! The crate stores opaque bodies: it knows nothing of secrets, grants or the daemon, and it
 //! uses no async runtime (async callers use [`Log::submit`] with a callback).
@@ -27,7 +28,7 @@
 
 // Module dependencies run one way (no cycles). Bottom up: error, hash, storage; codec and
 // keys; checkpoint; segment (files, frames read from them, the scanner, the lock); index;
-// layout (the committed end); erase (the journal of in-place erasures, on segment and
+// layout (the committed end, found from the frames); erase (the journal of in-place erasures, on segment and
 // storage); then reader and verify side by side, bundle on both, and the writer on layout,
 // index, erase and storage.
 mod bundle;
@@ -64,6 +65,6 @@ pub use verify::{
     verify_log_with_progress,
 };
 pub use writer::{
-    Callback, Clock, Entry, EraseCallback, Erased, Log, LogOptions, Receipt, Recovery, Status,
-    system_clock,
+    Callback, Clock, Entry, EraseCallback, Erased, FIRST_SEGMENT_BYTES, Log, LogOptions, Receipt,
+    Recovery, Status, system_clock,
 };

@@ -1,6 +1,8 @@
 //! Reading a log: random access by sequence number through the index, and sequential
 //! iteration from any sequence number. Readers see the log up to its last checkpoint, so
 //! they work on a log the daemon is writing (an in-flight batch is simply not visible yet).
+//! Where that is in a pre-zeroed segment is found from the frames, never from the file's
+//! length, which appends into preallocated space do not change.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -202,6 +204,7 @@ impl LogReader {
             file: None,
             pos: off,
             buf: Vec::new(),
+            last_checkpoint: None,
             done: false,
         })
     }
@@ -228,6 +231,8 @@ pub struct LogIter<'a> {
     file: Option<BufReader<File>>,
     pos: u64,
     buf: Vec<u8>,
+    /// Size covered by the last frame read, if it was a checkpoint.
+    last_checkpoint: Option<u64>,
     done: bool,
 }
 
@@ -254,7 +259,31 @@ impl LogIter<'_> {
             }
             let file = self.file.as_mut().expect("opened just above");
             let mut hdr = [0u8; FRAME_HEADER_LEN];
-            match read_full(file, &mut hdr) {
+            let got = read_full(file, &mut hdr);
+            // A zero length is where a pre-zeroed segment's data ends (no frame is empty), and
+            // so are fewer zeros than a frame header at its very end. That is the end of a
+            // complete segment only right after the checkpoint that the next segment opens
+            // with a copy of; anywhere else it is damage, reported rather than skipped over
+            // with events in it.
+            if !last
+                && let Ok(n) = got
+                && n > 0
+                && hdr[..n.min(4)].iter().all(|b| *b == 0)
+            {
+                if self.last_checkpoint == Some(segs[self.seg + 1].first_seq) {
+                    self.seg += 1;
+                    self.file = None;
+                    self.pos = SEGMENT_HEADER_LEN as u64;
+                    continue;
+                }
+                return Err(LogError::corrupted(
+                    path,
+                    self.pos,
+                    None,
+                    "zeros where a record should start, before the segment's last checkpoint",
+                ));
+            }
+            match got {
                 Ok(0) if !last => {
                     self.seg += 1;
                     self.file = None;
@@ -279,8 +308,12 @@ impl LogIter<'_> {
                 .map_err(|e| LogError::corrupted(path, at, None, e.to_string()))?;
             self.pos += d.total_len as u64;
             return Ok(Some(match d.frame {
-                Frame::Event(p) => Item::Event(Record::from_parts(&p)),
+                Frame::Event(p) => {
+                    self.last_checkpoint = None;
+                    Item::Event(Record::from_parts(&p))
+                }
                 Frame::Checkpoint { body, signature } => {
+                    self.last_checkpoint = Some(body.size);
                     Item::Checkpoint(SignedCheckpoint { body, signature })
                 }
             }));

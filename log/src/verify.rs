@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::checkpoint::{SignedCheckpoint, VerifiedCheckpoint};
-use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, Frame, SEGMENT_HEADER_LEN};
+use crate::codec::{self, BodyClass, FRAME_CHECKPOINT, Frame, MAX_BATCH_BYTES, SEGMENT_HEADER_LEN};
 use crate::erase;
 use crate::error::{FrameError, LogError};
 use crate::hash;
@@ -546,12 +546,25 @@ impl<'k> Chain<'k> {
         base: usize,
         name: &str,
     ) -> Result<Option<(usize, FrameError)>, VerifyError> {
+        Ok(self.frames_until(buf, base, name, buf.len())?.stop)
+    }
+
+    /// As [`frames`](Self::frames) for frames that start before `data_len`: where a frame
+    /// would start at or after it, the data has ended (a pre-zeroed segment's zero tail; a
+    /// frame may still run into those zeros).
+    fn frames_until(
+        &mut self,
+        buf: &[u8],
+        base: usize,
+        name: &str,
+        data_len: usize,
+    ) -> Result<Frames, VerifyError> {
         // Frame boundaries come from the length fields alone; a damaged length shows up as a
         // CRC failure of that frame in the next step, which is what gets reported.
         let mut bounds = Vec::new();
         let mut pos = 0;
         let mut stop = None;
-        while pos < buf.len() {
+        while pos < data_len {
             match codec::frame_extent(&buf[pos..]) {
                 Ok(n) => {
                     bounds.push(pos..pos + n);
@@ -564,24 +577,47 @@ impl<'k> Chain<'k> {
             }
         }
         let pre = precompute_all(buf, &bounds);
+        let mut out = Frames {
+            stop: None,
+            end: base,
+            last_checkpoint_end: None,
+        };
         for (r, p) in bounds.iter().zip(pre) {
             let loc = Loc {
                 name,
                 offset: base + r.start,
             };
             match p {
-                Pre::Bad(e) => return Ok(Some((loc.offset, e))),
+                Pre::Bad(e) => {
+                    out.stop = Some((loc.offset, e));
+                    return Ok(out);
+                }
                 Pre::Event {
                     envelope,
                     hash,
                     body_ok,
                     erased,
                 } => self.event(&envelope, hash, body_ok, erased, loc)?,
-                Pre::Checkpoint(cp) => self.checkpoint(cp, loc)?,
+                Pre::Checkpoint(cp) => {
+                    self.checkpoint(cp, loc)?;
+                    out.last_checkpoint_end = Some(base + r.end);
+                }
             }
+            out.end = base + r.end;
         }
-        Ok(stop)
+        out.stop = stop;
+        Ok(out)
     }
+}
+
+/// What [`Chain::frames_until`] parsed.
+struct Frames {
+    /// Where parsing stopped and why, if a frame did not parse.
+    stop: Option<(usize, FrameError)>,
+    /// The offset just past the last frame that parsed.
+    end: usize,
+    /// The offset just past the last checkpoint frame.
+    last_checkpoint_end: Option<usize>,
 }
 
 /// Verifies the log in `dir` with `key`. A log that a writer holds open may have an append in
@@ -633,7 +669,9 @@ pub fn verify_log_with_progress(
         done += bytes.len() as u64;
         progress(done.min(total), total);
         let last = i + 1 == segments.len();
-        if let Some(p) = check_segment(&mut chain, &name, seg.first_seq, &bytes, last && live)? {
+        if let Some(p) =
+            check_segment(&mut chain, &name, seg.first_seq, &bytes, last && live)?.pending
+        {
             pending = p;
             break;
         }
@@ -651,7 +689,7 @@ pub fn verify_log_with_progress(
 /// Checks one segment's bytes (`name` is its file name, `named_first` the first sequence
 /// number the name gives) against the chain so far. With `live_tail` (the last segment of a
 /// log a writer holds open) damage or events after the last checkpoint are an append in
-/// flight: returns `Some(pending bytes)` and leaves the chain at that checkpoint. Whether the
+/// flight: returns `pending: Some(bytes)` and leaves the chain at that checkpoint. Whether the
 /// segment must end with a checkpoint is the caller's to check (`chain.covered`).
 fn check_segment(
     chain: &mut Chain<'_>,
@@ -659,15 +697,16 @@ fn check_segment(
     named_first: u64,
     bytes: &[u8],
     live_tail: bool,
-) -> Result<Option<u64>, VerifyError> {
+) -> Result<Checked, VerifyError> {
     let at = Some(chain.next_seq);
-    let (lid, first) = codec::decode_segment_header(bytes).map_err(|e| {
+    let header = codec::segment_header(bytes).map_err(|e| {
         fail(
             at,
             Some(format!("{name}@0")),
             Failure::Structure(format!("segment header: {e}")),
         )
     })?;
+    let (lid, first) = (header.log_id, header.first_seq);
     if lid != chain.log_id {
         return Err(fail(at, Some(format!("{name}@0")), Failure::WrongLog));
     }
@@ -695,15 +734,33 @@ fn check_segment(
             Failure::Structure("segment does not open with a checkpoint".into()),
         ));
     }
+    // A version-1 segment's data ends at the end of the file; a version-2 one's where the
+    // zeros begin (every byte from there to the end of the file zero).
+    let data_len = if header.prezeroed() {
+        segment::nonzero_len(bytes).max(SEGMENT_HEADER_LEN)
+    } else {
+        bytes.len()
+    };
     let covered_before = chain.covered;
-    let stop = chain.frames(&bytes[SEGMENT_HEADER_LEN..], SEGMENT_HEADER_LEN, name)?;
-    if let Some((off, e)) = stop {
+    let f = chain.frames_until(
+        &bytes[SEGMENT_HEADER_LEN..],
+        SEGMENT_HEADER_LEN,
+        name,
+        data_len - SEGMENT_HEADER_LEN,
+    )?;
+    let data_len_parsed = f.end as u64;
+    if let Some((off, e)) = f.stop {
         // A writer may be mid-append, but only at the very end: damage followed by a
-        // valid checkpoint that another frame follows lies in synced data.
-        let damaged_committed = segment::scan(&bytes[off..], off as u64)
-            .checkpoint_beyond_bad
-            .is_some();
-        if live_tail && !damaged_committed {
+        // valid checkpoint that another frame follows lies in synced data, and so do
+        // nonzero bytes farther past the last checkpoint than one batch reaches.
+        let damaged_committed =
+            segment::checkpoint_beyond(&bytes[off..], 1, data_len - off).is_some();
+        let cp_end = f.last_checkpoint_end.unwrap_or(SEGMENT_HEADER_LEN);
+        let far = header
+            .prezeroed()
+            .then(|| segment::first_nonzero(&bytes[..data_len], cp_end + MAX_BATCH_BYTES))
+            .flatten();
+        if live_tail && !damaged_committed && far.is_none() {
             // Events after the last checkpoint belong to the in-flight batch.
             chain.next_seq = chain.covered.max(covered_before);
             chain.head = chain
@@ -711,7 +768,29 @@ fn check_segment(
                 .last()
                 .map(|(c, _)| c.body.head)
                 .or(chain.head);
-            return Ok(Some((bytes.len() - off) as u64));
+            return Ok(Checked {
+                pending: Some((data_len - off) as u64),
+                data_len: data_len_parsed,
+            });
+        }
+        if let Some(x) = far {
+            return Err(fail(
+                Some(chain.next_seq),
+                Some(format!("{name}@{x}")),
+                Failure::Structure(format!(
+                    "nonzero bytes in the zero tail of a pre-zeroed segment, {} bytes past the last checkpoint (offset {cp_end}): farther than a write in flight reaches",
+                    x - cp_end
+                )),
+            ));
+        }
+        if header.prezeroed() && bytes.get(off..off + 4) == Some(&[0; 4]) {
+            return Err(fail(
+                Some(chain.next_seq),
+                Some(format!("{name}@{off}")),
+                Failure::Structure(format!(
+                    "the data of a pre-zeroed segment ends at offset {off}, but nonzero bytes follow up to offset {data_len}"
+                )),
+            ));
         }
         return Err(fail(
             Some(chain.next_seq),
@@ -726,9 +805,24 @@ fn check_segment(
             .last()
             .map(|(c, _)| c.body.head)
             .or(chain.head);
-        return Ok(Some(0));
+        return Ok(Checked {
+            pending: Some(0),
+            data_len: data_len_parsed,
+        });
     }
-    Ok(None)
+    Ok(Checked {
+        pending: None,
+        data_len: data_len_parsed,
+    })
+}
+
+/// What [`check_segment`] found.
+struct Checked {
+    /// Bytes of an append in flight (a live log's last segment), if there were any.
+    pending: Option<u64>,
+    /// Where the segment's frames end: its length for version 1, the start of its zero tail
+    /// for version 2.
+    data_len: u64,
 }
 
 /// Verifies a log handed over one segment at a time, in order, from somewhere other than a
@@ -740,6 +834,7 @@ pub struct SegmentVerifier<'k> {
     key: &'k PublicKey,
     opts: &'k VerifyOptions,
     chain: Option<Chain<'k>>,
+    data_len: Option<u64>,
 }
 
 impl fmt::Debug for SegmentVerifier<'_> {
@@ -757,7 +852,16 @@ impl<'k> SegmentVerifier<'k> {
             key,
             opts,
             chain: None,
+            data_len: None,
         }
+    }
+
+    /// How many bytes of the segment last checked ([`segment`](Self::segment)) hold its
+    /// frames: all of a version-1 segment, a version-2 (pre-zeroed) one up to its zero tail.
+    /// A copy needs only these: a pre-zeroed segment cut at the end of its data is still a
+    /// whole segment (its data then ends at the end of the file).
+    pub fn data_len(&self) -> Option<u64> {
+        self.data_len
     }
 
     /// Checks the next segment: `name` is its file name (`NNNNNNNNNNNNNNNNNNNN.seg`, the first
@@ -785,7 +889,8 @@ impl<'k> SegmentVerifier<'k> {
                     .insert(Chain::new(self.key, self.opts, log_id, 0, false)?)
             }
         };
-        check_segment(chain, name, named_first, bytes, false)?;
+        self.data_len = None;
+        let checked = check_segment(chain, name, named_first, bytes, false)?;
         if chain.covered != chain.next_seq {
             return Err(fail(
                 Some(chain.covered),
@@ -793,6 +898,7 @@ impl<'k> SegmentVerifier<'k> {
                 Failure::Structure("segment does not end with a checkpoint".into()),
             ));
         }
+        self.data_len = Some(checked.data_len);
         Ok(())
     }
 

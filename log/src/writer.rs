@@ -7,6 +7,12 @@
 //! new appends queue up and form the next batch, which is what makes throughput grow with the
 //! number of appenders.
 //!
+//! Segments are pre-zeroed (segment version 2, see `FORMAT.md`): each is a file of a fixed
+//! size, filled with zeros and synced before any event goes there, so an append overwrites
+//! zeros and its fdatasync flushes data only, never the file's size or extents. The next
+//! segment is made ahead of need, as a spare, on a thread of its own, once the current one is
+//! half full; rolling is then a header write, an fdatasync and a rename.
+//!
 //! Any write or fsync error poisons the writer: after a failed fsync the kernel may have
 //! dropped the dirty pages and cleared the error ("fsyncgate"), so retrying could report
 //! success for data that is gone. A poisoned writer fails every pending and later append and
@@ -23,14 +29,17 @@ use std::time::{Duration, Instant};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::checkpoint::SignedCheckpoint;
-use crate::codec::{self, BodyClass, Envelope, FORMAT_VERSION, MAX_BODY_LEN, SALT_LEN};
+use crate::codec::{
+    self, BodyClass, CHECKPOINT_FRAME_LEN, Envelope, FORMAT_VERSION, MAX_BATCH_BYTES, MAX_BODY_LEN,
+    SALT_LEN, SEGMENT_OPENING_LEN, SEGMENT_V1, SEGMENT_V2,
+};
 use crate::erase::{self, ERASE_JOURNAL, JournalEntry};
 use crate::error::{AppendError, CloseError, EraseError, LogError};
 use crate::hash;
 use crate::index::{self, IndexWriter};
 use crate::keys::{LogKey, PublicKey};
 use crate::layout;
-use crate::segment::{self, INDEX_FILE, LOCK_FILE};
+use crate::segment::{self, INDEX_FILE, LOCK_FILE, SPARE_FILE, SPARE_TMP_FILE};
 use crate::storage::{StdStorage, Storage, StorageFile};
 
 /// The writer's time source: milliseconds since the Unix epoch. A seam so that tests and
@@ -60,8 +69,17 @@ pub struct LogOptions {
     pub checkpoint_file: Option<PathBuf>,
     /// How long after a commit the kept checkpoint may lag (default one second).
     pub checkpoint_interval: Duration,
-    /// A new segment is started after a commit leaves the current one at least this large.
+    /// The size of a segment (default 16 MiB, as PostgreSQL's WAL segments). A pre-zeroed
+    /// segment is preallocated to this size (the first segment of a new log to at most
+    /// [`FIRST_SEGMENT_BYTES`]), and a batch that would not fit in what is left of it starts
+    /// a new one (a batch larger than a whole segment grows it). With `preallocate` off, a new
+    /// segment is started once the current one is at least this large.
     pub segment_bytes: u64,
+    /// Write pre-zeroed segments (segment version 2, the default). Off, new segments are of
+    /// version 1 and grow with every append, so each fdatasync also commits the file's new
+    /// size, as every build before segment version 2 wrote them: for tests of logs written
+    /// that way and for benchmarks, not for production.
+    pub preallocate: bool,
     /// Most events in one group commit.
     pub max_batch_events: usize,
     /// Prepare (chain, sign) the next batch on a second thread while the current one is
@@ -84,6 +102,7 @@ impl std::fmt::Debug for LogOptions {
             .field("checkpoint_file", &self.checkpoint_file)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("segment_bytes", &self.segment_bytes)
+            .field("preallocate", &self.preallocate)
             .field("max_batch_events", &self.max_batch_events)
             .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
@@ -96,7 +115,8 @@ impl Default for LogOptions {
             storage: Arc::new(StdStorage),
             checkpoint_file: None,
             checkpoint_interval: Duration::from_secs(1),
-            segment_bytes: 64 << 20,
+            segment_bytes: 16 << 20,
+            preallocate: true,
             max_batch_events: 4096,
             pipeline: true,
             accept_missing_checkpoint: false,
@@ -165,6 +185,10 @@ impl Entry {
     pub fn len(&self) -> usize {
         self.body.len()
     }
+    /// Length of the event frame this entry becomes (what it adds to its batch's write).
+    pub fn frame_len(&self) -> usize {
+        codec::event_frame_len(self.salt.map_or(0, |s| s.len()), self.body.len())
+    }
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
         self.body.is_empty()
@@ -207,7 +231,9 @@ pub struct Status {
 /// What recovery did on open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
-    /// Bytes cut from the end of the last segment (a torn, never-acknowledged write).
+    /// Bytes of a torn, never-acknowledged write after the last checkpoint, removed: cut from
+    /// the end of a version-1 segment, overwritten with zeros (and synced) in a version-2 one,
+    /// which keeps its preallocated size.
     pub truncated_bytes: u64,
     /// Whole events that lay past the last checkpoint and were dropped with it.
     pub dropped_events: u64,
@@ -219,6 +245,12 @@ pub struct Recovery {
     pub erasures_finished: u64,
     /// An erase journal torn before any frame was touched, discarded.
     pub erase_journal_discarded: bool,
+    /// A spare segment found half made (or of another size than `segment_bytes`), removed.
+    pub spare_discarded: bool,
+    /// The last segment was of version 1 (written by a build before segment version 2, or
+    /// with `preallocate` off): appends go to this new pre-zeroed segment instead, opened
+    /// with a copy of the last checkpoint.
+    pub started_segment: Option<PathBuf>,
 }
 
 /// What [`Log::submit`] calls, from the writer thread, once a batch is durable and signed
@@ -335,16 +367,39 @@ impl Log {
         let path = dir.join(segment::segment_name(0));
         let time = (opts.clock)();
         let cp = SignedCheckpoint::sign(&key, log_id, 0, hash::genesis(&log_id), time);
-        let mut buf = codec::encode_segment_header(&log_id, 0);
+        let version = if opts.preallocate {
+            SEGMENT_V2
+        } else {
+            SEGMENT_V1
+        };
+        let mut buf = codec::encode_segment_header(&log_id, 0, version);
         codec::put_checkpoint_frame(&mut buf, &cp.body.encode(), &cp.signature);
-        let mut file = st
-            .create_new(&path)
-            .map_err(io_err(format!("creating {}", path.display())))?;
-        file.write_all(&buf)
-            .and_then(|_| file.sync_data())
-            .map_err(io_err(format!("writing {}", path.display())))?;
-        st.sync_dir(dir)
-            .map_err(io_err(format!("syncing {}", dir.display())))?;
+        let (file, seg_cap) = if opts.preallocate {
+            // Made as every later segment is, from a spare, but smaller: a new log is cheap
+            // to create (a test suite creates hundreds), and a log that grows rolls into
+            // full-size segments soon enough.
+            let cap = first_segment_len(&opts);
+            let made = (|| {
+                // Left by a creation that crashed before its segment was in place.
+                remove_if_present(st.as_ref(), &dir.join(SPARE_FILE))?;
+                make_spare(st.as_ref(), dir, cap)?;
+                install_spare(st.as_ref(), dir, &path, &buf)
+            })();
+            (
+                made.map_err(io_err(format!("creating {}", path.display())))?,
+                cap,
+            )
+        } else {
+            let mut file = st
+                .create_new(&path)
+                .map_err(io_err(format!("creating {}", path.display())))?;
+            file.write_all(&buf)
+                .and_then(|_| file.sync_data())
+                .map_err(io_err(format!("writing {}", path.display())))?;
+            st.sync_dir(dir)
+                .map_err(io_err(format!("syncing {}", dir.display())))?;
+            (file, opts.segment_bytes)
+        };
         let index = IndexWriter::open(&dir.join(INDEX_FILE), &log_id, &[], true)?;
         if let Some(p) = &opts.checkpoint_file {
             write_kept_checkpoint(st.as_ref(), p, &cp)
@@ -356,6 +411,10 @@ impl Log {
             key,
             seg: file,
             seg_len: buf.len() as u64,
+            seg_first: 0,
+            seg_cap,
+            seg_prezeroed: opts.preallocate,
+            spare_ready: false,
             next_seq: 0,
             head: cp.body.head,
             last_time: time,
@@ -370,8 +429,11 @@ impl Log {
     }
 
     /// Opens an existing log for writing, recovering from a crash: a torn write past the last
-    /// checkpoint is truncated (reported in [`recovery`](Self::recovery) and as a `tracing`
-    /// warning); anything else that is wrong stops the open with an error that says where.
+    /// checkpoint is removed (cut off a version-1 segment, zeroed in a pre-zeroed one;
+    /// reported in [`recovery`](Self::recovery) and as a `tracing` warning); anything else
+    /// that is wrong stops the open with an error that says where. A log whose last segment
+    /// is of version 1 gets a new, pre-zeroed segment to append to (unless `preallocate` is
+    /// off).
     pub fn open(dir: &Path, key: LogKey, opts: LogOptions) -> Result<Self, LogError> {
         if !dir.is_dir() {
             return Err(LogError::NotFound(dir.to_path_buf()));
@@ -479,17 +541,19 @@ impl Log {
         }
         let last = lay.last_segment().path.clone();
         let mut seg = st
-            .open_append(&last)
+            .open_at(&last, lay.committed_end)
             .map_err(io_err(format!("opening {}", last.display())))?;
-        if lay.file_end > lay.committed_end {
-            recovery.truncated_bytes = lay.file_end - lay.committed_end;
+        let prezeroed = lay.last_version == SEGMENT_V2;
+        if lay.data_end > lay.committed_end {
+            recovery.truncated_bytes = lay.data_end - lay.committed_end;
             recovery.dropped_events = lay.uncommitted_events;
             tracing::warn!(
                 segment = %last.display(),
                 bytes = recovery.truncated_bytes,
                 offset = lay.committed_end,
                 events = cp.body.size,
-                "truncating {} bytes after the last checkpoint (offset {}, {} events): a torn write from an interrupted append, never acknowledged{}",
+                "{} {} bytes after the last checkpoint (offset {}, {} events): a torn write from an interrupted append, never acknowledged{}",
+                if prezeroed { "zeroing" } else { "truncating" },
                 recovery.truncated_bytes,
                 lay.committed_end,
                 cp.body.size,
@@ -498,8 +562,58 @@ impl Log {
                     .map(|(o, why)| format!("; first damaged frame at offset {o}: {why}"))
                     .unwrap_or_default()
             );
-            seg.truncate(lay.committed_end)
-                .map_err(io_err(format!("truncating {}", last.display())))?;
+            if prezeroed {
+                // Overwritten, not cut: the file keeps its preallocated blocks, and no byte
+                // of the torn write is left for a shorter later batch to end in front of.
+                zero_range(st.as_ref(), &last, lay.committed_end, lay.data_end).map_err(io_err(
+                    format!("zeroing the torn tail of {}", last.display()),
+                ))?;
+            } else {
+                seg.truncate(lay.committed_end)
+                    .map_err(io_err(format!("truncating {}", last.display())))?;
+            }
+        }
+        let (mut spare_ready, discarded) = existing_spare(st.as_ref(), dir, spare_len(&opts))
+            .map_err(io_err(format!(
+                "checking the spare segment in {}",
+                dir.display()
+            )))?;
+        recovery.spare_discarded = discarded;
+        let mut seg_len = lay.committed_end;
+        let mut seg_first = lay.last_segment().first_seq;
+        let mut seg_cap = if prezeroed {
+            lay.file_end
+        } else {
+            opts.segment_bytes
+        };
+        let mut seg_prezeroed = prezeroed;
+        if opts.preallocate && !prezeroed {
+            // A log written before segment version 2: its last segment is left as it is (it
+            // ends at a checkpoint, at the end of the file) and appends go to a new,
+            // pre-zeroed one from here on, so none of them grows a file. If the old segment
+            // holds no event, the new one has its very name and contents (header and the same
+            // checkpoint) and replaces it by the rename.
+            let path = dir.join(segment::segment_name(cp.body.size));
+            let mut opening = codec::encode_segment_header(&lay.log_id, cp.body.size, SEGMENT_V2);
+            codec::put_checkpoint_frame(&mut opening, &cp.body.encode(), &cp.signature);
+            let made = (|| {
+                if !spare_ready {
+                    make_spare(st.as_ref(), dir, spare_len(&opts))?;
+                }
+                install_spare(st.as_ref(), dir, &path, &opening)
+            })();
+            seg = made.map_err(io_err(format!("starting segment {}", path.display())))?;
+            spare_ready = false;
+            tracing::info!(
+                old = %last.display(),
+                new = %path.display(),
+                "the log's last segment is of version 1; appending to a new pre-zeroed segment"
+            );
+            recovery.started_segment = Some(path);
+            seg_len = opening.len() as u64;
+            seg_first = cp.body.size;
+            seg_cap = spare_len(&opts);
+            seg_prezeroed = true;
         }
         if lay.index_changed {
             tracing::info!(log = %dir.display(), "the log's index was missing or stale; rebuilt");
@@ -517,7 +631,11 @@ impl Log {
             log_id: lay.log_id,
             key,
             seg,
-            seg_len: lay.committed_end,
+            seg_len,
+            seg_first,
+            seg_cap,
+            seg_prezeroed,
+            spare_ready,
             next_seq: cp.body.size,
             head: cp.body.head,
             last_time,
@@ -611,12 +729,23 @@ impl Log {
         if let Some(e) = entries.iter().find(|e| e.body.len() > MAX_BODY_LEN) {
             return done(Err(AppendError::TooLarge(e.body.len())));
         }
+        if !Self::fits_one_batch(&entries) {
+            return done(Err(AppendError::BatchTooLarge(batch_len(&entries))));
+        }
         let Some(tx) = &self.tx else {
             return done(Err(AppendError::Closed));
         };
         if let Err(mpsc::SendError(Msg::Append(_, done))) = tx.send(Msg::Append(entries, done)) {
             done(Err(AppendError::Closed));
         }
+    }
+
+    /// Whether `entries` can be appended together: one batch's write (its frames and its
+    /// checkpoint) is at most [`MAX_BATCH_BYTES`], which bounds how far a torn write can
+    /// reach. [`submit`](Self::submit) refuses entries that do not fit with
+    /// [`AppendError::BatchTooLarge`].
+    pub fn fits_one_batch(entries: &[Entry]) -> bool {
+        batch_len(entries) <= MAX_BATCH_BYTES
     }
 
     /// Appends entries as one batch and waits until they are durable and signed.
@@ -702,6 +831,103 @@ impl Drop for Log {
     }
 }
 
+/// The most a new log's first segment is preallocated to (see [`LogOptions::segment_bytes`]):
+/// 1 MiB costs a couple of milliseconds to fill and sync; a full 16 MiB segment ten times
+/// that, for every log created.
+pub const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// What entries appended together write: their frames and the batch's checkpoint.
+fn batch_len(entries: &[Entry]) -> usize {
+    entries.iter().map(Entry::frame_len).sum::<usize>() + CHECKPOINT_FRAME_LEN
+}
+
+/// The size a spare (the next segment) is made at.
+fn spare_len(opts: &LogOptions) -> u64 {
+    opts.segment_bytes.max(SEGMENT_OPENING_LEN as u64)
+}
+
+/// The size a new log's first segment is made at.
+fn first_segment_len(opts: &LogOptions) -> u64 {
+    spare_len(opts).min(FIRST_SEGMENT_BYTES.max(SEGMENT_OPENING_LEN as u64))
+}
+
+fn remove_if_present(st: &dyn Storage, path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => st.remove(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the spare: `len` zeros written and synced under a temporary name, then renamed to
+/// [`SPARE_FILE`], so a file by that name is always whole. The rename needs no directory
+/// fsync: the roll that uses the spare syncs the directory after renaming it again, and a
+/// rename lost to a crash leaves the temporary file, which the next open removes.
+fn make_spare(st: &dyn Storage, dir: &Path, len: u64) -> std::io::Result<()> {
+    let tmp = dir.join(SPARE_TMP_FILE);
+    remove_if_present(st, &tmp)?;
+    st.create_zeroed(&tmp, len)?;
+    st.rename(&tmp, &dir.join(SPARE_FILE))
+}
+
+/// Turns the spare into the segment at `path`: its opening (header and checkpoint) written at
+/// offset 0 and synced, then the rename, then the directory fsync, all before any event goes
+/// there. Returns the file, positioned at the end of the opening. A crash before the rename
+/// leaves a spare whose first bytes hold an opening, which the next roll overwrites with one
+/// of the same length.
+fn install_spare(
+    st: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    opening: &[u8],
+) -> std::io::Result<Box<dyn StorageFile>> {
+    debug_assert_eq!(opening.len(), SEGMENT_OPENING_LEN);
+    let spare = dir.join(SPARE_FILE);
+    let mut f = st.open_at(&spare, 0)?;
+    f.write_all(opening)?;
+    f.sync_data()?;
+    st.rename(&spare, path)?;
+    st.sync_dir(dir)?;
+    Ok(f)
+}
+
+/// At open: removes a half-made spare, and a spare of another size than `len`; returns
+/// whether a spare is ready and whether anything was removed. A whole spare is kept: it was
+/// synced before it got its name, and the only write into it, a roll's opening, is
+/// overwritten by the next roll.
+fn existing_spare(st: &dyn Storage, dir: &Path, len: u64) -> std::io::Result<(bool, bool)> {
+    let mut discarded = false;
+    let tmp = dir.join(SPARE_TMP_FILE);
+    if std::fs::symlink_metadata(&tmp).is_ok() {
+        st.remove(&tmp)?;
+        discarded = true;
+    }
+    let spare = dir.join(SPARE_FILE);
+    match std::fs::symlink_metadata(&spare) {
+        Ok(m) if m.is_file() && m.len() == len => Ok((true, discarded)),
+        Ok(_) => {
+            st.remove(&spare)?;
+            Ok((false, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((false, discarded)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Overwrites bytes `from..to` of the file at `path` with zeros and fdatasyncs it.
+fn zero_range(st: &dyn Storage, path: &Path, from: u64, to: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut f = st.open_overwrite(path)?;
+    let zeros = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        f.write_at(at, &zeros[..n as usize])?;
+        at += n;
+    }
+    f.sync_data()
+}
+
 fn write_kept_checkpoint(
     st: &dyn Storage,
     path: &Path,
@@ -727,7 +953,17 @@ struct WriterState {
     log_id: [u8; 32],
     key: LogKey,
     seg: Box<dyn StorageFile>,
+    /// The current segment's data end.
     seg_len: u64,
+    /// The first sequence number of the current segment (its name).
+    seg_first: u64,
+    /// How much of the current segment is preallocated (version 2), or how long it may grow
+    /// (version 1) before a new one starts.
+    seg_cap: u64,
+    /// Whether the current segment is of version 2.
+    seg_prezeroed: bool,
+    /// Whether a whole spare is in place.
+    spare_ready: bool,
     next_seq: u64,
     head: [u8; 32],
     last_time: u64,
@@ -746,6 +982,11 @@ impl WriterState {
             key: self.key,
             dir: self.dir.clone(),
             seg_len: self.seg_len,
+            seg_first: self.seg_first,
+            seg_cap: self.seg_cap,
+            seg_prezeroed: self.seg_prezeroed,
+            preallocate: self.opts.preallocate,
+            spare_len: spare_len(&self.opts),
             next_seq: self.next_seq,
             head: self.head,
             last_time: self.last_time,
@@ -754,11 +995,19 @@ impl WriterState {
             max_batch_events: self.opts.max_batch_events,
             clock: self.opts.clock.clone(),
             shared: shared.clone(),
+            carry: None,
         };
         let sync = Syncer {
             log_id: self.log_id,
             dir: self.dir,
             seg: self.seg,
+            seg_end: self.seg_len,
+            seg_cap: self.seg_cap,
+            spare: if self.spare_ready {
+                Spare::Ready
+            } else {
+                Spare::Absent
+            },
             index: self.index,
             durable_size: self.next_seq,
             checkpoint: self.checkpoint,
@@ -777,15 +1026,15 @@ impl WriterState {
 type EventId = (u64, [u8; 32]);
 
 /// A batch ready to be written: frames, index offsets, who to acknowledge, and whether a new
-/// segment starts after it.
+/// segment starts before it.
 struct Prepared {
     buf: Vec<u8>,
     offsets: Vec<u64>,
     callers: Vec<(Callback, Vec<EventId>)>,
     checkpoint: SignedCheckpoint,
     time_ms: u64,
-    /// Path and first bytes (header and a copy of this batch's checkpoint) of the segment
-    /// that the next batch goes to.
+    /// Path and opening (header and a copy of the previous batch's checkpoint, the one that
+    /// ends the current segment) of a new segment that this batch goes to.
     roll: Option<(PathBuf, Vec<u8>)>,
 }
 
@@ -854,8 +1103,18 @@ struct Sequencer {
     log_id: [u8; 32],
     key: LogKey,
     dir: PathBuf,
-    /// Length the current segment will have once everything prepared so far is written.
+    /// The current segment's data end once everything prepared so far is written.
     seg_len: u64,
+    /// The first sequence number of the current segment.
+    seg_first: u64,
+    /// See [`WriterState::seg_cap`].
+    seg_cap: u64,
+    /// Whether the current segment is of version 2.
+    seg_prezeroed: bool,
+    /// Whether new segments are of version 2.
+    preallocate: bool,
+    /// The size new version-2 segments have (the spare's).
+    spare_len: u64,
     next_seq: u64,
     head: [u8; 32],
     last_time: u64,
@@ -864,31 +1123,46 @@ struct Sequencer {
     max_batch_events: usize,
     clock: Clock,
     shared: Arc<Mutex<Status>>,
+    /// An append that did not fit in the last batch (see [`MAX_BATCH_BYTES`]): the first of
+    /// the next.
+    carry: Option<Msg>,
 }
 
 impl Sequencer {
     fn run(mut self, rx: mpsc::Receiver<Msg>, mut out: Stage2) {
         let mut batch: Vec<(Vec<Entry>, Callback)> = Vec::new();
         loop {
-            let first = match rx.recv_timeout(out.wait()) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    out.tick();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let (ack, _) = mpsc::sync_channel(1);
-                    out.deliver(SyncMsg::Close(ack));
-                    return;
-                }
+            let first = match self.carry.take() {
+                Some(m) => m,
+                None => match rx.recv_timeout(out.wait()) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        out.tick();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        let (ack, _) = mpsc::sync_channel(1);
+                        out.deliver(SyncMsg::Close(ack));
+                        return;
+                    }
+                },
             };
             let mut close = None;
             let mut erase = None;
             let mut events = 0usize;
+            let mut bytes = CHECKPOINT_FRAME_LEN;
             let mut msg = Some(first);
             while let Some(m) = msg.take() {
                 match m {
                     Msg::Append(es, cb) => {
+                        let n = batch_len(&es) - CHECKPOINT_FRAME_LEN;
+                        if !batch.is_empty() && bytes + n > MAX_BATCH_BYTES {
+                            // One write per batch stays within the bound a torn write is
+                            // judged by; this append starts the next batch.
+                            self.carry = Some(Msg::Append(es, cb));
+                            break;
+                        }
+                        bytes += n;
                         events += es.len();
                         batch.push((es, cb));
                     }
@@ -940,9 +1214,11 @@ impl Sequencer {
 
     fn prepare(&mut self, batch: &mut Vec<(Vec<Entry>, Callback)>) -> Prepared {
         let time = (self.clock)().max(self.last_time);
+        let first_seq = self.next_seq;
         let mut head = self.head;
         let mut seq = self.next_seq;
         let mut buf = Vec::new();
+        // Offsets within the batch, until it is known which segment it goes to.
         let mut offsets = Vec::new();
         let mut callers = Vec::with_capacity(batch.len());
         for (entries, cb) in batch.drain(..) {
@@ -960,7 +1236,7 @@ impl Sequencer {
                 };
                 let env_bytes = env.encode();
                 head = hash::event_hash(&env_bytes);
-                offsets.push(self.seg_len + buf.len() as u64);
+                offsets.push(buf.len() as u64);
                 let salt: &[u8] = e.salt.as_ref().map_or(&[], |s| &s[..]);
                 codec::put_event_frame(&mut buf, &env_bytes, Some((salt, &e.body)));
                 receipts.push((seq, head));
@@ -970,18 +1246,49 @@ impl Sequencer {
         }
         let cp = SignedCheckpoint::sign(&self.key, self.log_id, seq, head, time);
         codec::put_checkpoint_frame(&mut buf, &cp.body.encode(), &cp.signature);
-        self.seg_len += buf.len() as u64;
+        // A new segment before this batch: in a pre-zeroed segment, when the batch would
+        // not fit in what is left of it (then it never grows the file, unless it alone
+        // is larger than a segment); in a version-1 one, once it has grown to
+        // `segment_bytes`. Never in a segment that holds no event yet.
+        let len = buf.len() as u64;
+        let holds_events = first_seq > self.seg_first;
+        let full = if self.seg_prezeroed {
+            self.seg_len + len > self.seg_cap
+        } else {
+            self.seg_len >= self.segment_bytes
+        };
+        let roll = (holds_events && full).then(|| {
+            let path = self.dir.join(segment::segment_name(first_seq));
+            let version = if self.preallocate {
+                SEGMENT_V2
+            } else {
+                SEGMENT_V1
+            };
+            // Opens with a copy of the checkpoint that ends the current segment.
+            let mut opening = codec::encode_segment_header(&self.log_id, first_seq, version);
+            codec::put_checkpoint_frame(
+                &mut opening,
+                &self.checkpoint.body.encode(),
+                &self.checkpoint.signature,
+            );
+            self.seg_len = opening.len() as u64;
+            self.seg_first = first_seq;
+            self.seg_prezeroed = self.preallocate;
+            self.seg_cap = if self.preallocate {
+                self.spare_len
+            } else {
+                self.segment_bytes
+            };
+            (path, opening)
+        });
+        for o in &mut offsets {
+            *o += self.seg_len;
+        }
+        self.seg_len += len;
         self.next_seq = seq;
         self.head = head;
         self.last_time = time;
         self.checkpoint = cp;
-        let roll = (self.seg_len >= self.segment_bytes).then(|| {
-            let path = self.dir.join(segment::segment_name(seq));
-            let mut first = codec::encode_segment_header(&self.log_id, seq);
-            codec::put_checkpoint_frame(&mut first, &cp.body.encode(), &cp.signature);
-            self.seg_len = first.len() as u64;
-            (path, first)
-        });
         Prepared {
             buf,
             offsets,
@@ -999,6 +1306,12 @@ struct Syncer {
     log_id: [u8; 32],
     dir: PathBuf,
     seg: Box<dyn StorageFile>,
+    /// The current segment's data end: where the next batch is written.
+    seg_end: u64,
+    /// See [`WriterState::seg_cap`].
+    seg_cap: u64,
+    /// The next segment, made ahead of need.
+    spare: Spare,
     index: Option<IndexWriter>,
     durable_size: u64,
     checkpoint: SignedCheckpoint,
@@ -1011,7 +1324,76 @@ struct Syncer {
     _lock: File,
 }
 
+/// Where the spare (the next segment, see [`make_spare`]) stands.
+enum Spare {
+    /// None made yet (or the last one was used).
+    Absent,
+    /// Being made on a thread of its own.
+    Filling(JoinHandle<std::io::Result<()>>),
+    /// Made: [`SPARE_FILE`] is whole.
+    Ready,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // The spare thread writes in the log directory: it does not outlive the writer (and
+        // the lock it holds).
+        self.join_spare();
+    }
+}
+
 impl Syncer {
+    /// Waits for a spare being made; whether a whole one is in place.
+    fn join_spare(&mut self) -> bool {
+        match std::mem::replace(&mut self.spare, Spare::Absent) {
+            Spare::Ready => {
+                self.spare = Spare::Ready;
+                true
+            }
+            Spare::Absent => false,
+            Spare::Filling(h) => match h.join() {
+                Ok(Ok(())) => {
+                    self.spare = Spare::Ready;
+                    true
+                }
+                Ok(Err(e)) => {
+                    // Not a failure of the log: the roll makes a spare itself.
+                    tracing::warn!(error = %e, "making the next log segment ahead of need failed");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("the thread making the next log segment panicked");
+                    false
+                }
+            },
+        }
+    }
+
+    /// Once the current segment is half full, starts making the next one in the background,
+    /// so that rolling to it takes no zero-filling (only if the roll comes first does it
+    /// wait for it, or make it, itself).
+    fn maybe_start_spare(&mut self) {
+        if !self.opts.preallocate
+            || self.poisoned.is_some()
+            || !matches!(self.spare, Spare::Absent)
+            || self.seg_end.saturating_mul(2) < self.seg_cap
+        {
+            return;
+        }
+        let st = self.opts.storage.clone();
+        let dir = self.dir.clone();
+        let len = spare_len(&self.opts);
+        match std::thread::Builder::new()
+            .name("scopehold-log-spare".into())
+            .spawn(move || make_spare(st.as_ref(), &dir, len))
+        {
+            Ok(h) => self.spare = Spare::Filling(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the thread making the next log segment")
+            }
+        }
+    }
+
     fn kept_due(&self) -> bool {
         self.housekept_size != self.durable_size && self.poisoned.is_none()
     }
@@ -1079,6 +1461,12 @@ impl Syncer {
         if self.poisoned.is_some() {
             return self.fail(p);
         }
+        if let Some((path, opening)) = p.roll.take()
+            && !self.roll(&path, &opening)
+        {
+            return self.fail(p);
+        }
+        debug_assert_eq!(p.offsets.first().map_or(self.seg_end, |o| *o), self.seg_end);
         let res = self
             .seg
             .write_all(&p.buf)
@@ -1090,6 +1478,7 @@ impl Syncer {
             self.poison(format!("write or fdatasync of the log failed: {e}"));
             return self.fail(p);
         }
+        self.seg_end += written;
         let cp = p.checkpoint;
         self.durable_size = cp.body.size;
         self.checkpoint = cp;
@@ -1125,9 +1514,7 @@ impl Syncer {
             let _ = std::fs::remove_file(self.dir.join(INDEX_FILE));
             self.index = None;
         }
-        if let Some((path, first)) = p.roll {
-            self.roll(&path, &first);
-        }
+        self.maybe_start_spare();
         if self.poisoned.is_none() && self.last_kept.elapsed() >= self.opts.checkpoint_interval {
             self.write_kept();
         }
@@ -1238,18 +1625,43 @@ impl Syncer {
 
     /// Starts a new segment: header plus a copy of the last checkpoint, synced, and the
     /// directory synced, before any event goes there. Every segment therefore holds a
-    /// checkpoint, and recovery never has to look back into an older segment.
-    fn roll(&mut self, path: &Path, first: &[u8]) {
-        let st = &self.opts.storage;
-        let res = st.create_new(path).and_then(|mut f| {
-            f.write_all(first)?;
-            f.sync_data()?;
-            st.sync_dir(&self.dir)?;
-            Ok(f)
-        });
+    /// checkpoint, and recovery never has to look back into an older segment. A pre-zeroed
+    /// segment is the spare renamed (made here if it is not ready). Returns whether it
+    /// worked; a failure poisons the writer.
+    fn roll(&mut self, path: &Path, opening: &[u8]) -> bool {
+        let st = self.opts.storage.clone();
+        let res = if self.opts.preallocate {
+            let ready = self.join_spare();
+            self.spare = Spare::Absent;
+            (if ready {
+                Ok(())
+            } else {
+                make_spare(st.as_ref(), &self.dir, spare_len(&self.opts))
+            })
+            .and_then(|()| install_spare(st.as_ref(), &self.dir, path, opening))
+        } else {
+            st.create_new(path).and_then(|mut f| {
+                f.write_all(opening)?;
+                f.sync_data()?;
+                st.sync_dir(&self.dir)?;
+                Ok(f)
+            })
+        };
         match res {
-            Ok(f) => self.seg = f,
-            Err(e) => self.poison(format!("starting segment {} failed: {e}", path.display())),
+            Ok(f) => {
+                self.seg = f;
+                self.seg_end = opening.len() as u64;
+                self.seg_cap = if self.opts.preallocate {
+                    spare_len(&self.opts)
+                } else {
+                    self.opts.segment_bytes
+                };
+                true
+            }
+            Err(e) => {
+                self.poison(format!("starting segment {} failed: {e}", path.display()));
+                false
+            }
         }
     }
 
@@ -1272,5 +1684,8 @@ impl Syncer {
         if self.poisoned.is_none() && self.housekept_size != self.durable_size {
             self.write_kept();
         }
+        // A spare being made is finished (and kept for the next open) rather than left
+        // half made.
+        self.join_spare();
     }
 }

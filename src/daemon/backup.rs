@@ -7,10 +7,12 @@
 //! an unsealed state's keys are sealed for the backup under a passphrase given to `backup`
 //! (the state directory itself stays as it is), and `backup` refuses without one. No backup
 //! holds a plaintext key, so one opens exactly as easily as its passphrase is guessed. Then
-//! `log.pub`, `ca.pem`, and the log's segments up to a signed checkpoint. Left out: the index
-//! (a cache, rebuilt on open), `LOCK`, the socket, `ca-bundle.pem` (rewritten at every start)
-//! and the kept checkpoint, which for the copy is the copy's own last checkpoint: a restore
-//! writes it from the log, so the two cannot disagree.
+//! `log.pub`, `ca.pem`, and the log's segments up to a signed checkpoint (each up to the
+//! end of its data: a pre-zeroed segment's zero tail is left out). Left out: the index
+//! (a cache, rebuilt on open), the spare segment (zeros made ahead of need), `LOCK`, the
+//! socket, `ca-bundle.pem` (rewritten at every start) and the kept checkpoint, which for
+//! the copy is the copy's own last checkpoint: a restore writes it from the log, so the two
+//! cannot disagree.
 //!
 //! **Consistent while the daemon writes.** The copy ends at the last checkpoint in the log
 //! when the backup starts ([`LogReader::committed_end`]): a prefix of the log ending at a
@@ -469,7 +471,13 @@ pub fn write(home: &Home, keys: &Keys, w: &mut dyn Write) -> Result<BackupSummar
                 home.log_dir().display()
             )
         })?;
-        out.entry(&format!("log/{name}"), &bytes)?;
+        // Up to the end of its data: the zeros a pre-zeroed segment was preallocated with
+        // are no part of the log (a segment cut there is whole, its data ending at the end
+        // of the file), and a backup of a mostly empty 16 MiB segment stays small.
+        let data = verifier
+            .data_len()
+            .map_or(bytes.len(), |n| (n as usize).min(bytes.len()));
+        out.entry(&format!("log/{name}"), &bytes[..data])?;
     }
     let report = verifier.finish().map_err(|e| {
         anyhow!(

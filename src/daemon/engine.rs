@@ -467,9 +467,12 @@ impl Engine {
             .map_err(|e| ApiError::LogUnavailable(e.to_string()))?;
         // The log would refuse it after the state took it, and the state's count of events
         // (each event's sequence number, which deletions rely on) would run ahead of the log.
+        // The same for the events together: one decision is one batch, and a batch's write is
+        // bounded (it bounds how far a torn write can reach in a pre-zeroed segment).
         if entries
             .iter()
             .any(|e| e.len() > scopehold_log::codec::MAX_BODY_LEN)
+            || !Log::fits_one_batch(&entries)
         {
             return Err(ApiError::Internal(
                 "an event over the log's size limit".into(),

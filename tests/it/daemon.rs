@@ -61,6 +61,12 @@ impl Storage for Breakable {
             fail: self.fail.clone(),
         }))
     }
+    fn open_at(&self, path: &Path, offset: u64) -> std::io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(BreakableFile {
+            inner: StdStorage.open_at(path, offset)?,
+            fail: self.fail.clone(),
+        }))
+    }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         StdStorage.rename(from, to)
     }

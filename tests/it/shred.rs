@@ -482,6 +482,13 @@ impl scopehold_log::Storage for NoOverwrite {
     fn open_append(&self, p: &Path) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
         scopehold_log::StdStorage.open_append(p)
     }
+    fn open_at(
+        &self,
+        p: &Path,
+        offset: u64,
+    ) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
+        scopehold_log::StdStorage.open_at(p, offset)
+    }
     fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
         scopehold_log::StdStorage.rename(a, b)
     }

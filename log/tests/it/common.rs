@@ -78,3 +78,50 @@ pub fn copy_dir(from: &Path) -> tempfile::TempDir {
     }
     to
 }
+
+/// As [`opts`], writing version-1 segments (growing files), as builds before segment
+/// version 2 did: logs "written by the previous release".
+pub fn v1_opts() -> LogOptions {
+    LogOptions {
+        preallocate: false,
+        ..opts()
+    }
+}
+
+/// Both segment versions: (name for messages, options).
+pub fn both_versions() -> [(&'static str, LogOptions); 2] {
+    [("version 1", v1_opts()), ("version 2", opts())]
+}
+
+/// Whether every byte of `bytes` from `pos` on is zero: the zero tail of a pre-zeroed
+/// segment, where its frames end.
+pub fn zeros_from(bytes: &[u8], pos: usize) -> bool {
+    bytes[pos.min(bytes.len())..].iter().all(|b| *b == 0)
+}
+
+/// Whether a segment file's header says version 2 (pre-zeroed).
+pub fn is_prezeroed(bytes: &[u8]) -> bool {
+    scopehold_log::codec::segment_header(bytes).is_ok_and(|h| h.prezeroed())
+}
+
+/// The committed end of the log in `dir` (just past the last checkpoint of its last segment).
+pub fn committed_end(dir: &Path) -> u64 {
+    scopehold_log::LogReader::open(dir, None)
+        .expect("reader")
+        .committed_end()
+}
+
+/// Writes `bytes` at `offset` of the file at `path` in place (growing it if they run past its
+/// end), as a write the writer never finished would lie there.
+pub fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Every file of the log directory except the spare (zeros made ahead of need).
+pub fn is_spare(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("segment.spare"))
+}

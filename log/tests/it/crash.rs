@@ -48,8 +48,9 @@ const CHILD_MAX_RUN: Duration = Duration::from_secs(20);
 const FIRST_ACK_WAIT: Duration = Duration::from_secs(30);
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
-/// The options of both the child and the parent's recovery opens. Small segments so that
-/// rolls happen (and get interrupted); a short kept-checkpoint interval so that kills also
+/// The options of both the child and the parent's recovery opens. Small (pre-zeroed)
+/// segments so that rolls into the spare, and the spare's zero-filling, happen (and get
+/// interrupted); a short kept-checkpoint interval so that kills also
 /// land inside its replacement.
 fn log_opts(kept: &Path) -> LogOptions {
     LogOptions {
@@ -380,6 +381,9 @@ struct Stats {
     in_flight: u64,
     removed_segments: u64,
     index_rebuilt: u64,
+    /// Rounds whose open found a half-made spare segment (the kill landed while it was
+    /// being zero-filled) and removed it.
+    spares_discarded: u64,
 }
 
 #[test]
@@ -457,6 +461,7 @@ fn kill9_crash_loop() {
         }
         st.removed_segments += u64::from(rec.removed_segment.is_some());
         st.index_rebuilt += u64::from(rec.index_rebuilt);
+        st.spares_discarded += u64::from(rec.spare_discarded);
 
         // Acknowledged events of this round: new sequence numbers, within the committed log.
         let mut acked_by_thread = vec![Vec::new(); THREADS as usize];
@@ -623,7 +628,7 @@ fn kill9_crash_loop() {
         .unwrap_or_else(|e| panic!("final verify_log (all signatures): {e}"));
     let segments = common::segments(&dir).len();
     println!(
-        "crash loop: {rounds} rounds in {:.1?}: {} events acknowledged, {} committed ({} checkpoints, {segments} segments); {} rounds ended by SIGKILL; kill landed mid-append in {} rounds ({} with committed but unacknowledged events, {} with a torn tail: {} bytes, {} whole events cut on reopen); {} interrupted segment rolls removed, index rebuilt {} times",
+        "crash loop: {rounds} rounds in {:.1?}: {} events acknowledged, {} committed ({} checkpoints, {segments} segments); {} rounds ended by SIGKILL; kill landed mid-append in {} rounds ({} with committed but unacknowledged events, {} with a torn tail: {} bytes, {} whole events cut on reopen); {} interrupted segment rolls removed, {} half-made spares removed, index rebuilt {} times",
         started.elapsed(),
         st.acked,
         st.committed,
@@ -635,8 +640,16 @@ fn kill9_crash_loop() {
         st.truncated_bytes,
         st.dropped_events,
         st.removed_segments,
+        st.spares_discarded,
         st.index_rebuilt,
     );
+    // Every segment the loop made is pre-zeroed, and (but for a batch larger than what was
+    // left of one) exactly as long as it was made.
+    for s in common::segments(&dir) {
+        let bytes = std::fs::read(&s).expect("segment");
+        assert!(common::is_prezeroed(&bytes), "{}", s.display());
+        assert!(bytes.len() as u64 >= log_opts(&kept).segment_bytes.min(1 << 20));
+    }
     assert_eq!(report.events, size);
     assert!(
         st.acked > 0,

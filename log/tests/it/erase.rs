@@ -4,7 +4,7 @@
 //! refused; the journal is finished or discarded on open.
 //! (Power cuts at each step of an erasure: `powercut.rs`.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use scopehold_log::codec::{self, Frame, SEGMENT_HEADER_LEN};
 use scopehold_log::{
@@ -23,7 +23,8 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_file() {
+        // The spare holds nothing but zeros, and is removed when the options change.
+        if p.is_file() && !common::is_spare(&p) {
             v.extend(std::fs::read(p).unwrap());
         }
     }
@@ -147,26 +148,27 @@ fn what_may_not_be_erased_is_refused_with_nothing_changed() {
     log.close().unwrap();
 }
 
-/// The frame of event `seq` in the first segment of `dir`, as (range, bytes of the file).
-fn frame_of(dir: &Path, seq: u64) -> (std::ops::Range<usize>, Vec<u8>) {
-    let seg = common::segment(dir);
-    let bytes = std::fs::read(&seg).unwrap();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < bytes.len() {
-        let d = codec::decode_frame(&bytes[pos..]).unwrap();
-        if let Frame::Event(p) = d.frame
-            && p.envelope.seq == seq
-        {
-            return (pos..pos + d.total_len, bytes);
+/// The frame of event `seq` in `dir`, as (segment, range, bytes of the segment).
+fn frame_of(dir: &Path, seq: u64) -> (PathBuf, std::ops::Range<usize>, Vec<u8>) {
+    for seg in common::segments(dir) {
+        let bytes = std::fs::read(&seg).unwrap();
+        let mut pos = SEGMENT_HEADER_LEN;
+        while !common::zeros_from(&bytes, pos) {
+            let d = codec::decode_frame(&bytes[pos..]).unwrap();
+            if let Frame::Event(p) = d.frame
+                && p.envelope.seq == seq
+            {
+                return (seg, pos..pos + d.total_len, bytes);
+            }
+            pos += d.total_len;
         }
-        pos += d.total_len;
     }
-    panic!("event {seq} not in the first segment")
+    panic!("event {seq} not in the log")
 }
 
 /// Rewrites event `seq`'s frame as `f(envelope bytes)` would frame it (CRC recomputed).
 fn rewrite_frame(dir: &Path, seq: u64, f: impl FnOnce(&[u8], u32) -> Vec<u8>) {
-    let (range, mut bytes) = frame_of(dir, seq);
+    let (seg, range, mut bytes) = frame_of(dir, seq);
     let d = codec::decode_frame(&bytes[range.clone()]).unwrap();
     let Frame::Event(p) = d.frame else {
         unreachable!()
@@ -174,7 +176,7 @@ fn rewrite_frame(dir: &Path, seq: u64, f: impl FnOnce(&[u8], u32) -> Vec<u8>) {
     let new = f(p.envelope_bytes, p.envelope.body_len);
     assert_eq!(new.len(), range.len());
     bytes.splice(range, new);
-    std::fs::write(common::segment(dir), bytes).unwrap();
+    std::fs::write(seg, bytes).unwrap();
 }
 
 #[test]
@@ -289,6 +291,13 @@ fn interrupted_erasure(dir: &Path, seqs: &[u64]) -> Vec<u8> {
         fn open_append(&self, p: &Path) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
             scopehold_log::StdStorage.open_append(p)
         }
+        fn open_at(
+            &self,
+            p: &Path,
+            offset: u64,
+        ) -> std::io::Result<Box<dyn scopehold_log::StorageFile>> {
+            scopehold_log::StdStorage.open_at(p, offset)
+        }
         fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
             scopehold_log::StdStorage.rename(a, b)
         }
@@ -329,9 +338,9 @@ fn an_interrupted_erasure_is_finished_on_open_and_read_as_done_meanwhile() {
     assert!(contains(&all_bytes(d.path()), &common::body_of(8)));
     assert_eq!(verify(d.path()).unwrap().erased_bodies, 2);
     // Half overwritten (as a power cut could leave it): the verifier still reads it as done.
-    let (range, mut bytes) = frame_of(d.path(), 2);
+    let (seg, range, mut bytes) = frame_of(d.path(), 2);
     bytes[range.end - 10..range.end].fill(0);
-    std::fs::write(common::segment(d.path()), &bytes).unwrap();
+    std::fs::write(seg, &bytes).unwrap();
     assert_eq!(verify(d.path()).unwrap().erased_bodies, 2);
 
     let log = Log::open(d.path(), key(), opts()).unwrap();
@@ -365,19 +374,19 @@ fn a_torn_journal_is_discarded_and_a_foreign_one_refused() {
     log_of(other.path(), 12);
     let foreign = interrupted_erasure(other.path(), &[5]);
     std::fs::write(d.path().join(ERASE_JOURNAL), &foreign).unwrap();
-    let before = std::fs::read(common::segment(d.path())).unwrap();
+    let (seg5, _, before) = frame_of(d.path(), 5);
     match Log::open(d.path(), key(), opts()) {
         Err(LogError::Invalid(m)) => assert!(m.contains("another log"), "{m}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(std::fs::read(common::segment(d.path())).unwrap(), before);
+    assert_eq!(std::fs::read(&seg5).unwrap(), before);
 
     // This log's own journal, but the frame it names has changed since (its envelope): the
     // open is refused as corruption at that frame, and nothing is written.
     std::fs::write(d.path().join(ERASE_JOURNAL), &journal).unwrap();
-    let (range, mut bytes) = frame_of(d.path(), 5);
+    let (seg, range, mut bytes) = frame_of(d.path(), 5);
     bytes[range.start + 20] ^= 1; // inside the envelope (its time)
-    std::fs::write(common::segment(d.path()), &bytes).unwrap();
+    std::fs::write(&seg, &bytes).unwrap();
     match Log::open(d.path(), key(), opts()) {
         Err(LogError::Corrupted {
             offset,
@@ -390,5 +399,5 @@ fn a_torn_journal_is_discarded_and_a_foreign_one_refused() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(std::fs::read(common::segment(d.path())).unwrap(), bytes);
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
 }

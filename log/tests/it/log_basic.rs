@@ -251,8 +251,14 @@ fn concurrent_appenders(pipeline: bool) {
 
 #[test]
 fn readers_see_a_live_log_up_to_its_last_checkpoint() {
+    for (version, o) in common::both_versions() {
+        readers_see_a_live_log(version, o);
+    }
+}
+
+fn readers_see_a_live_log(version: &str, o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = Log::create(d.path(), key(), opts()).unwrap();
+    let log = Log::create(d.path(), key(), o.clone()).unwrap();
     for i in 0..5 {
         log.append(common::entry(i)).unwrap();
     }
@@ -263,24 +269,31 @@ fn readers_see_a_live_log_up_to_its_last_checkpoint() {
     }
     assert!(reader.refresh().unwrap());
     assert_eq!(reader.size(), 9);
-    // Bytes after the last checkpoint, as a reader sees a batch being written: while the
-    // writer holds the log they are pending, not an error, and readers do not see them.
+    // Bytes after the last checkpoint, as a reader sees a batch being written (into the
+    // zeros of a pre-zeroed segment, or past the end of a version-1 one): while the writer
+    // holds the log they are pending, not an error, and readers do not see them.
     let seg = common::segment(d.path());
-    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    std::io::Write::write_all(&mut f, &[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    common::write_at(
+        &seg,
+        common::committed_end(d.path()),
+        &[0x40, 0, 0, 0, 1, 2, 3],
+    );
     let live = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
-    assert_eq!(live.events, 9);
-    assert_eq!(live.pending_bytes, 7);
+    assert_eq!(live.events, 9, "{version}");
+    assert_eq!(live.pending_bytes, 7, "{version}");
     assert!(!reader.refresh().unwrap());
     assert_eq!(LogReader::open(d.path(), None).unwrap().size(), 9);
     log.close().unwrap();
     // With no writer, nothing may lie outside the last checkpoint.
     let err = verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap_err();
-    assert_eq!(err.seq, Some(9), "{err}");
-    // Recovery cuts the torn tail; then the log verifies.
-    let log = Log::open(d.path(), key(), opts()).unwrap();
-    assert_eq!(log.recovery().truncated_bytes, 7);
+    assert_eq!(err.seq, Some(9), "{version}: {err}");
+    // Recovery removes the torn tail (cut off, or zeroed in place); then the log verifies.
+    let log = Log::open(d.path(), key(), o).unwrap();
+    assert_eq!(log.recovery().truncated_bytes, 7, "{version}");
     log.close().unwrap();
+    // Cut back to where it was (version 1), or still as preallocated (version 2).
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "{version}");
     assert_eq!(
         verify_log(d.path(), &key().public(), &VerifyOptions::default())
             .unwrap()
@@ -347,4 +360,235 @@ proptest! {
         }
         verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
     }
+}
+
+/// The property pre-zeroing exists for: an append into a pre-zeroed segment overwrites zeros
+/// and leaves the file's length (and its allocation) as it was, so its fdatasync has no
+/// metadata to commit. Rolled segments are preallocated to the segment size before use.
+#[test]
+fn an_append_into_a_prezeroed_segment_does_not_change_the_file_length() {
+    use std::os::unix::fs::MetadataExt;
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 64 << 10,
+        ..opts()
+    };
+    let log = Log::create(d.path(), key(), o.clone()).unwrap();
+    let seg = common::segment(d.path());
+    let before = std::fs::metadata(&seg).unwrap();
+    assert_eq!(before.len(), 64 << 10);
+    // Zeros written, not a hole: every block is allocated before the first append.
+    assert!(
+        before.blocks() * 512 >= before.len(),
+        "{} blocks",
+        before.blocks()
+    );
+    for i in 0..40 {
+        log.append(common::entry(i)).unwrap();
+        let now = std::fs::metadata(&seg).unwrap();
+        assert_eq!(
+            (now.len(), now.blocks()),
+            (before.len(), before.blocks()),
+            "append {i}"
+        );
+    }
+    // Across rolls: every segment has the size it was made with.
+    for i in 40..1500 {
+        log.append(common::entry(i)).unwrap();
+    }
+    log.close().unwrap();
+    let segs = common::segments(d.path());
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    for s in &segs {
+        let bytes = std::fs::read(s).unwrap();
+        assert_eq!(bytes.len(), 64 << 10, "{}", s.display());
+        assert!(common::is_prezeroed(&bytes), "{}", s.display());
+    }
+    assert_eq!(
+        verify_log(d.path(), &key().public(), &VerifyOptions::default())
+            .unwrap()
+            .events,
+        1500
+    );
+}
+
+/// The spare: made ahead of need, whole or not at all under its name; at open a whole one
+/// is kept (even with the opening of a roll that crashed before its rename written into
+/// it), a half-made or wrong-sized one removed.
+#[test]
+fn the_spare_segment_is_kept_reused_or_removed_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        segment_bytes: 16 << 10,
+        ..opts()
+    };
+    make_log(d.path(), 40, 1, o.clone());
+    let spare = d.path().join("segment.spare");
+    let tmp = d.path().join("segment.spare.tmp");
+    assert_eq!(std::fs::metadata(&spare).unwrap().len(), 16 << 10);
+    assert!(!tmp.exists());
+    // A roll that crashed after writing its opening into the spare, before the rename; and a
+    // spare that a crash cut short.
+    let reader = LogReader::open(d.path(), None).unwrap();
+    let mut opening = scopehold_log::codec::encode_segment_header(
+        &reader.log_id(),
+        9,
+        scopehold_log::codec::SEGMENT_V2,
+    );
+    scopehold_log::codec::put_checkpoint_frame(
+        &mut opening,
+        &reader.checkpoint().body.encode(),
+        &reader.checkpoint().signature,
+    );
+    common::write_at(&spare, 0, &opening);
+    std::fs::write(&tmp, [0u8; 100]).unwrap();
+    let log = Log::open(d.path(), key(), o.clone()).unwrap();
+    assert!(log.recovery().spare_discarded);
+    assert!(!tmp.exists());
+    assert!(spare.exists(), "a whole spare is kept");
+    // Rolls into it (it is ready, so no zero-filling), and on.
+    let segs = common::segments(d.path()).len();
+    for i in 40..200 {
+        log.append(common::entry(i)).unwrap();
+    }
+    log.close().unwrap();
+    assert!(common::segments(d.path()).len() > segs);
+    assert_eq!(
+        verify_log(d.path(), &key().public(), &VerifyOptions::default())
+            .unwrap()
+            .events,
+        200
+    );
+    // A spare of another size than the segments now made is removed.
+    let o2 = LogOptions {
+        segment_bytes: 32 << 10,
+        ..opts()
+    };
+    assert!(spare.exists());
+    let log = Log::open(d.path(), key(), o2).unwrap();
+    assert!(log.recovery().spare_discarded);
+    log.close().unwrap();
+    assert!(!spare.exists() || std::fs::metadata(&spare).unwrap().len() == 32 << 10);
+}
+
+/// A log written before segment version 2: it keeps its version-1 segments as they are and
+/// appends go to a new pre-zeroed segment, started at open. A version-1 last segment that
+/// holds no event is replaced by a pre-zeroed one of the same name and contents. A writer
+/// with `preallocate` off keeps appending into a pre-zeroed segment and rolls to version 1.
+#[test]
+fn a_version_1_log_opens_and_appends_go_to_a_new_prezeroed_segment() {
+    for events in [0u64, 7] {
+        let d = tempfile::tempdir().unwrap();
+        make_log(d.path(), events, 3, common::v1_opts());
+        let old = common::segment(d.path());
+        let old_bytes = std::fs::read(&old).unwrap();
+        assert!(!common::is_prezeroed(&old_bytes));
+        let log = Log::open(d.path(), key(), opts()).unwrap();
+        let new = log.recovery().started_segment.clone().unwrap();
+        assert_eq!(new, d.path().join(format!("{events:020}.seg")));
+        for i in events..events + 5 {
+            log.append(common::entry(i)).unwrap();
+        }
+        log.close().unwrap();
+        let new_bytes = std::fs::read(&new).unwrap();
+        assert!(common::is_prezeroed(&new_bytes), "{events}");
+        if events > 0 {
+            assert_eq!(std::fs::read(&old).unwrap(), old_bytes, "left as it was");
+            assert_eq!(common::segments(d.path()).len(), 2);
+        } else {
+            assert_eq!(common::segments(d.path()).len(), 1, "replaced");
+        }
+        // A second open has nothing to start.
+        let log = Log::open(d.path(), key(), opts()).unwrap();
+        assert_eq!(log.recovery().started_segment, None);
+        log.close().unwrap();
+        let r = LogReader::open(d.path(), Some(&key().public())).unwrap();
+        assert_eq!(r.events_from(0).unwrap().count() as u64, events + 5);
+        for seq in 0..events + 5 {
+            assert_eq!(
+                &r.get(seq).unwrap().body.unwrap().bytes[..],
+                &body_of(seq)[..]
+            );
+        }
+        verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
+    }
+    // Mixed the other way: growing segments after a pre-zeroed one.
+    let d = tempfile::tempdir().unwrap();
+    let small = LogOptions {
+        segment_bytes: 2048,
+        ..opts()
+    };
+    make_log(d.path(), 10, 2, small);
+    let log = Log::open(
+        d.path(),
+        key(),
+        LogOptions {
+            segment_bytes: 2048,
+            ..common::v1_opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(log.recovery().started_segment, None);
+    for i in 10..60 {
+        log.append(common::entry(i)).unwrap();
+    }
+    log.close().unwrap();
+    let versions: Vec<bool> = common::segments(d.path())
+        .iter()
+        .map(|s| common::is_prezeroed(&std::fs::read(s).unwrap()))
+        .collect();
+    assert!(
+        versions.contains(&true) && versions.last() == Some(&false),
+        "{versions:?}"
+    );
+    let r = LogReader::open(d.path(), None).unwrap();
+    assert_eq!(r.events_from(0).unwrap().count(), 60);
+    verify_log(
+        d.path(),
+        &key().public(),
+        &VerifyOptions {
+            all_signatures: true,
+            trusted: None,
+        },
+    )
+    .unwrap();
+}
+
+/// One batch's write is bounded (it bounds how far a torn write can reach): entries that
+/// would exceed it together are refused before reaching the writer; appends that each fit
+/// are split into batches that do.
+#[test]
+fn entries_appended_together_are_bounded_by_one_batch() {
+    use scopehold_log::codec::MAX_BATCH_BYTES;
+    let d = tempfile::tempdir().unwrap();
+    let o = LogOptions {
+        pipeline: false,
+        ..opts()
+    };
+    let log = Arc::new(Log::create(d.path(), key(), o).unwrap());
+    let big = || Entry::public(1, vec![7u8; scopehold_log::codec::MAX_BODY_LEN]);
+    let n = MAX_BATCH_BYTES / scopehold_log::codec::MAX_BODY_LEN + 1;
+    assert!(!Log::fits_one_batch(
+        &(0..n).map(|_| big()).collect::<Vec<_>>()
+    ));
+    assert!(matches!(
+        log.append_batch((0..n).map(|_| big()).collect()),
+        Err(scopehold_log::AppendError::BatchTooLarge(_))
+    ));
+    // Many appenders of large entries at once: each batch stays within the bound.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || log.append_batch(vec![big(), big()]).unwrap())
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let st = log.status();
+    assert_eq!(st.size, 16);
+    assert!(st.bytes_written / st.batches <= MAX_BATCH_BYTES as u64);
+    assert!(st.batches >= 16 / (MAX_BATCH_BYTES / scopehold_log::codec::MAX_BODY_LEN) as u64);
+    Arc::try_unwrap(log).unwrap().close().unwrap();
+    verify_log(d.path(), &key().public(), &VerifyOptions::default()).unwrap();
 }
