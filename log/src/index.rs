@@ -126,7 +126,7 @@ pub(crate) fn reconcile(
             }
             _ => codec::SEGMENT_HEADER_LEN as u64,
         };
-        let tail = segment::read_tail(&seg.path, start)?;
+        let tail = segment::read_tail(&seg.path, start, segment::Reach::Committed)?;
         let scan = segment::scan(&tail.buf, start, tail.data_len);
         for (seq, off) in scan.events {
             if seq >= size {

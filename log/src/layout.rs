@@ -11,7 +11,7 @@ use crate::error::{FrameError, LogError};
 use crate::hash;
 use crate::index;
 use crate::keys::PublicKey;
-use crate::segment::{self, INDEX_FILE, SegmentInfo};
+use crate::segment::{self, INDEX_FILE, Reach, SegmentInfo};
 
 /// Where a log's committed history ends, as found on disk.
 #[derive(Debug)]
@@ -81,8 +81,11 @@ impl Layout {
 }
 
 /// Loads the layout of the log in `dir`. With `key`, the last checkpoint's signature is
-/// checked. Never modifies anything except the in-memory index.
-pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogError> {
+/// checked. `reach` says how much of a pre-zeroed last segment is read: all of it to check
+/// its zero tail ([`Reach::Whole`]), or only as far as its committed data
+/// ([`Reach::Committed`], which leaves `file_end` at the data's end). Never modifies anything
+/// except the in-memory index.
+pub(crate) fn load(dir: &Path, key: Option<&PublicKey>, reach: Reach) -> Result<Layout, LogError> {
     let mut segments = segment::list_segments(dir)?;
     if segments.is_empty() {
         return Err(LogError::NotFound(dir.to_path_buf()));
@@ -128,7 +131,7 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
             }
         }
         let scan = if header_ok {
-            let mut tail = segment::read_tail(&last.path, start)?;
+            let mut tail = segment::read_tail(&last.path, start, reach)?;
             let mut s = segment::scan(&tail.buf, start, tail.data_len);
             if s.last_checkpoint.is_none() && start != SEGMENT_HEADER_LEN as u64 {
                 // The index pointed past the last checkpoint (it can run ahead of a log that
@@ -136,7 +139,7 @@ pub(crate) fn load(dir: &Path, key: Option<&PublicKey>) -> Result<Layout, LogErr
                 index_entries.clear();
                 index_cleared = true;
                 start = SEGMENT_HEADER_LEN as u64;
-                tail = segment::read_tail(&last.path, start)?;
+                tail = segment::read_tail(&last.path, start, reach)?;
                 s = segment::scan(&tail.buf, start, tail.data_len);
             }
             Some((s, tail))

@@ -19,7 +19,7 @@ use crate::hash;
 use crate::index;
 use crate::keys::PublicKey;
 use crate::layout::{self, Layout};
-use crate::segment;
+use crate::segment::{self, Reach};
 
 /// An event body as stored. May hold (sealed) secret material: no `Debug` of its bytes, and
 /// zeroized when dropped.
@@ -107,14 +107,14 @@ impl LogReader {
     /// last checkpoint's signature is checked.
     pub fn open(dir: &Path, key: Option<&PublicKey>) -> Result<Self, LogError> {
         Ok(Self {
-            layout: layout::load(dir, key)?,
+            layout: layout::load(dir, key, Reach::Whole)?,
         })
     }
 
     /// Picks up events committed since opening. Returns whether the log grew.
     pub fn refresh(&mut self) -> Result<bool, LogError> {
         let before = self.size();
-        self.layout = layout::load(&self.layout.dir.clone(), None)?;
+        self.layout = layout::load(&self.layout.dir.clone(), None, Reach::Committed)?;
         Ok(self.size() > before)
     }
 

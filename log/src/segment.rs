@@ -160,10 +160,28 @@ fn header_of(f: &File) -> Option<SegmentHeader> {
     codec::segment_header(&h).ok()
 }
 
+/// How far [`read_tail`] reads a pre-zeroed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// To the end of the file, so that every byte of the zero tail is checked: opening the
+    /// log for writing, opening a reader, verification.
+    Whole,
+    /// Until the frames, read from the offset, reach a zero length followed by zeros: enough
+    /// to find where the committed data ends. A reader following a live log refreshes after
+    /// every batch; reading the rest of a 16 MiB segment each time would cost far more than
+    /// the batch. Whatever lies beyond (a torn write after a crash, stray bytes) is past
+    /// every checkpoint a reader can see, and the writer's open and verification judge it.
+    /// Damage before the zeros falls back to [`Reach::Whole`].
+    Committed,
+}
+
+/// Bytes read per call when following the frames ([`Reach::Committed`]).
+const FOLLOW_CHUNK: usize = 64 << 10;
+
 /// Reads a segment file from `offset` to its end. A version-2 (pre-zeroed) segment is read in
-/// chunks and its zero tail left out of memory (see [`Tail`]); any other file, a segment of
-/// version 1 or one whose header is damaged, is read whole.
-pub(crate) fn read_tail(path: &Path, offset: u64) -> Result<Tail, LogError> {
+/// chunks and its zero tail left out of memory (see [`Tail`]), as far as `reach` says; any
+/// other file, a segment of version 1 or one whose header is damaged, is read whole.
+pub(crate) fn read_tail(path: &Path, offset: u64, reach: Reach) -> Result<Tail, LogError> {
     let ctx = |what: &str| {
         let c = format!("{what} {}", path.display());
         move |e| LogError::io(c, e)
@@ -180,6 +198,9 @@ pub(crate) fn read_tail(path: &Path, offset: u64) -> Result<Tail, LogError> {
             data_len,
             file_end: offset + data_len as u64,
         });
+    }
+    if reach == Reach::Committed {
+        return follow_frames(path, f, offset);
     }
     // Zeros seen after the last nonzero byte so far, not yet put in `buf`.
     let mut zeros = 0usize;
@@ -211,6 +232,56 @@ pub(crate) fn read_tail(path: &Path, offset: u64) -> Result<Tail, LogError> {
         data_len,
         file_end: offset + read,
     })
+}
+
+/// [`Reach::Committed`]: reads `f` (positioned at `offset`) in small chunks, walking whole
+/// frames (length and CRC), and stops where the next frame's place holds a zero length and
+/// only zeros follow in what was read.
+fn follow_frames(path: &Path, mut f: File, offset: u64) -> Result<Tail, LogError> {
+    let mut buf = Vec::new();
+    let mut cur = 0usize;
+    loop {
+        let have = buf.len();
+        buf.resize(have + FOLLOW_CHUNK, 0);
+        let n = read_full(&mut f, &mut buf[have..])
+            .map_err(|e| LogError::io(format!("reading {}", path.display()), e))?;
+        buf.truncate(have + n);
+        loop {
+            let rest = &buf[cur..];
+            if rest.len() < FRAME_HEADER_LEN {
+                break;
+            }
+            if rest[..4] == [0; 4] {
+                if first_nonzero(rest, 0).is_none() {
+                    return Ok(Tail {
+                        data_len: cur,
+                        file_end: offset + cur as u64,
+                        buf,
+                    });
+                }
+                // Zeros, then data: damage, judged with the whole file in view.
+                return read_tail(path, offset, Reach::Whole);
+            }
+            match codec::read_frame(rest) {
+                Ok(fr) => cur += fr.total_len,
+                Err(FrameError::Truncated) => break,
+                Err(_) => return read_tail(path, offset, Reach::Whole),
+            }
+        }
+        if n == 0 {
+            // The end of the file with no zero tail (a full segment, or one copied up to its
+            // data): as a whole read would find it.
+            let data_len = nonzero_len(&buf);
+            buf.truncate(
+                data_len + (buf.len() - data_len).min(FRAME_HEADER_LEN + MAX_FRAME_LEN as usize),
+            );
+            return Ok(Tail {
+                data_len,
+                file_end: offset + have as u64,
+                buf,
+            });
+        }
+    }
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -39,7 +39,7 @@ use crate::hash;
 use crate::index::{self, IndexWriter};
 use crate::keys::{LogKey, PublicKey};
 use crate::layout;
-use crate::segment::{self, INDEX_FILE, LOCK_FILE, SPARE_FILE, SPARE_TMP_FILE};
+use crate::segment::{self, INDEX_FILE, LOCK_FILE, Reach, SPARE_FILE, SPARE_TMP_FILE};
 use crate::storage::{StdStorage, Storage, StorageFile};
 
 /// The writer's time source: milliseconds since the Unix epoch. A seam so that tests and
@@ -455,7 +455,7 @@ impl Log {
                 None => erase_journal_discarded = true,
             }
         }
-        let lay = layout::load(dir, Some(&public))?;
+        let lay = layout::load(dir, Some(&public), Reach::Whole)?;
         let cp = lay.checkpoint;
 
         // The kept checkpoint catches a log cut back to an older, validly signed state.
@@ -1534,7 +1534,7 @@ impl Syncer {
         seqs.dedup();
         let failed = |e: LogError| EraseError::Failed(e.to_string());
         // Nothing is in flight: this thread is the one that writes, and it is here.
-        let lay = layout::load(&self.dir, None).map_err(failed)?;
+        let lay = layout::load(&self.dir, None, Reach::Committed).map_err(failed)?;
         let mut out = Erased::default();
         let mut entries = Vec::new();
         let mut buf = Zeroizing::new(Vec::new());
