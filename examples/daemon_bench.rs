@@ -23,12 +23,15 @@
 #[path = "common/load.rs"]
 mod load;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use scopehold::api::{endpoint, wire};
+use scopehold::cli::client;
 
 const VALUE: &str = "sk-bench-0123456789abcdef0123456789abcdef";
 
@@ -70,45 +73,6 @@ fn args() -> Args {
     }
     a.bin = std::fs::canonicalize(&a.bin).expect("--bin: no such binary");
     a
-}
-
-/// One HTTP/1.1 keep-alive connection to the daemon, blocking: enough for set-up and status.
-struct Conn {
-    r: BufReader<UnixStream>,
-}
-
-impl Conn {
-    fn new(sock: &Path) -> Self {
-        Self {
-            r: BufReader::new(UnixStream::connect(sock).expect("connect")),
-        }
-    }
-
-    fn call(&mut self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        let body = body.unwrap_or("");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: scopehold\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.r.get_mut().write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        let status: u16 = line.get(9..12).unwrap().parse().unwrap();
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut buf = vec![0; len];
-        self.r.read_exact(&mut buf).unwrap();
-        (status, serde_json::from_slice(&buf).unwrap_or_default())
-    }
 }
 
 struct Daemon {
@@ -205,11 +169,11 @@ impl Daemon {
 
     /// (events, fdatasyncs, bytes) the daemon's log committed since start.
     fn commits(&self) -> (u64, u64, u64) {
-        let (st, v) = Conn::new(&self.sock).call("GET", "/v1/status", None);
-        assert_eq!(st, 200, "{v}");
-        let c = &v["commits"];
-        let n = |k: &str| c[k].as_u64().unwrap();
-        (n("events"), n("batches"), n("bytes"))
+        let s = client::call::<endpoint::Status>(&self.sock, &wire::Empty {}, None).unwrap();
+        let c = s
+            .commits
+            .expect("status commits are for admins: run as the admin member");
+        (c.events, c.batches, c.bytes)
     }
 
     fn stop(mut self) {
@@ -324,24 +288,25 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
         None,
     );
     if a.agents > 0 {
-        let mut c = Conn::new(&d.sock);
         let t0 = Instant::now();
         for i in 0..a.agents {
-            let (st, v) = c.call(
-                "POST",
-                "/v1/agents",
-                Some(&format!("{{\"name\":\"load-{i}\"}}")),
-            );
-            assert_eq!(st, 200, "{v}");
+            let name = format!("load-{i}");
+            let req = wire::AgentCreateRequest {
+                name: name.parse().unwrap(),
+                uid: None,
+            };
+            client::call::<endpoint::AgentCreate>(&d.sock, &req, None).unwrap();
             if i < a.grants {
-                let (st, v) = c.call(
-                    "POST",
-                    "/v1/grants",
-                    Some(&format!(
-                        "{{\"identity\":\"agent:load-{i}\",\"secret\":\"openai/prod\",\"project\":\"bench\"}}"
-                    )),
-                );
-                assert_eq!(st, 200, "{v}");
+                let req = wire::GrantCreateRequest {
+                    identity: format!("agent:{name}").parse().unwrap(),
+                    secret: "openai/prod".parse().unwrap(),
+                    project: "bench".parse().unwrap(),
+                    ttl_secs: None,
+                    max_uses: None,
+                    rate_per_min: None,
+                    uid: None,
+                };
+                client::call::<endpoint::GrantCreate>(&d.sock, &req, None).unwrap();
             }
         }
         eprintln!(

@@ -608,7 +608,7 @@ fn a_reader_following_a_live_log_sees_every_batch_and_every_roll() {
             let batch: Vec<_> = (0..1 + round % 7)
                 .map(|k| {
                     // Large bodies now and then, so that frames straddle the reader's chunks.
-                    let big = (n + k) % 11 == 0;
+                    let big = (n + k).is_multiple_of(11);
                     let body = vec![b'a' + (round % 26) as u8; if big { 70_000 } else { 40 }];
                     Entry::secret(3, body).unwrap()
                 })
