@@ -231,6 +231,29 @@ impl Daemon {
         c
     }
 
+    /// A live `run --proxy` whose child writes `echo` (shell words, e.g. `$ACME_API_KEY`) to
+    /// `dir/ph`, then stays alive until `dir/go` exists (at most 20 s). Returns the run
+    /// (killed when dropped) and the line its child wrote; write `dir/go` to let it end.
+    fn held_run(&self, cred: &str, dir: &Path, echo: &str) -> (Killed, String) {
+        let (ph, go) = (dir.join("ph"), dir.join("go"));
+        let _ = std::fs::remove_file(&ph);
+        let _ = std::fs::remove_file(&go);
+        let script = format!(
+            r#"echo "{echo}" > {ph}
+i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
+            ph = ph.display(),
+            go = go.display()
+        );
+        let run = Killed(
+            self.run_proxy(cred, &["sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        (run, wait_file(&ph))
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args).output().unwrap();
         assert!(
@@ -559,8 +582,11 @@ time.sleep(30)
             .unwrap();
         let mut pid2 = None;
         for _ in 0..200 {
-            if let Ok(p) = std::fs::read_to_string(&ready2) {
-                pid2 = p.trim().parse::<u32>().ok();
+            // The file exists before its pid is written: wait for a whole pid.
+            pid2 = std::fs::read_to_string(&ready2)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok());
+            if pid2.is_some() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -769,22 +795,7 @@ fn revoking_an_agent_stops_its_live_runs_placeholders_at_once() {
     let up = upstream(dir.path());
     let d = Daemon::start(&up, &[]);
     let cred = d.set_up(&up);
-    let out = dir.path().join("ph");
-    let go = dir.path().join("go");
-    let script = format!(
-        r#"echo "$ACME_API_KEY" > {o}
-i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
-        o = out.display(),
-        go = go.display()
-    );
-    let run = Killed(
-        d.run_proxy(&cred, &["sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ph = wait_file(&out);
+    let (run, ph) = d.held_run(&cred, dir.path(), "$ACME_API_KEY");
     assert!(ph.starts_with("shr_"), "{ph}");
     let call = |path: &str| {
         curl_unix(
@@ -827,7 +838,7 @@ i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done"#,
     assert_eq!(up.seen.lock().unwrap().len(), n);
     let h = curl_unix(&d.socket, &["http://localhost/v1/health"]);
     assert_eq!(body_of(&h)["status"], "ok");
-    std::fs::write(&go, "").unwrap();
+    std::fs::write(dir.path().join("go"), "").unwrap();
     drop(run);
 }
 
@@ -977,23 +988,9 @@ fn another_uid_holding_a_live_placeholder_gets_nothing_by_any_path() {
     let listen = format!("127.0.0.1:{port}");
     let d = Daemon::start(&up, &["--proxy-listen", &listen]);
     let cred = d.set_up(&up);
-    let out = dir.path().join("out");
     let go = dir.path().join("go");
     // The child publishes its placeholder, then waits (bounded) while the stranger tries.
-    let script = format!(
-        r#"echo "$ACME_API_KEY" > {o}.ph
-i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#,
-        o = out.display(),
-        go = go.display()
-    );
-    let run = d
-        .run_proxy(&cred, &["sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let run = Killed(run);
-    let ph = wait_file(&PathBuf::from(format!("{}.ph", out.display())));
+    let (run, ph) = d.held_run(&cred, dir.path(), "$ACME_API_KEY");
     assert!(ph.starts_with("shr_"));
     let as_stranger = |args: &[String]| {
         let o = stranger.command("curl").args(args).output().unwrap();
@@ -1034,22 +1031,7 @@ i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#,
     drop(d);
     let d = Daemon::start(&up, &[]);
     let cred = d.set_up(&up);
-    let _ = std::fs::remove_file(&go);
-    let _ = std::fs::remove_file(format!("{}.ph", out.display()));
-    let script = format!(
-        r#"echo "$SCOPEHOLD_PROXY $ACME_API_KEY" > {o}.ph
-i=0; while [ ! -e {go} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done"#,
-        o = out.display(),
-        go = go.display()
-    );
-    let run = Killed(
-        d.run_proxy(&cred, &["sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = wait_file(&PathBuf::from(format!("{}.ph", out.display())));
+    let (run, line) = d.held_run(&cred, dir.path(), "$SCOPEHOLD_PROXY $ACME_API_KEY");
     let (relay, ph) = line.split_once(' ').unwrap();
     let o = stranger
         .command("curl")

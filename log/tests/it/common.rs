@@ -125,3 +125,18 @@ pub fn is_spare(p: &Path) -> bool {
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with("segment.spare"))
 }
+
+/// `verify_log` with every checkpoint's signature checked, as the console checks a bundle.
+pub fn verify_all(
+    dir: &Path,
+    key: &scopehold_log::PublicKey,
+) -> Result<scopehold_log::VerifyReport, scopehold_log::VerifyError> {
+    scopehold_log::verify_log(
+        dir,
+        key,
+        &scopehold_log::VerifyOptions {
+            all_signatures: true,
+            trusted: None,
+        },
+    )
+}

@@ -93,15 +93,7 @@ fn erased_bodies_are_gone_and_everything_still_verifies() {
     let report = verify(d.path()).unwrap();
     assert_eq!((report.events, report.erased_bodies), (31, 4));
     assert_eq!(report.head, verify(d.path()).unwrap().head);
-    let all = verify_log(
-        d.path(),
-        &key().public(),
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    let all = crate::common::verify_all(d.path(), &key().public()).unwrap();
     assert_eq!(all.erased_bodies, 4);
 
     let reader = LogReader::open(d.path(), Some(&key().public())).unwrap();

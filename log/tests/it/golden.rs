@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use scopehold_log::{
     Entry, Log, LogKey, LogOptions, LogReader, PublicKey, VerifyOptions, export, verify_bundle,
-    verify_log,
 };
 
 const SEED: [u8; 32] = *b"scopehold golden vector key seed";
@@ -189,10 +188,9 @@ fn common_segments(dir: &Path) -> Vec<String> {
     v
 }
 
-/// The frozen version-1 log, as a build of the first release left it: it opens, verifies,
-/// reads, exports as it did, and takes appends, which go to a new pre-zeroed segment.
-#[test]
-fn the_version_1_golden_log_opens_verifies_exports_and_takes_appends() {
+/// The committed version-1 golden directory, its public key, and a temporary log directory
+/// holding a copy of its segment.
+fn golden_v1_copy() -> (PathBuf, PublicKey, tempfile::TempDir) {
     let g = golden_dir();
     let key = PublicKey::from_arg(g.join("log.pub").to_str().unwrap()).unwrap();
     let d = tempfile::tempdir().unwrap();
@@ -201,6 +199,14 @@ fn the_version_1_golden_log_opens_verifies_exports_and_takes_appends() {
         d.path().join("00000000000000000000.seg"),
     )
     .unwrap();
+    (g, key, d)
+}
+
+/// The frozen version-1 log, as a build of the first release left it: it opens, verifies,
+/// reads, exports as it did, and takes appends, which go to a new pre-zeroed segment.
+#[test]
+fn the_version_1_golden_log_opens_verifies_exports_and_takes_appends() {
+    let (g, key, d) = golden_v1_copy();
     assert_eq!(
         expected_text(d.path()),
         std::fs::read_to_string(g.join("expected.txt")).unwrap()
@@ -226,15 +232,7 @@ fn the_version_1_golden_log_opens_verifies_exports_and_takes_appends() {
             .unwrap()
             .prezeroed()
     );
-    let r = verify_log(
-        d.path(),
-        &key,
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    let r = crate::common::verify_all(d.path(), &key).unwrap();
     assert_eq!(r.events, 6);
     let reader = LogReader::open(d.path(), Some(&key)).unwrap();
     assert_eq!(reader.events_from(0).unwrap().count(), 6);
@@ -250,23 +248,8 @@ fn the_version_1_golden_log_opens_verifies_exports_and_takes_appends() {
 
 #[test]
 fn the_committed_golden_files_verify_with_the_committed_public_key() {
-    let g = golden_dir();
-    let key = PublicKey::from_arg(g.join("log.pub").to_str().unwrap()).unwrap();
-    let d = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        g.join("00000000000000000000.seg"),
-        d.path().join("00000000000000000000.seg"),
-    )
-    .unwrap();
-    let r = verify_log(
-        d.path(),
-        &key,
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    let (g, key, d) = golden_v1_copy();
+    let r = crate::common::verify_all(d.path(), &key).unwrap();
     assert_eq!(r.events, 5);
     let b = verify_bundle(
         &std::fs::read(g.join("bundle.bin")).unwrap(),
@@ -280,15 +263,7 @@ fn the_committed_golden_files_verify_with_the_committed_public_key() {
     for n in V2_SEGMENTS {
         std::fs::copy(golden_v2_dir().join(n), d.path().join(n)).unwrap();
     }
-    let r2 = verify_log(
-        d.path(),
-        &key,
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    let r2 = crate::common::verify_all(d.path(), &key).unwrap();
     // Genesis, three batches, and the copy that opens the second segment.
     assert_eq!((r2.events, r2.head, r2.checkpoints), (5, r.head, 5));
 }

@@ -120,15 +120,7 @@ fn segments_roll_and_everything_stays_readable() {
         assert_eq!(reader.get(seq).unwrap().hash, receipts[seq as usize].hash);
     }
     assert_eq!(reader.events_from(0).unwrap().count(), 400);
-    verify_log(
-        d.path(),
-        &key().public(),
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    crate::common::verify_all(d.path(), &key().public()).unwrap();
     // Reopen and append across the roll boundary.
     let log = Log::open(d.path(), key(), o).unwrap();
     log.append(Entry::public(1, b"more".to_vec())).unwrap();
@@ -543,15 +535,7 @@ fn a_version_1_log_opens_and_appends_go_to_a_new_prezeroed_segment() {
     );
     let r = LogReader::open(d.path(), None).unwrap();
     assert_eq!(r.events_from(0).unwrap().count(), 60);
-    verify_log(
-        d.path(),
-        &key().public(),
-        &VerifyOptions {
-            all_signatures: true,
-            trusted: None,
-        },
-    )
-    .unwrap();
+    crate::common::verify_all(d.path(), &key().public()).unwrap();
 }
 
 /// One batch's write is bounded (it bounds how far a torn write can reach): entries that

@@ -341,6 +341,28 @@ impl std::fmt::Debug for FaultStorage {
 }
 
 impl FaultStorage {
+    /// An existing file opened read-write (never append: the bytes a positioned write
+    /// replaces are read first, and a positioned write to an O_APPEND file appends), tracked
+    /// so that a power cut can revert what was not synced. `pos`: where `write_all` writes
+    /// (`None` for a file only written with `write_at`).
+    fn open_tracked(
+        &self,
+        path: &Path,
+        op: Op,
+        pos: Option<u64>,
+    ) -> io::Result<Box<dyn StorageFile>> {
+        let mut st = self.lock();
+        st.gate(op, is_segment(path))?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let id = st.track_existing(path)?;
+        Ok(Box::new(FaultFile {
+            storage: self.clone(),
+            id,
+            file,
+            pos,
+        }))
+    }
+
     fn new(seed: u64) -> Self {
         Self(Arc::new(Mutex::new(State {
             rng: Rng::new(seed),
@@ -694,17 +716,7 @@ impl Storage for FaultStorage {
     }
 
     fn open_at(&self, path: &Path, offset: u64) -> io::Result<Box<dyn StorageFile>> {
-        let mut st = self.lock();
-        st.gate(Op::OpenAt, is_segment(path))?;
-        // Read and write, not append: the bytes a positioned write replaces are read first.
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let id = st.track_existing(path)?;
-        Ok(Box::new(FaultFile {
-            storage: self.clone(),
-            id,
-            file,
-            pos: Some(offset),
-        }))
+        self.open_tracked(path, Op::OpenAt, Some(offset))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -737,17 +749,7 @@ impl Storage for FaultStorage {
     }
 
     fn open_overwrite(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let mut st = self.lock();
-        st.gate(Op::OpenOverwrite, is_segment(path))?;
-        // Read and write, not append: a positioned write to an O_APPEND file appends.
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let id = st.track_existing(path)?;
-        Ok(Box::new(FaultFile {
-            storage: self.clone(),
-            id,
-            file,
-            pos: None,
-        }))
+        self.open_tracked(path, Op::OpenOverwrite, None)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
