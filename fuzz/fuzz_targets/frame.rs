@@ -81,9 +81,10 @@ fuzz_target!(|data: &[u8]| {
     if fix {
         fix_header_crc(&mut seg, SEGMENT_HEADER_LEN);
     }
-    if let Ok((log_id, first_seq)) = codec::decode_segment_header(&seg) {
+    if let Ok(h) = codec::segment_header(&seg) {
+        // Either version round-trips: the header names its own.
         assert_eq!(
-            codec::encode_segment_header(&log_id, first_seq),
+            codec::encode_segment_header(&h.log_id, h.first_seq, h.version),
             seg[..SEGMENT_HEADER_LEN]
         );
         if fix {
