@@ -269,8 +269,14 @@ fn request_raw_within(
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
     let read = s.take(MAX_ANSWER as u64).read_to_end(&mut buf);
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n");
+    // A daemon that answers early and closes with the rest of the request unread makes the
+    // kernel fail the read after its answer (ECONNRESET on a unix socket): an answer that is
+    // all here, its head and `content-length` bytes of body, stands whatever the write and
+    // the last read said.
+    let whole = split.is_some_and(|at| answer_is_whole(&buf, at));
     let split = match (sent, read, split) {
         (_, Ok(_), Some(split)) => split,
+        (_, Err(_), Some(split)) if whole => split,
         (Err(e), _, _) => {
             return Err(ClientError::Protocol(format!(
                 "the daemon closed the connection before the request was sent, with no answer: {e}"
@@ -291,6 +297,19 @@ fn request_raw_within(
     let mut body = Zeroizing::new(Vec::with_capacity(buf.len() - split - 4));
     body.extend_from_slice(&buf[split + 4..]);
     Ok(RawAnswer { status, body })
+}
+
+/// Whether `buf` holds a whole answer: a head ending at `split` with a `content-length`, and
+/// that many bytes after it.
+fn answer_is_whole(buf: &[u8], split: usize) -> bool {
+    let Ok(head) = std::str::from_utf8(&buf[..split]) else {
+        return false;
+    };
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| buf.len() >= split + 4 + n)
 }
 
 /// Calls an endpoint: its method and path from the route table, its request and response
