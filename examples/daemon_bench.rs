@@ -66,9 +66,12 @@ fn args() -> Args {
             "--agents" => a.agents = v().parse().expect("--agents N"),
             "--grants" => a.grants = v().parse().expect("--grants N"),
             "--dir" => a.dir = v().into(),
-            _ => panic!(
-                "usage: daemon_bench [--bin PATH] [--secs S] [--runs N] [--conc 1,4,16,64] [--agents N] [--grants N] [--dir DIR]"
-            ),
+            _ => {
+                eprintln!(
+                    "usage: daemon_bench [--bin PATH] [--secs S] [--runs N] [--conc 1,4,16,64] [--agents N] [--grants N] [--dir DIR]"
+                );
+                std::process::exit(2);
+            }
         }
     }
     a.bin = std::fs::canonicalize(&a.bin).expect("--bin: no such binary");
@@ -176,7 +179,15 @@ impl Daemon {
         (c.events, c.batches, c.bytes)
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        // The drop does it.
+    }
+}
+
+/// A bench that panics (a refused request, a failed set-up) stops its daemon too, rather
+/// than leave it running and loading the machine under the next run.
+impl Drop for Daemon {
+    fn drop(&mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,

@@ -3,8 +3,10 @@
 # still on this noisy machine where seconds do not (and where perf has no hardware counters).
 # The real `scopehold daemon` runs as its own process under valgrind; a separate client makes
 # N1 and then N2 resolutions on one keep-alive connection in two runs; the difference of the
-# daemon's totals divided by N2 - N1 removes start-up, set-up and shutdown.
-#   examples/instructions_per_resolution.sh BINARY [BINARY...]   (N1=200 N2=2200 by default)
+# daemon's totals divided by N2 - N1 removes start-up, set-up and shutdown. A second pair of
+# runs under valgrind's dhat counts heap allocations (blocks) and bytes allocated the same way.
+#   examples/instructions_per_resolution.sh BINARY [BINARY...]   (N1=200 N2=2200 by default;
+#   ALLOC=0 skips the allocation count)
 set -euo pipefail
 N1=${N1:-200}
 N2=${N2:-2200}
@@ -34,20 +36,30 @@ for _ in range(n):
 PY
 }
 
-# Total instructions of one daemon run that serves N resolutions.
+# Totals of one daemon run that serves N resolutions under TOOL: callgrind's instructions, or
+# dhat's "blocks bytes" allocated.
 run() {
-  local bin=$1 n=$2 dir sock pid tok out
+  local bin=$1 n=$2 tool=${3:-callgrind} dir sock pid tok out
   dir=$(mktemp -d "${TMPDIR:-/tmp}/sh-instr.XXXXXX")
   sock=$dir/s.sock
   export SCOPEHOLD_HOME=$dir/state SCOPEHOLD_SOCKET=$sock
   "$bin" init >/dev/null
-  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" daemon 2>"$dir/vg.log" &
+  if [ "$tool" = dhat ]; then
+    valgrind --tool=dhat --dhat-out-file=/dev/null "$bin" daemon 2>"$dir/vg.log" &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" daemon 2>"$dir/vg.log" &
+  fi
   pid=$!
   wait_socket "$sock" 600
   tok=$(grant_bench_agent "$bin")
   client "$sock" "$tok" "$n"
   kill -TERM "$pid"; wait "$pid" || true
-  out=$(grep -E '^(summary|totals):' "$dir/cg.out" | head -1 | awk '{print $2}')
+  if [ "$tool" = dhat ]; then
+    # "Total:     1,234 bytes in 56 blocks"
+    out=$(grep -E 'Total: ' "$dir/vg.log" | head -1 | tr -d , | awk '{print $6, $3}')
+  else
+    out=$(grep -E '^(summary|totals):' "$dir/cg.out" | head -1 | awk '{print $2}')
+  fi
   rm -rf "$dir"
   unset SCOPEHOLD_HOME SCOPEHOLD_SOCKET
   echo "$out"
@@ -59,5 +71,12 @@ for bin in "$@"; do
   b=$(run "$bin" "$N2")
   awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" -v bin="$bin" 'BEGIN {
     printf "INSTR %s: %.0f instructions per resolution (daemon totals %d after %d, %d after %d)\n", bin, (b - a) / (n2 - n1), a, n1, b, n2
+  }'
+  [ "${ALLOC:-1}" = 0 ] && continue
+  a=$(run "$bin" "$N1" dhat)
+  b=$(run "$bin" "$N2" dhat)
+  awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" -v bin="$bin" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    printf "ALLOC %s: %.1f allocations and %.0f bytes allocated per resolution\n", bin, (y[1] - x[1]) / (n2 - n1), (y[2] - x[2]) / (n2 - n1)
   }'
 done

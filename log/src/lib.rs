@@ -65,6 +65,6 @@ pub use verify::{
     verify_log_with_progress,
 };
 pub use writer::{
-    Callback, Clock, Entry, EraseCallback, Erased, FIRST_SEGMENT_BYTES, Log, LogOptions, Receipt,
-    Recovery, Status, system_clock,
+    Callback, Clock, Entry, EraseCallback, Erased, FIRST_SEGMENT_BYTES, Lead, Log, LogOptions,
+    Receipt, Recovery, Status, system_clock,
 };

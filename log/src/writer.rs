@@ -1,11 +1,14 @@
-//! The writer: many concurrent appenders, one writer thread, group commit.
+//! The writer: many concurrent appenders, group commit.
 //!
-//! Appenders hand entries to the writer over a channel. The writer takes everything queued
-//! (up to a bound), assigns sequence numbers, chains and frames the events, signs one
-//! checkpoint for the batch, writes events and checkpoint with one write, fdatasyncs, and
-//! only then acknowledges each appender with its sequence number. While it waits on the disk,
-//! new appends queue up and form the next batch, which is what makes throughput grow with the
-//! number of appenders.
+//! Appenders queue entries for the writer. Whoever commits takes everything queued (up to a
+//! bound), assigns sequence numbers, chains and frames the events, signs one checkpoint for
+//! the batch, writes events and checkpoint with one write, fdatasyncs, and only then
+//! acknowledges each appender with its sequence number. While it waits on the disk, new
+//! appends queue up and form the next batch, which is what makes throughput grow with the
+//! number of appenders. In the serial form (the default, see [`serial`]) an appender that
+//! finds the writer idle commits its own batch on its own thread, and the writer thread takes
+//! over only while appends keep arriving; the pipelined form hands every batch to a
+//! sequencer thread and a sync thread.
 //!
 //! Segments are pre-zeroed (segment version 2, see `FORMAT.md`): each is a file of a fixed
 //! size, filled with zeros and synced before any event goes there, so an append overwrites
@@ -84,9 +87,9 @@ pub struct LogOptions {
     pub max_batch_events: usize,
     /// Prepare (chain, sign) the next batch on a second thread while the current one is
     /// being fdatasync'd. Hides the signing time, which raises throughput against the raw
-    /// fdatasync ceiling, but forms smaller batches; on a 2-core machine shared with an HTTP
-    /// server the serial form measured better end to end, so the daemon turns it off (see
-    /// `log_bench` and `resolve_bench`).
+    /// fdatasync ceiling, but forms smaller batches and hands every batch between threads;
+    /// on a 2-core machine shared with an HTTP server the serial form (the default) measured
+    /// better end to end (see `log_bench` and `daemon_bench`).
     pub pipeline: bool,
     /// Open a log with events although its kept checkpoint file is missing (a new one is
     /// written from the log as found). For recovery by hand only.
@@ -118,7 +121,7 @@ impl Default for LogOptions {
             segment_bytes: 16 << 20,
             preallocate: true,
             max_batch_events: 4096,
-            pipeline: true,
+            pipeline: false,
             accept_missing_checkpoint: false,
             clock: system_clock(),
         }
@@ -163,20 +166,26 @@ impl Entry {
     /// exports.
     pub fn secret(kind: u16, body: Vec<u8>) -> Result<Self, AppendError> {
         let mut salt = [0u8; SALT_LEN];
+        // Wrapped first, so that the body is wiped even if no salt can be had; moved, not
+        // copied, into the entry.
         let body = Zeroizing::new(body);
         getrandom::fill(&mut salt).map_err(|e| AppendError::Random(e.to_string()))?;
-        Ok(Self::secret_with_salt(kind, body.to_vec(), salt))
+        Ok(Self::sealed(kind, body, salt))
     }
 
     /// As [`secret`](Self::secret) with a caller-chosen salt (golden vectors; a caller that
     /// derives salts itself). A salt must never be reused.
     pub fn secret_with_salt(kind: u16, body: Vec<u8>, salt: [u8; SALT_LEN]) -> Self {
+        Self::sealed(kind, Zeroizing::new(body), salt)
+    }
+
+    fn sealed(kind: u16, body: Zeroizing<Vec<u8>>, salt: [u8; SALT_LEN]) -> Self {
         let commitment = hash::commit_body(&salt, &body);
         Self {
             kind,
             class: BodyClass::Secret,
             salt: Some(salt),
-            body: Zeroizing::new(body),
+            body,
             commitment,
         }
     }
@@ -253,8 +262,9 @@ pub struct Recovery {
     pub started_segment: Option<PathBuf>,
 }
 
-/// What [`Log::submit`] calls, from the writer thread, once a batch is durable and signed
-/// (one receipt per entry, in order) or has failed.
+/// What [`Log::submit`] calls once a batch is durable and signed (one receipt per entry, in
+/// order) or has failed: from the writer thread, or from the thread of whichever appender
+/// committed the batch. It must not block; it may append again.
 pub type Callback = Box<dyn FnOnce(Result<Vec<Receipt>, AppendError>) + Send>;
 
 /// What [`Log::erase`] did.
@@ -276,9 +286,19 @@ enum Msg {
     Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
 
+mod serial;
+
+/// How appends reach the writer.
+enum Front {
+    /// Over a channel to the sequencer thread (pipelined).
+    Channel(mpsc::Sender<Msg>),
+    /// Through a queue that an idle writer lets the appender commit itself (serial).
+    Serial(Arc<serial::Serial>),
+}
+
 /// An open, writable log. One per log directory (an exclusive lock enforces it).
 pub struct Log {
-    tx: Option<mpsc::Sender<Msg>>,
+    front: Option<Front>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Mutex<Status>>,
     dir: PathBuf,
@@ -659,36 +679,40 @@ impl Log {
             bytes_written: 0,
             appended: 0,
         }));
-        let (tx, rx) = mpsc::channel();
         let dir = state.dir.clone();
         let log_id = state.log_id;
         let public = state.key.public();
         let pipeline = state.opts.pipeline;
         let (sequencer, syncer) = state.split(shared.clone());
-        let thread = if pipeline {
+        let (front, thread) = if pipeline {
             // Rendezvous: the sequencer prepares the next batch while the syncer waits on
             // the disk, and hands it over the moment the syncer is free; at most one batch is
             // ever written but unsynced.
+            let (tx, rx) = mpsc::channel();
             let (prep_tx, prep_rx) = mpsc::sync_channel(0);
             let syncer_thread = std::thread::Builder::new()
                 .name("scopehold-log-sync".into())
                 .spawn(move || syncer.run(prep_rx))
                 .expect("spawning the log sync thread");
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("scopehold-log-seq".into())
                 .spawn(move || {
-                    sequencer.run(rx, Stage2::Pipelined(prep_tx));
+                    sequencer.run(rx, prep_tx);
                     let _ = syncer_thread.join();
                 })
-                .expect("spawning the log writer thread")
+                .expect("spawning the log writer thread");
+            (Front::Channel(tx), thread)
         } else {
-            std::thread::Builder::new()
+            let serial = serial::Serial::new(sequencer, syncer);
+            let run = serial.clone();
+            let thread = std::thread::Builder::new()
                 .name("scopehold-log-writer".into())
-                .spawn(move || sequencer.run(rx, Stage2::Inline(Box::new(syncer))))
-                .expect("spawning the log writer thread")
+                .spawn(move || run.run())
+                .expect("spawning the log writer thread");
+            (Front::Serial(serial), thread)
         };
         Self {
-            tx: Some(tx),
+            front: Some(front),
             thread: Some(thread),
             shared,
             dir,
@@ -723,21 +747,47 @@ impl Log {
     }
 
     /// Queues entries to be committed together (one batch, consecutive sequence numbers) and
-    /// calls `done` from the writer thread once they are durable and checkpointed, or failed.
-    /// For async callers: `done` can complete a oneshot channel.
+    /// calls `done` once they are durable and checkpointed, or failed. For async callers:
+    /// `done` can complete a oneshot channel.
+    ///
+    /// A serial log (`pipeline` off) whose writer is idle commits the batch on the calling
+    /// thread before returning (so `done` may run before `submit` returns); otherwise the
+    /// writer thread commits it. A caller that decides what to append under a lock of its own
+    /// should use [`queue`](Self::queue) instead, and commit outside that lock.
     pub fn submit(&self, entries: Vec<Entry>, done: Callback) {
+        self.queue(entries, done).commit();
+    }
+
+    /// As [`submit`](Self::submit), but the commit on the calling thread (if the writer is
+    /// idle) waits for [`Lead::commit`], or for the [`Lead`] to be dropped. Sequence numbers
+    /// follow the order of the calls to `queue`, so a caller can decide under its own lock, in
+    /// order, and commit once it has released it: other appenders then queue behind this one
+    /// during its fdatasync instead of waiting for the lock.
+    pub fn queue(&self, entries: Vec<Entry>, done: Callback) -> Lead<'_> {
+        let idle = Lead { serial: None };
         if let Some(e) = entries.iter().find(|e| e.body.len() > MAX_BODY_LEN) {
-            return done(Err(AppendError::TooLarge(e.body.len())));
+            done(Err(AppendError::TooLarge(e.body.len())));
+            return idle;
         }
         if !Self::fits_one_batch(&entries) {
-            return done(Err(AppendError::BatchTooLarge(batch_len(&entries))));
+            done(Err(AppendError::BatchTooLarge(batch_len(&entries))));
+            return idle;
         }
-        let Some(tx) = &self.tx else {
-            return done(Err(AppendError::Closed));
-        };
-        if let Err(mpsc::SendError(Msg::Append(_, done))) = tx.send(Msg::Append(entries, done)) {
-            done(Err(AppendError::Closed));
+        match &self.front {
+            None => done(Err(AppendError::Closed)),
+            Some(Front::Channel(tx)) => {
+                if let Err(mpsc::SendError(Msg::Append(_, done))) =
+                    tx.send(Msg::Append(entries, done))
+                {
+                    done(Err(AppendError::Closed));
+                }
+            }
+            Some(Front::Serial(s)) => {
+                s.push(Msg::Append(entries, done));
+                return Lead { serial: Some(s) };
+            }
         }
+        idle
     }
 
     /// Whether `entries` can be appended together: one batch's write (its frames and its
@@ -782,11 +832,14 @@ impl Log {
     ///
     /// [`Record::erased`]: crate::Record::erased
     pub fn submit_erase(&self, seqs: Vec<u64>, done: EraseCallback) {
-        let Some(tx) = &self.tx else {
-            return done(Err(EraseError::Closed));
-        };
-        if let Err(mpsc::SendError(Msg::Erase(_, done))) = tx.send(Msg::Erase(seqs, done)) {
-            done(Err(EraseError::Closed));
+        match &self.front {
+            None => done(Err(EraseError::Closed)),
+            Some(Front::Channel(tx)) => {
+                if let Err(mpsc::SendError(Msg::Erase(_, done))) = tx.send(Msg::Erase(seqs, done)) {
+                    done(Err(EraseError::Closed));
+                }
+            }
+            Some(Front::Serial(s)) => s.push(Msg::Erase(seqs, done)),
         }
     }
 
@@ -809,11 +862,18 @@ impl Log {
     }
 
     fn shutdown(&mut self) -> Result<(), CloseError> {
-        let Some(tx) = self.tx.take() else {
+        let Some(front) = self.front.take() else {
             return Ok(());
         };
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let r = if tx.send(Msg::Close(ack_tx)).is_ok() {
+        let sent = match front {
+            Front::Channel(tx) => tx.send(Msg::Close(ack_tx)).is_ok(),
+            Front::Serial(s) => {
+                s.push(Msg::Close(ack_tx));
+                true
+            }
+        };
+        let r = if sent {
             ack_rx.recv().unwrap_or(Ok(()))
         } else {
             Ok(())
@@ -828,6 +888,41 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+/// Entries queued by [`Log::queue`]: committing them on this thread, if the writer is idle,
+/// waits for [`commit`](Self::commit) or the drop. Hold it only as long as the lock under
+/// which they were decided; a queued batch waits for it (or for a commit already under way).
+#[must_use = "the entries are committed when this is committed or dropped"]
+pub struct Lead<'a> {
+    serial: Option<&'a serial::Serial>,
+}
+
+impl Lead<'_> {
+    /// Commits the queued entries on this thread if the writer is idle (blocking for their
+    /// write and fdatasync); returns at once if a commit is under way (its committer takes
+    /// them). Either way the entries' callback reports the outcome.
+    pub fn commit(mut self) {
+        if let Some(s) = self.serial.take() {
+            s.lead();
+        }
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.serial.take() {
+            s.lead();
+        }
+    }
+}
+
+impl std::fmt::Debug for Lead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lead")
+            .field("pending", &self.serial.is_some())
+            .finish()
     }
 }
 
@@ -1052,48 +1147,17 @@ fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
         .clone()
 }
 
-/// Where prepared batches go: to the sync thread (pipelined), or straight to the disk on the
-/// sequencer's own thread (serial: the batch is formed at the moment the disk is free, so it
-/// holds everything that arrived during the previous fdatasync).
-enum Stage2 {
-    Pipelined(mpsc::SyncSender<SyncMsg>),
-    Inline(Box<Syncer>),
-}
-
-impl Stage2 {
-    fn deliver(&mut self, msg: SyncMsg) {
-        match self {
-            Stage2::Pipelined(tx) => match tx.send(msg) {
-                Err(mpsc::SendError(SyncMsg::Batch(p))) => {
-                    for (cb, _) in p.callers {
-                        cb(Err(AppendError::Closed));
-                    }
-                }
-                Err(mpsc::SendError(SyncMsg::Erase(_, done))) => done(Err(EraseError::Closed)),
-                _ => {}
-            },
-            Stage2::Inline(sync) => match msg {
-                SyncMsg::Batch(p) => sync.commit(*p),
-                SyncMsg::Erase(seqs, done) => sync.erase(seqs, done),
-                SyncMsg::Close(ack) => {
-                    sync.finish();
-                    let _ = ack.send(sync.close_result());
-                }
-            },
+/// Hands a prepared batch (or an erasure, or the close) to the sync thread; fails it if that
+/// thread is gone.
+fn deliver(tx: &mpsc::SyncSender<SyncMsg>, msg: SyncMsg) {
+    match tx.send(msg) {
+        Err(mpsc::SendError(SyncMsg::Batch(p))) => {
+            for (cb, _) in p.callers {
+                cb(Err(AppendError::Closed));
+            }
         }
-    }
-    fn wait(&self) -> Duration {
-        match self {
-            Stage2::Pipelined(_) => Duration::from_secs(3600),
-            Stage2::Inline(sync) => sync.kept_wait(),
-        }
-    }
-    fn tick(&mut self) {
-        if let Stage2::Inline(sync) = self
-            && sync.kept_due()
-        {
-            sync.write_kept();
-        }
+        Err(mpsc::SendError(SyncMsg::Erase(_, done))) => done(Err(EraseError::Closed)),
+        _ => {}
     }
 }
 
@@ -1129,20 +1193,16 @@ struct Sequencer {
 }
 
 impl Sequencer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>, mut out: Stage2) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>, out: mpsc::SyncSender<SyncMsg>) {
         let mut batch: Vec<(Vec<Entry>, Callback)> = Vec::new();
         loop {
             let first = match self.carry.take() {
                 Some(m) => m,
-                None => match rx.recv_timeout(out.wait()) {
+                None => match rx.recv() {
                     Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        out.tick();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
+                    Err(mpsc::RecvError) => {
                         let (ack, _) = mpsc::sync_channel(1);
-                        out.deliver(SyncMsg::Close(ack));
+                        deliver(&out, SyncMsg::Close(ack));
                         return;
                     }
                 },
@@ -1188,13 +1248,13 @@ impl Sequencer {
                     }
                 } else {
                     let p = self.prepare(&mut batch);
-                    out.deliver(SyncMsg::Batch(Box::new(p)));
+                    deliver(&out, SyncMsg::Batch(Box::new(p)));
                 }
             }
             if let Some((seqs, done)) = erase {
                 match poisoned_reason(&self.shared) {
                     Some(why) => done(Err(EraseError::Poisoned(why))),
-                    None => out.deliver(SyncMsg::Erase(seqs, done)),
+                    None => deliver(&out, SyncMsg::Erase(seqs, done)),
                 }
             }
             if let Some(ack) = close {
@@ -1206,7 +1266,7 @@ impl Sequencer {
                         Msg::Close(_) => {}
                     }
                 }
-                out.deliver(SyncMsg::Close(ack));
+                deliver(&out, SyncMsg::Close(ack));
                 return;
             }
         }
@@ -1217,9 +1277,18 @@ impl Sequencer {
         let first_seq = self.next_seq;
         let mut head = self.head;
         let mut seq = self.next_seq;
-        let mut buf = Vec::new();
+        // Sized once: the batch's frames and checkpoint (growing it would leave copies of
+        // sealed bodies in freed memory, and cost a reallocation per doubling).
+        let events: usize = batch.iter().map(|(es, _)| es.len()).sum();
+        let mut buf = Vec::with_capacity(
+            batch
+                .iter()
+                .map(|(es, _)| batch_len(es) - CHECKPOINT_FRAME_LEN)
+                .sum::<usize>()
+                + CHECKPOINT_FRAME_LEN,
+        );
         // Offsets within the batch, until it is known which segment it goes to.
-        let mut offsets = Vec::new();
+        let mut offsets = Vec::with_capacity(events);
         let mut callers = Vec::with_capacity(batch.len());
         for (entries, cb) in batch.drain(..) {
             let mut receipts = Vec::with_capacity(entries.len());

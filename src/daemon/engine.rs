@@ -177,7 +177,13 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-type Pending = oneshot::Receiver<Result<Vec<Receipt>, scopehold_log::AppendError>>;
+/// A decision's events, queued in the log under the state lock: committed (on this task's
+/// thread, if the writer is idle) only by [`Engine::durable`], once that lock is released, so
+/// other requests decide and queue behind it during its fdatasync.
+struct Pending<'a> {
+    done: oneshot::Receiver<Result<Vec<Receipt>, scopehold_log::AppendError>>,
+    lead: scopehold_log::Lead<'a>,
+}
 
 /// Rebuilds the state by folding every event of the log (the log alone rebuilds state).
 /// An erased record must be a sealed value that a later `secret_deleted` lists
@@ -459,7 +465,11 @@ impl Engine {
 
     /// Applies `events` and submits them to the log, in one critical section with the
     /// decision that produced them (the caller holds `state`).
-    fn apply_and_submit(&self, state: &mut State, events: &[Event]) -> Result<Pending, ApiError> {
+    fn apply_and_submit(
+        &self,
+        state: &mut State,
+        events: &[Event],
+    ) -> Result<Pending<'_>, ApiError> {
         let entries = events
             .iter()
             .map(Event::to_entry)
@@ -508,7 +518,7 @@ impl Engine {
             .iter()
             .any(domain::watch::may_end_a_hold)
             .then(|| self.changes.clone());
-        self.log.submit(
+        let lead = self.log.queue(
             entries,
             Box::new(move |r| {
                 let durable = r.is_ok();
@@ -552,11 +562,17 @@ impl Engine {
                 _ => {}
             }
         }
-        Ok(rx)
+        Ok(Pending { done: rx, lead })
     }
 
-    async fn durable(&self, pending: Pending) -> Result<Vec<Receipt>, ApiError> {
-        match pending.await {
+    /// Commits queued events (see [`Pending`]) and waits until they are durable. Called with
+    /// the state lock released.
+    async fn durable(&self, pending: Pending<'_>) -> Result<Vec<Receipt>, ApiError> {
+        let Pending { done, lead } = pending;
+        // Blocks this worker for one write and fdatasync when the writer is idle: cheaper,
+        // with one request in flight, than two thread hand-offs (see `scopehold_log::Lead`).
+        lead.commit();
+        match done.await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(log_failed(e)),
             Err(_) => Err(ApiError::LogUnavailable(

@@ -12,6 +12,7 @@ mod common;
 mod crash;
 mod erase;
 mod golden;
+mod lead;
 mod log_basic;
 mod powercut;
 mod recovery;
