@@ -147,15 +147,7 @@ impl Daemon {
 
     /// user+sys CPU seconds of the daemon so far.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .unwrap()
-            .unwrap() as f64;
-        ticks / hz
+        proc_cpu(&self.child.id().to_string())
     }
 
     /// (VmRSS, VmHWM) in KiB.
@@ -261,6 +253,8 @@ struct Fig {
     ev_per_sync: f64,
     bytes_per_sync: f64,
     cpu_us: f64,
+    daemon_cores: f64,
+    gen_cores: f64,
     raw_grow: f64,
     raw_zero: f64,
     raw_zero_p50: f64,
@@ -335,9 +329,9 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
     let mut figs = Vec::new();
     for &c in &a.conc {
         let (e0, b0, y0) = d.commits();
-        let cpu0 = d.cpu();
+        let (cpu0, gen0) = (d.cpu(), proc_cpu("self"));
         let r = load::run(&d.sock, &token, "openai/prod", "bench", c, a.secs);
-        let cpu1 = d.cpu();
+        let (cpu1, gen1) = (d.cpu(), proc_cpu("self"));
         let (e1, b1, y1) = d.commits();
         assert_eq!(r.errors, 0, "resolutions failed under load");
         let syncs = (b1 - b0).max(1) as f64;
@@ -353,6 +347,10 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
             ev_per_sync: ev,
             bytes_per_sync: bytes,
             cpu_us: (cpu1 - cpu0) * 1e6 / r.ok.max(1) as f64,
+            // Cores busy: is the run bound by the machine's CPUs (the daemon and this load
+            // generator share them) rather than by the disk?
+            daemon_cores: (cpu1 - cpu0) / r.secs,
+            gen_cores: (gen1 - gen0) / r.secs,
             raw_grow: grow * ev,
             raw_zero: zero * ev,
             raw_zero_p50: zero_p50,
@@ -366,6 +364,19 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
         rss_load,
         figs,
     }
+}
+
+/// user+sys CPU seconds of process `pid` ("self" for this one) so far.
+fn proc_cpu(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    ticks / hz
 }
 
 fn med_spread(v: impl Iterator<Item = f64>) -> (f64, f64, f64) {
@@ -388,13 +399,15 @@ fn main() {
         );
         for (c, f) in a.conc.iter().zip(&r.figs) {
             eprint!(
-                " | c{c} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} B/sync={:.0} cpu={:.1}us raw-grow={:.0} raw-zeroed={:.0} ({:.0}us)",
+                " | c{c} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} B/sync={:.0} cpu={:.1}us cores daemon={:.2} gen={:.2} raw-grow={:.0} raw-zeroed={:.0} ({:.0}us)",
                 f.rps,
                 f.p50,
                 f.p99,
                 f.ev_per_sync,
                 f.bytes_per_sync,
                 f.cpu_us,
+                f.daemon_cores,
+                f.gen_cores,
                 f.raw_grow,
                 f.raw_zero,
                 f.raw_zero_p50
@@ -417,12 +430,14 @@ fn main() {
         let (p99, _, _) = m(|f| f.p99);
         let (ev, _, _) = m(|f| f.ev_per_sync);
         let (cpu, _, _) = m(|f| f.cpu_us);
+        let (dc, _, _) = m(|f| f.daemon_cores);
+        let (gc, _, _) = m(|f| f.gen_cores);
         let (grow, _, _) = m(|f| f.raw_grow);
         let (zero, _, _) = m(|f| f.raw_zero);
         let (zp50, _, _) = m(|f| f.raw_zero_p50);
         let (frac, _, _) = m(|f| f.rps / f.raw_zero);
         line += &format!(
-            " | c{c} rps={rps:.0} ({rlo:.0}..{rhi:.0}) p50={p50:.0}us ({plo:.0}..{phi:.0}) p99={p99:.0}us ev/fsync={ev:.1} cpu/res={cpu:.1}us ceiling grow={grow:.0} zeroed={zero:.0} (p50 {zp50:.0}us) of-zeroed-ceiling={:.0}%",
+            " | c{c} rps={rps:.0} ({rlo:.0}..{rhi:.0}) p50={p50:.0}us ({plo:.0}..{phi:.0}) p99={p99:.0}us ev/fsync={ev:.1} cpu/res={cpu:.1}us cores daemon={dc:.2} gen={gc:.2} ceiling grow={grow:.0} zeroed={zero:.0} (p50 {zp50:.0}us) of-zeroed-ceiling={:.0}%",
             frac * 100.0
         );
     }
