@@ -7,8 +7,8 @@
 //! appends queue up and form the next batch, which is what makes throughput grow with the
 //! number of appenders. In the serial form (the default, see [`serial`]) an appender that
 //! finds the writer idle commits its own batch on its own thread, and the writer thread takes
-//! over only while appends keep arriving; the pipelined form hands every batch to a
-//! sequencer thread and a sync thread.
+//! over only while appends keep arriving; pipelined, that thread signs the next batch while
+//! a sync thread writes the last.
 //!
 //! Segments are pre-zeroed (segment version 2, see `FORMAT.md`): each is a file of a fixed
 //! size, filled with zeros and synced before any event goes there, so an append overwrites
@@ -24,7 +24,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -288,17 +288,9 @@ enum Msg {
 
 mod serial;
 
-/// How appends reach the writer.
-enum Front {
-    /// Over a channel to the sequencer thread (pipelined).
-    Channel(mpsc::Sender<Msg>),
-    /// Through a queue that an idle writer lets the appender commit itself (serial).
-    Serial(Arc<serial::Serial>),
-}
-
 /// An open, writable log. One per log directory (an exclusive lock enforces it).
 pub struct Log {
-    front: Option<Front>,
+    front: Option<Arc<serial::Serial>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Mutex<Status>>,
     dir: PathBuf,
@@ -684,33 +676,12 @@ impl Log {
         let public = state.key.public();
         let pipeline = state.opts.pipeline;
         let (sequencer, syncer) = state.split(shared.clone());
-        let (front, thread) = if pipeline {
-            // Rendezvous: the sequencer prepares the next batch while the syncer waits on
-            // the disk, and hands it over the moment the syncer is free; at most one batch is
-            // ever written but unsynced.
-            let (tx, rx) = mpsc::channel();
-            let (prep_tx, prep_rx) = mpsc::sync_channel(0);
-            let syncer_thread = std::thread::Builder::new()
-                .name("scopehold-log-sync".into())
-                .spawn(move || syncer.run(prep_rx))
-                .expect("spawning the log sync thread");
-            let thread = std::thread::Builder::new()
-                .name("scopehold-log-seq".into())
-                .spawn(move || {
-                    sequencer.run(rx, prep_tx);
-                    let _ = syncer_thread.join();
-                })
-                .expect("spawning the log writer thread");
-            (Front::Channel(tx), thread)
-        } else {
-            let serial = serial::Serial::new(sequencer, syncer);
-            let run = serial.clone();
-            let thread = std::thread::Builder::new()
-                .name("scopehold-log-writer".into())
-                .spawn(move || run.run())
-                .expect("spawning the log writer thread");
-            (Front::Serial(serial), thread)
-        };
+        let front = serial::Serial::new(sequencer, syncer);
+        let run = front.clone();
+        let thread = std::thread::Builder::new()
+            .name("scopehold-log-writer".into())
+            .spawn(move || run.run(pipeline))
+            .expect("spawning the log writer thread");
         Self {
             front: Some(front),
             thread: Some(thread),
@@ -775,14 +746,7 @@ impl Log {
         }
         match &self.front {
             None => done(Err(AppendError::Closed)),
-            Some(Front::Channel(tx)) => {
-                if let Err(mpsc::SendError(Msg::Append(_, done))) =
-                    tx.send(Msg::Append(entries, done))
-                {
-                    done(Err(AppendError::Closed));
-                }
-            }
-            Some(Front::Serial(s)) => {
+            Some(s) => {
                 s.push(Msg::Append(entries, done));
                 return Lead { serial: Some(s) };
             }
@@ -834,12 +798,7 @@ impl Log {
     pub fn submit_erase(&self, seqs: Vec<u64>, done: EraseCallback) {
         match &self.front {
             None => done(Err(EraseError::Closed)),
-            Some(Front::Channel(tx)) => {
-                if let Err(mpsc::SendError(Msg::Erase(_, done))) = tx.send(Msg::Erase(seqs, done)) {
-                    done(Err(EraseError::Closed));
-                }
-            }
-            Some(Front::Serial(s)) => s.push(Msg::Erase(seqs, done)),
+            Some(s) => s.push(Msg::Erase(seqs, done)),
         }
     }
 
@@ -866,18 +825,8 @@ impl Log {
             return Ok(());
         };
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let sent = match front {
-            Front::Channel(tx) => tx.send(Msg::Close(ack_tx)).is_ok(),
-            Front::Serial(s) => {
-                s.push(Msg::Close(ack_tx));
-                true
-            }
-        };
-        let r = if sent {
-            ack_rx.recv().unwrap_or(Ok(()))
-        } else {
-            Ok(())
-        };
+        front.push(Msg::Close(ack_tx));
+        let r = ack_rx.recv().unwrap_or(Ok(()));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -1090,7 +1039,6 @@ impl WriterState {
             max_batch_events: self.opts.max_batch_events,
             clock: self.opts.clock.clone(),
             shared: shared.clone(),
-            carry: None,
         };
         let sync = Syncer {
             log_id: self.log_id,
@@ -1120,9 +1068,14 @@ impl WriterState {
 /// `(seq, hash)` of an event prepared for writing.
 type EventId = (u64, [u8; 32]);
 
+/// A committed (or failed) batch's callbacks with what each is told.
+type Acks = Vec<(Callback, Result<Vec<Receipt>, AppendError>)>;
+
 /// A batch ready to be written: frames, index offsets, who to acknowledge, and whether a new
 /// segment starts before it.
 struct Prepared {
+    /// The batch's first sequence number: batches are written in this order.
+    first_seq: u64,
     buf: Vec<u8>,
     offsets: Vec<u64>,
     callers: Vec<(Callback, Vec<EventId>)>,
@@ -1133,12 +1086,6 @@ struct Prepared {
     roll: Option<(PathBuf, Vec<u8>)>,
 }
 
-enum SyncMsg {
-    Batch(Box<Prepared>),
-    Erase(Vec<u64>, EraseCallback),
-    Close(mpsc::SyncSender<Result<(), CloseError>>),
-}
-
 fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
     shared
         .lock()
@@ -1147,22 +1094,8 @@ fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
         .clone()
 }
 
-/// Hands a prepared batch (or an erasure, or the close) to the sync thread; fails it if that
-/// thread is gone.
-fn deliver(tx: &mpsc::SyncSender<SyncMsg>, msg: SyncMsg) {
-    match tx.send(msg) {
-        Err(mpsc::SendError(SyncMsg::Batch(p))) => {
-            for (cb, _) in p.callers {
-                cb(Err(AppendError::Closed));
-            }
-        }
-        Err(mpsc::SendError(SyncMsg::Erase(_, done))) => done(Err(EraseError::Closed)),
-        _ => {}
-    }
-}
-
-/// Stage one: batching, sequence numbers, chaining, framing, signing. Pure CPU work, done
-/// while the syncer waits on the disk for the previous batch.
+/// Stage one: sequence numbers, chaining, framing, signing. Pure CPU work (pipelined, done
+/// while the syncer waits on the disk for the previous batch).
 struct Sequencer {
     log_id: [u8; 32],
     key: LogKey,
@@ -1187,91 +1120,9 @@ struct Sequencer {
     max_batch_events: usize,
     clock: Clock,
     shared: Arc<Mutex<Status>>,
-    /// An append that did not fit in the last batch (see [`MAX_BATCH_BYTES`]): the first of
-    /// the next.
-    carry: Option<Msg>,
 }
 
 impl Sequencer {
-    fn run(mut self, rx: mpsc::Receiver<Msg>, out: mpsc::SyncSender<SyncMsg>) {
-        let mut batch: Vec<(Vec<Entry>, Callback)> = Vec::new();
-        loop {
-            let first = match self.carry.take() {
-                Some(m) => m,
-                None => match rx.recv() {
-                    Ok(m) => m,
-                    Err(mpsc::RecvError) => {
-                        let (ack, _) = mpsc::sync_channel(1);
-                        deliver(&out, SyncMsg::Close(ack));
-                        return;
-                    }
-                },
-            };
-            let mut close = None;
-            let mut erase = None;
-            let mut events = 0usize;
-            let mut bytes = CHECKPOINT_FRAME_LEN;
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                match m {
-                    Msg::Append(es, cb) => {
-                        let n = batch_len(&es) - CHECKPOINT_FRAME_LEN;
-                        if !batch.is_empty() && bytes + n > MAX_BATCH_BYTES {
-                            // One write per batch stays within the bound a torn write is
-                            // judged by; this append starts the next batch.
-                            self.carry = Some(Msg::Append(es, cb));
-                            break;
-                        }
-                        bytes += n;
-                        events += es.len();
-                        batch.push((es, cb));
-                    }
-                    // An erasure ends the batch: it is carried out after what was queued
-                    // before it, and before what comes after.
-                    Msg::Erase(seqs, done) => {
-                        erase = Some((seqs, done));
-                        break;
-                    }
-                    Msg::Close(ack) => {
-                        close = Some(ack);
-                        break;
-                    }
-                }
-                if events < self.max_batch_events {
-                    msg = rx.try_recv().ok();
-                }
-            }
-            if !batch.is_empty() {
-                if let Some(why) = poisoned_reason(&self.shared) {
-                    for (_, cb) in batch.drain(..) {
-                        cb(Err(AppendError::Poisoned(why.clone())));
-                    }
-                } else {
-                    let p = self.prepare(&mut batch);
-                    deliver(&out, SyncMsg::Batch(Box::new(p)));
-                }
-            }
-            if let Some((seqs, done)) = erase {
-                match poisoned_reason(&self.shared) {
-                    Some(why) => done(Err(EraseError::Poisoned(why))),
-                    None => deliver(&out, SyncMsg::Erase(seqs, done)),
-                }
-            }
-            if let Some(ack) = close {
-                // Fail whatever raced in behind the close request.
-                while let Ok(m) = rx.try_recv() {
-                    match m {
-                        Msg::Append(_, cb) => cb(Err(AppendError::Closed)),
-                        Msg::Erase(_, done) => done(Err(EraseError::Closed)),
-                        Msg::Close(_) => {}
-                    }
-                }
-                deliver(&out, SyncMsg::Close(ack));
-                return;
-            }
-        }
-    }
-
     fn prepare(&mut self, batch: &mut Vec<(Vec<Entry>, Callback)>) -> Prepared {
         let time = (self.clock)().max(self.last_time);
         let first_seq = self.next_seq;
@@ -1359,6 +1210,7 @@ impl Sequencer {
         self.last_time = time;
         self.checkpoint = cp;
         Prepared {
+            first_seq,
             buf,
             offsets,
             callers,
@@ -1369,8 +1221,8 @@ impl Sequencer {
     }
 }
 
-/// Stage two: write, fdatasync, acknowledge; segment rolls; the index; the kept checkpoint.
-/// The only stage that touches storage, so a failure here poisons everything after it.
+/// Stage two: write, fdatasync; segment rolls; the index; the kept checkpoint; erasures. The
+/// only stage that touches storage, so a failure here poisons everything after it.
 struct Syncer {
     log_id: [u8; 32],
     dir: PathBuf,
@@ -1477,30 +1329,6 @@ impl Syncer {
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<SyncMsg>) {
-        loop {
-            let due = self.kept_due();
-            match rx.recv_timeout(self.kept_wait()) {
-                Ok(SyncMsg::Batch(p)) => self.commit(*p),
-                Ok(SyncMsg::Erase(seqs, done)) => self.erase(seqs, done),
-                Ok(SyncMsg::Close(ack)) => {
-                    self.finish();
-                    let _ = ack.send(self.close_result());
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if due {
-                        self.write_kept();
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.finish();
-                    return;
-                }
-            }
-        }
-    }
-
     fn close_result(&mut self) -> Result<(), CloseError> {
         self.poisoned
             .take()
@@ -1519,14 +1347,17 @@ impl Syncer {
         self.poisoned = Some(why);
     }
 
-    fn fail(&self, p: Prepared) {
+    fn fail(&self, p: Prepared) -> Acks {
         let why = self.poisoned.clone().unwrap_or_default();
-        for (cb, _) in p.callers {
-            cb(Err(AppendError::Poisoned(why.clone())));
-        }
+        p.callers
+            .into_iter()
+            .map(|(cb, _)| (cb, Err(AppendError::Poisoned(why.clone()))))
+            .collect()
     }
 
-    fn commit(&mut self, mut p: Prepared) {
+    /// Writes and fdatasyncs a batch; returns the acknowledgements, which the caller runs
+    /// once it has released the syncer (a callback may append again).
+    fn commit(&mut self, mut p: Prepared) -> Acks {
         if self.poisoned.is_some() {
             return self.fail(p);
         }
@@ -1560,17 +1391,22 @@ impl Syncer {
             s.batches += 1;
             s.bytes_written += written;
         }
-        for (cb, ids) in p.callers {
-            cb(Ok(ids
-                .into_iter()
-                .map(|(seq, hash)| Receipt {
-                    seq,
-                    hash,
-                    time_ms: p.time_ms,
-                    checkpoint: cp,
-                })
-                .collect()));
-        }
+        let acks = p
+            .callers
+            .into_iter()
+            .map(|(cb, ids)| {
+                let receipts = ids
+                    .into_iter()
+                    .map(|(seq, hash)| Receipt {
+                        seq,
+                        hash,
+                        time_ms: p.time_ms,
+                        checkpoint: cp,
+                    })
+                    .collect();
+                (cb, Ok(receipts))
+            })
+            .collect();
         // The index is a cache: if it cannot be written, stop maintaining it (readers and the
         // next open rebuild it) rather than stop the log.
         if let Some(ix) = &mut self.index
@@ -1587,13 +1423,15 @@ impl Syncer {
         if self.poisoned.is_none() && self.last_kept.elapsed() >= self.opts.checkpoint_interval {
             self.write_kept();
         }
+        acks
     }
 
-    fn erase(&mut self, seqs: Vec<u64>, done: EraseCallback) {
-        if let Some(why) = &self.poisoned {
-            return done(Err(EraseError::Poisoned(why.clone())));
+    /// Erases `seqs` (see [`Log::submit_erase`]) unless the writer has stopped.
+    fn erase(&mut self, seqs: Vec<u64>) -> Result<Erased, EraseError> {
+        match &self.poisoned {
+            Some(why) => Err(EraseError::Poisoned(why.clone())),
+            None => self.erase_now(seqs),
         }
-        done(self.erase_now(seqs));
     }
 
     /// Locates and checks every frame first (nothing is written if one is refused), then

@@ -87,8 +87,9 @@ impl Home {
     pub fn log_options(&self) -> LogOptions {
         LogOptions {
             checkpoint_file: Some(self.checkpoint_file.clone()),
-            // Serial group commit: fuller batches leave more of two cores to the server
-            // (measured with examples/resolve_bench.rs).
+            // Serial group commit: the pipelined form (signing the next batch while the last
+            // is fdatasync'd) forms smaller batches and served fewer resolutions at 4 to 64
+            // agents on two cores (daemon_bench, 2026-12-02: 16 agents 21.8k/s against 29.0k/s).
             pipeline: false,
             accept_missing_checkpoint: self.accept_missing_checkpoint,
             ..LogOptions::default()

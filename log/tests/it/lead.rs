@@ -18,6 +18,21 @@ fn serial() -> LogOptions {
     }
 }
 
+/// Both forms: serial, and pipelined (the writer thread signs the next batch while a sync
+/// thread writes the last); a lone appender leads in either.
+fn both() -> [(&'static str, LogOptions); 2] {
+    [
+        ("serial", serial()),
+        (
+            "pipelined",
+            LogOptions {
+                pipeline: true,
+                ..opts()
+            },
+        ),
+    ]
+}
+
 type Outcome = Result<Vec<Receipt>, scopehold_log::AppendError>;
 
 /// A callback that reports its outcome and the thread it ran on.
@@ -38,8 +53,14 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_lone_appender_commits_its_batch_on_its_own_thread() {
+    for (form, o) in both() {
+        lone_appender(form, o);
+    }
+}
+
+fn lone_appender(form: &str, o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = Log::create(d.path(), key(), serial()).unwrap();
+    let log = Log::create(d.path(), key(), o).unwrap();
     let me = std::thread::current().id();
     for i in 0..20u64 {
         let (cb, rx) = reporting();
@@ -47,9 +68,9 @@ fn a_lone_appender_commits_its_batch_on_its_own_thread() {
         // Committed before `submit` returned, on this thread: no hand-off to the writer.
         let (r, on) = rx
             .try_recv()
-            .expect("committed inline, before submit returned");
+            .unwrap_or_else(|_| panic!("{form}: committed inline, before submit returned"));
         assert_eq!(r.unwrap()[0].seq, i);
-        assert_eq!(on, me, "the callback ran on the appender's thread");
+        assert_eq!(on, me, "{form}: the callback ran on the appender's thread");
     }
     assert_eq!(log.status().batches, 20);
     log.close().unwrap();
@@ -114,8 +135,14 @@ fn a_dropped_lead_commits_too() {
 
 #[test]
 fn an_erasure_queued_behind_an_unled_append_runs_after_it() {
+    for (_, o) in both() {
+        erasure_after_queued_append(o);
+    }
+}
+
+fn erasure_after_queued_append(o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = Log::create(d.path(), key(), serial()).unwrap();
+    let log = Log::create(d.path(), key(), o).unwrap();
     log.append(Entry::public(1, b"before".to_vec())).unwrap();
     let (cb, rx) = reporting();
     let lead = log.queue(
@@ -144,8 +171,14 @@ fn an_erasure_queued_behind_an_unled_append_runs_after_it() {
 
 #[test]
 fn a_callback_may_append_again() {
+    for (_, o) in both() {
+        callback_appends(o);
+    }
+}
+
+fn callback_appends(o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(Log::create(d.path(), key(), serial()).unwrap());
+    let log = std::sync::Arc::new(Log::create(d.path(), key(), o).unwrap());
     let (tx, rx) = mpsc::channel();
     let again = log.clone();
     log.submit(
@@ -174,8 +207,14 @@ fn a_callback_may_append_again() {
 
 #[test]
 fn overlapping_appenders_are_batched_by_the_writer_thread() {
+    for (form, o) in both() {
+        overlapping(form, o);
+    }
+}
+
+fn overlapping(form: &str, o: LogOptions) {
     let d = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(Log::create(d.path(), key(), serial()).unwrap());
+    let log = std::sync::Arc::new(Log::create(d.path(), key(), o).unwrap());
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let log = log.clone();
@@ -197,9 +236,11 @@ fn overlapping_appenders_are_batched_by_the_writer_thread() {
     let on_writer: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let s = log.status();
     assert_eq!(s.size, 800);
+    drop(log);
+    verify_log(d.path(), &key().public(), &Default::default()).unwrap();
     assert!(
         s.batches < 800 && on_writer > 0,
-        "overlapping appends are batched ({} batches, {on_writer} acknowledged by another thread)",
+        "{form}: overlapping appends are batched ({} batches, {on_writer} acknowledged by another thread)",
         s.batches
     );
 }
