@@ -1338,6 +1338,68 @@ fn write_failure_poisons_the_writer() {
     }
 }
 
+/// Many appenders at once, so that the writer thread (and, pipelined, its sync thread) holds
+/// batches when the write fails: every appender gets an answer (none hangs), nothing is
+/// acknowledged after the failure, and a reopen holds exactly the acknowledged events.
+#[test]
+fn a_failure_under_concurrent_appenders_poisons_both_forms_and_loses_no_acknowledged_event() {
+    for pipeline in [false, true] {
+        for nth in [3, 9, 17] {
+            let ctx = format!("pipeline={pipeline}, write #{nth} fails");
+            let root = tempfile::tempdir().expect("temp dir");
+            let dir = root.path().join("log");
+            let kept = root.path().join("checkpoint");
+            let fs = FaultStorage::new(nth);
+            fs.inject(Injection {
+                op: Op::WriteAll,
+                nth,
+                failed_sync: FailedSync::DropsUnsynced,
+            });
+            let opts = LogOptions {
+                storage: Arc::new(fs.clone()),
+                checkpoint_file: Some(kept.clone()),
+                checkpoint_interval: Duration::from_secs(3600),
+                pipeline,
+                ..common::opts()
+            };
+            let log = Arc::new(Log::create(&dir, common::key(), opts).expect("create"));
+            let threads: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let log = log.clone();
+                    std::thread::spawn(move || {
+                        let mut acked = Vec::new();
+                        for i in 0..30u64 {
+                            let body = format!("t{t} i{i}").into_bytes();
+                            match log.append(Entry::public(1, body.clone())) {
+                                Ok(r) => acked.push((r.seq, body)),
+                                Err(AppendError::Poisoned(_)) => {}
+                                Err(e) => panic!("append failed with {e:?}, not Poisoned"),
+                            }
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            let acked: BTreeMap<u64, Vec<u8>> = threads
+                .into_iter()
+                .flat_map(|t| t.join().expect("appender"))
+                .collect();
+            assert!(fs.injected(), "{ctx}");
+            let status = log.status();
+            assert!(status.poisoned.is_some(), "{ctx}");
+            assert_eq!(
+                acked.keys().copied().collect::<Vec<_>>(),
+                (0..status.size).collect::<Vec<_>>(),
+                "{ctx}: the acknowledged events are exactly the durable prefix"
+            );
+            let log = Arc::try_unwrap(log).expect("one owner left");
+            assert!(log.close().is_err(), "{ctx}: close reports the failure");
+            let (size, _) = check_reopened(&dir, &kept, &acked, &ctx);
+            assert_eq!(size, acked.len() as u64, "{ctx}");
+        }
+    }
+}
+
 #[test]
 fn fsync_failure_poisons_the_writer_without_retry() {
     let mut came_back = Vec::new();
