@@ -852,10 +852,9 @@ impl Lead<'_> {
     /// Commits the queued entries on this thread if the writer is idle (blocking for their
     /// write and fdatasync); returns at once if a commit is under way (its committer takes
     /// them). Either way the entries' callback reports the outcome.
-    pub fn commit(mut self) {
-        if let Some(s) = self.serial.take() {
-            s.lead();
-        }
+    pub fn commit(self) {
+        // The drop commits; this names the moment at the call site.
+        drop(self);
     }
 }
 
