@@ -185,8 +185,8 @@ fn main() {
     let key = home.public_key().unwrap();
     let (mut verify, mut verify_all, mut replay, mut start) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
-        // As start-up verifies (the last checkpoint's signature), and as `log verify` does
-        // (every checkpoint's).
+        // As start-up verifies (the last checkpoint's signature), and as
+        // `log verify --all-signatures` does (every checkpoint's).
         for (all, out) in [(false, &mut verify), (true, &mut verify_all)] {
             let t = Instant::now();
             let r = scopehold_log::verify_log(
@@ -239,7 +239,7 @@ fn main() {
         child.wait().unwrap();
     }
     println!(
-        "SUMMARY startup {events} events, batch {batch}: daemon ready in {:.2}s (median of {runs}; runs {:?}) | in-process: verify as start-up does {:.2}s, with every signature (log verify) {:.2}s, replay {:.2}s",
+        "SUMMARY startup {events} events, batch {batch}: daemon ready in {:.2}s (median of {runs}; runs {:?}) | in-process: verify as start-up does {:.2}s, with every signature (log verify --all-signatures) {:.2}s, replay {:.2}s",
         median(start.clone()),
         start.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>(),
         median(verify),

@@ -229,8 +229,8 @@ impl Engine {
         // body's commitment, every checkpoint against the chain, and the last checkpoint's
         // signature, which covers every event before it through the chain. A body edited on
         // disk with its CRC recomputed (a member made admin) stops start-up here, named.
-        // Every other checkpoint's signature is left to `log verify` (which checks them
-        // all): it adds nothing to what the state is built from, and it was three quarters
+        // Every other checkpoint's signature is left to `log verify --all-signatures`: it
+        // adds nothing to what the state is built from, and it was three quarters
         // of start-up on a long log (6.4 of 8.5 s at 10^6 events; see `startup_bench`).
         let report = scopehold_log::verify_log(
             &home.log_dir(),
