@@ -55,7 +55,11 @@ fn args() -> Args {
         grants: 0,
         dir: std::env::temp_dir(),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("--floor-server") {
+        it.next();
+        floor_server(it);
+    }
     while let Some(k) = it.next() {
         let mut v = || it.next().expect("missing value");
         match k.as_str() {
@@ -198,7 +202,11 @@ fn rand_u64() -> u64 {
 /// The raw ceiling: `bytes` per write, each followed by fdatasync, for `secs`, into a file
 /// that grows with every write or one zero-filled (and synced) beforehand. Returns
 /// (fdatasyncs per second, p50 µs).
-fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool) -> (f64, f64) {
+///
+/// With `signed`, each write is preceded by what the log must do before it (promise 1: no
+/// value leaves before its event is durable *and* covered by a signed checkpoint): an
+/// ed25519 signature of a checkpoint, by the log's own code.
+fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool, signed: bool) -> (f64, f64) {
     let path = dir.join(format!("sh-raw-{}-{}", std::process::id(), rand_u64()));
     let f = std::fs::OpenOptions::new()
         .create_new(true)
@@ -216,7 +224,8 @@ fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool) -> (f64, f64) {
         }
         f.sync_all().unwrap();
     }
-    let buf = vec![0x5au8; bytes.max(1)];
+    let mut buf = vec![0x5au8; bytes.max(1)];
+    let key = scopehold_log::LogKey::from_seed(&[7; 32]);
     let (mut off, mut lat) = (0u64, Vec::new());
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
@@ -224,6 +233,12 @@ fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool) -> (f64, f64) {
             off = 0;
         }
         let t0 = Instant::now();
+        if signed {
+            let cp = scopehold_log::SignedCheckpoint::sign(&key, [1; 32], off, [2; 32], off);
+            // The signature goes into the bytes written, so it cannot be optimised away.
+            let n = buf.len().min(64);
+            buf[..n].copy_from_slice(&cp.signature[..n]);
+        }
         f.write_all_at(&buf, off).unwrap();
         f.sync_data().unwrap();
         lat.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -234,6 +249,99 @@ fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool) -> (f64, f64) {
     let _ = std::fs::remove_file(&path);
     let n = lat.len() as f64;
     (n / el, median(lat))
+}
+
+/// The floor of one agent's round trip as users run it: a server process that does, per
+/// request, only what promise 1 requires (read the request from a unix socket, sign a
+/// checkpoint, write `bytes` into a pre-zeroed file, fdatasync, answer), driven by this
+/// process. No HTTP, no JSON, no decision, no hashing: what is left of the daemon's p50
+/// above this is the cost of everything else. Returns (p50 µs, server CPU µs per request).
+fn floor(dir: &Path, bytes: usize, secs: f64) -> (f64, f64) {
+    let sock = dir.join(format!(
+        "sh-floor-{}-{}.sock",
+        std::process::id(),
+        rand_u64()
+    ));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--floor-server"])
+        .arg(&sock)
+        .arg(dir)
+        .arg(bytes.to_string())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = None;
+    for _ in 0..500 {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            c = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = c.expect("floor server did not start");
+    // About an HTTP resolution's request and answer.
+    let (req, mut resp) = ([0x41u8; 200], [0u8; 150]);
+    let once = |c: &mut UnixStream, resp: &mut [u8; 150]| {
+        use std::io::Read;
+        c.write_all(&req).unwrap();
+        c.read_exact(resp).unwrap();
+    };
+    once(&mut c, &mut resp);
+    let cpu0 = proc_cpu(&child.id().to_string());
+    let (mut lat, start) = (Vec::new(), Instant::now());
+    while start.elapsed().as_secs_f64() < secs {
+        let t0 = Instant::now();
+        once(&mut c, &mut resp);
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    let cpu = (proc_cpu(&child.id().to_string()) - cpu0) * 1e6 / lat.len().max(1) as f64;
+    drop(c);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&sock);
+    (median(lat), cpu)
+}
+
+/// The server side of [`floor`]: `--floor-server SOCK DIR BYTES`, one connection.
+fn floor_server(mut it: impl Iterator<Item = String>) -> ! {
+    use std::io::Read;
+    let sock = PathBuf::from(it.next().unwrap());
+    let dir = PathBuf::from(it.next().unwrap());
+    let bytes: usize = it.next().unwrap().parse().unwrap();
+    let path = dir.join(format!("sh-floor-{}-{}", std::process::id(), rand_u64()));
+    let f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let room: u64 = 64 << 20;
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..(room >> 20) {
+        f.write_all_at(&zeros, i << 20).unwrap();
+    }
+    f.sync_all().unwrap();
+    let key = scopehold_log::LogKey::from_seed(&[7; 32]);
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (mut c, _) = l.accept().unwrap();
+    let (mut req, resp) = ([0u8; 200], [0x42u8; 150]);
+    let mut buf = vec![0x5au8; bytes.max(64)];
+    let mut off = 0u64;
+    while c.read_exact(&mut req).is_ok() {
+        if off + buf.len() as u64 > room {
+            off = 0;
+        }
+        let cp = scopehold_log::SignedCheckpoint::sign(&key, [1; 32], off, [2; 32], off);
+        buf[..64].copy_from_slice(&cp.signature);
+        f.write_all_at(&buf, off).unwrap();
+        f.sync_data().unwrap();
+        off += buf.len() as u64;
+        if c.write_all(&resp).is_err() {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    std::process::exit(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -258,6 +366,10 @@ struct Fig {
     raw_grow: f64,
     raw_zero: f64,
     raw_zero_p50: f64,
+    raw_signed: f64,
+    raw_signed_p50: f64,
+    floor_p50: f64,
+    floor_cpu: f64,
 }
 
 struct Run {
@@ -338,8 +450,14 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
         let ev = (e1 - e0) as f64 / syncs;
         let bytes = (y1 - y0) as f64 / syncs;
         let raw_secs = (a.secs / 2.0).max(1.0);
-        let (grow, _) = raw(&a.dir, bytes as usize, raw_secs, false);
-        let (zero, zero_p50) = raw(&a.dir, bytes as usize, raw_secs, true);
+        let (grow, _) = raw(&a.dir, bytes as usize, raw_secs, false, false);
+        let (zero, zero_p50) = raw(&a.dir, bytes as usize, raw_secs, true, false);
+        let (signed, signed_p50) = raw(&a.dir, bytes as usize, raw_secs, true, true);
+        let (floor_p50, floor_cpu) = if c == 1 {
+            floor(&a.dir, bytes as usize, raw_secs)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
         figs.push(Fig {
             rps: r.rate(),
             p50: r.pct(0.5),
@@ -353,6 +471,10 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
             gen_cores: (gen1 - gen0) / r.secs,
             raw_grow: grow * ev,
             raw_zero: zero * ev,
+            raw_signed: signed * ev,
+            raw_signed_p50: signed_p50,
+            floor_p50,
+            floor_cpu,
             raw_zero_p50: zero_p50,
         });
     }
@@ -399,7 +521,7 @@ fn main() {
         );
         for (c, f) in a.conc.iter().zip(&r.figs) {
             eprint!(
-                " | c{c} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} B/sync={:.0} cpu={:.1}us cores daemon={:.2} gen={:.2} raw-grow={:.0} raw-zeroed={:.0} ({:.0}us)",
+                " | c{c} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} B/sync={:.0} cpu={:.1}us cores daemon={:.2} gen={:.2} raw-grow={:.0} raw-zeroed={:.0} ({:.0}us) signed={:.0} ({:.0}us)",
                 f.rps,
                 f.p50,
                 f.p99,
@@ -410,7 +532,9 @@ fn main() {
                 f.gen_cores,
                 f.raw_grow,
                 f.raw_zero,
-                f.raw_zero_p50
+                f.raw_zero_p50,
+                f.raw_signed,
+                f.raw_signed_p50
             );
         }
         eprintln!();
@@ -436,9 +560,20 @@ fn main() {
         let (zero, _, _) = m(|f| f.raw_zero);
         let (zp50, _, _) = m(|f| f.raw_zero_p50);
         let (frac, _, _) = m(|f| f.rps / f.raw_zero);
+        let (signed, _, _) = m(|f| f.raw_signed);
+        let (sp50, _, _) = m(|f| f.raw_signed_p50);
+        let (sfrac, _, _) = m(|f| f.rps / f.raw_signed);
+        if *c == 1 {
+            let (fp50, _, _) = m(|f| f.floor_p50);
+            let (fcpu, _, _) = m(|f| f.floor_cpu);
+            line += &format!(
+                " | c1-floor (server process: read, sign, write, fdatasync, answer) p50={fp50:.0}us cpu/req={fcpu:.1}us"
+            );
+        }
         line += &format!(
-            " | c{c} rps={rps:.0} ({rlo:.0}..{rhi:.0}) p50={p50:.0}us ({plo:.0}..{phi:.0}) p99={p99:.0}us ev/fsync={ev:.1} cpu/res={cpu:.1}us cores daemon={dc:.2} gen={gc:.2} ceiling grow={grow:.0} zeroed={zero:.0} (p50 {zp50:.0}us) of-zeroed-ceiling={:.0}%",
-            frac * 100.0
+            " | c{c} rps={rps:.0} ({rlo:.0}..{rhi:.0}) p50={p50:.0}us ({plo:.0}..{phi:.0}) p99={p99:.0}us ev/fsync={ev:.1} cpu/res={cpu:.1}us cores daemon={dc:.2} gen={gc:.2} ceiling grow={grow:.0} zeroed={zero:.0} (p50 {zp50:.0}us) of-zeroed-ceiling={:.0}% signed-ceiling={signed:.0} (p50 {sp50:.0}us) of-signed-ceiling={:.0}%",
+            frac * 100.0,
+            sfrac * 100.0
         );
     }
     let (ri, _, _) = med_spread(runs.iter().map(|r| r.rss_idle as f64));
