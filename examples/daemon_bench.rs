@@ -199,54 +199,84 @@ fn rand_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// The raw ceiling: `bytes` per write, each followed by fdatasync, for `secs`, into a file
-/// that grows with every write or one zero-filled (and synced) beforehand. Returns
-/// (fdatasyncs per second, p50 µs).
-///
-/// With `signed`, each write is preceded by what the log must do before it (promise 1: no
-/// value leaves before its event is durable *and* covered by a signed checkpoint): an
-/// ed25519 signature of a checkpoint, by the log's own code.
-fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool, signed: bool) -> (f64, f64) {
-    let path = dir.join(format!("sh-raw-{}-{}", std::process::id(), rand_u64()));
-    let f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    // A pre-zeroed file is overwritten in place, wrapping at its end: an overwrite of blocks
-    // already written costs the file system no metadata either.
-    let room: u64 = 64 << 20;
-    if prezeroed {
-        let zeros = vec![0u8; 1 << 20];
-        for i in 0..(room >> 20) {
-            f.write_all_at(&zeros, i << 20).unwrap();
+/// A scratch file that takes one write+fdatasync of the same bytes at a time, as the log's
+/// batches do: into a file that grows with every write, or one zero-filled (and synced)
+/// beforehand. With a key, each write is preceded by what the log must do before it
+/// (promise 1: no value leaves before its event is durable *and* covered by a signed
+/// checkpoint): an ed25519 signature of a checkpoint, by the log's own code.
+struct Scratch {
+    f: std::fs::File,
+    /// The pre-zeroed size, where writes wrap; `None` for a growing file.
+    room: Option<u64>,
+    off: u64,
+    buf: Vec<u8>,
+    key: Option<scopehold_log::LogKey>,
+}
+
+impl Scratch {
+    fn new(dir: &Path, bytes: usize, prezeroed: bool, signed: bool) -> Self {
+        let path = dir.join(format!("sh-raw-{}-{}", std::process::id(), rand_u64()));
+        let f = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        // Unlinked at once: nothing is left behind, even by a process that is killed (the
+        // floor server is). Syncing an open unlinked file costs the same.
+        std::fs::remove_file(&path).unwrap();
+        // A pre-zeroed file is overwritten in place, wrapping at its end: an overwrite of
+        // blocks already written costs the file system no metadata either.
+        let room = prezeroed.then_some(64u64 << 20);
+        if let Some(room) = room {
+            let zeros = vec![0u8; 1 << 20];
+            for i in 0..(room >> 20) {
+                f.write_all_at(&zeros, i << 20).unwrap();
+            }
+            f.sync_all().unwrap();
         }
-        f.sync_all().unwrap();
+        Self {
+            f,
+            room,
+            off: 0,
+            buf: vec![0x5au8; bytes.max(1)],
+            key: signed.then(|| scopehold_log::LogKey::from_seed(&[7; 32])),
+        }
     }
-    let mut buf = vec![0x5au8; bytes.max(1)];
-    let key = scopehold_log::LogKey::from_seed(&[7; 32]);
-    let (mut off, mut lat) = (0u64, Vec::new());
+
+    /// (Signs,) writes and fdatasyncs one batch's bytes.
+    fn commit(&mut self) {
+        if self
+            .room
+            .is_some_and(|r| self.off + self.buf.len() as u64 > r)
+        {
+            self.off = 0;
+        }
+        if let Some(key) = &self.key {
+            let cp =
+                scopehold_log::SignedCheckpoint::sign(key, [1; 32], self.off, [2; 32], self.off);
+            // The signature goes into the bytes written, so it cannot be optimised away.
+            let n = self.buf.len().min(64);
+            self.buf[..n].copy_from_slice(&cp.signature[..n]);
+        }
+        self.f.write_all_at(&self.buf, self.off).unwrap();
+        self.f.sync_data().unwrap();
+        self.off += self.buf.len() as u64;
+    }
+}
+
+/// The raw ceiling: [`Scratch::commit`] back to back for `secs`. Returns (fdatasyncs per
+/// second, p50 µs).
+fn raw(dir: &Path, bytes: usize, secs: f64, prezeroed: bool, signed: bool) -> (f64, f64) {
+    let mut scratch = Scratch::new(dir, bytes, prezeroed, signed);
+    let mut lat = Vec::new();
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {
-        if prezeroed && off + buf.len() as u64 > room {
-            off = 0;
-        }
         let t0 = Instant::now();
-        if signed {
-            let cp = scopehold_log::SignedCheckpoint::sign(&key, [1; 32], off, [2; 32], off);
-            // The signature goes into the bytes written, so it cannot be optimised away.
-            let n = buf.len().min(64);
-            buf[..n].copy_from_slice(&cp.signature[..n]);
-        }
-        f.write_all_at(&buf, off).unwrap();
-        f.sync_data().unwrap();
+        scratch.commit();
         lat.push(t0.elapsed().as_secs_f64() * 1e6);
-        off += buf.len() as u64;
     }
     let el = start.elapsed().as_secs_f64();
-    drop(f);
-    let _ = std::fs::remove_file(&path);
     let n = lat.len() as f64;
     (n / el, median(lat))
 }
@@ -308,39 +338,16 @@ fn floor_server(mut it: impl Iterator<Item = String>) -> ! {
     let sock = PathBuf::from(it.next().unwrap());
     let dir = PathBuf::from(it.next().unwrap());
     let bytes: usize = it.next().unwrap().parse().unwrap();
-    let path = dir.join(format!("sh-floor-{}-{}", std::process::id(), rand_u64()));
-    let f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let room: u64 = 64 << 20;
-    let zeros = vec![0u8; 1 << 20];
-    for i in 0..(room >> 20) {
-        f.write_all_at(&zeros, i << 20).unwrap();
-    }
-    f.sync_all().unwrap();
-    let key = scopehold_log::LogKey::from_seed(&[7; 32]);
+    let mut scratch = Scratch::new(&dir, bytes, true, true);
     let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let (mut c, _) = l.accept().unwrap();
     let (mut req, resp) = ([0u8; 200], [0x42u8; 150]);
-    let mut buf = vec![0x5au8; bytes.max(64)];
-    let mut off = 0u64;
     while c.read_exact(&mut req).is_ok() {
-        if off + buf.len() as u64 > room {
-            off = 0;
-        }
-        let cp = scopehold_log::SignedCheckpoint::sign(&key, [1; 32], off, [2; 32], off);
-        buf[..64].copy_from_slice(&cp.signature);
-        f.write_all_at(&buf, off).unwrap();
-        f.sync_data().unwrap();
-        off += buf.len() as u64;
+        scratch.commit();
         if c.write_all(&resp).is_err() {
             break;
         }
     }
-    let _ = std::fs::remove_file(&path);
     std::process::exit(0)
 }
 
