@@ -37,6 +37,7 @@ fn build(dir: &Path, n: u64) {
                         pid: Some(1000 + (j % 3000) as i32),
                         uid: 1000,
                         at_ms: 0,
+                        from_host: None,
                     }
                 } else {
                     Event::SecretResolved {
@@ -48,6 +49,7 @@ fn build(dir: &Path, n: u64) {
                         pid: Some(1000 + (j % 3000) as i32),
                         uid: 1000,
                         at_ms: 0,
+                        from_host: None,
                     }
                 };
                 Entry::public(ev.kind().number(), serde_json::to_vec(&ev).unwrap())

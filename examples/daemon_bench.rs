@@ -418,6 +418,7 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
             let req = wire::AgentCreateRequest {
                 name: name.parse().unwrap(),
                 uid: None,
+                host: None,
             };
             client::call::<endpoint::AgentCreate>(&d.sock, &req, None).unwrap();
             if i < a.grants {

@@ -100,6 +100,7 @@ fn main() {
             scopehold::daemon::server::run(
                 l,
                 None,
+                None,
                 server_core,
                 async {
                     let _ = stop_rx.await;

@@ -67,6 +67,7 @@ fn build(home: &Home, events: u64, batch: u64) {
             .unwrap(),
         uid,
         pid: None,
+        host: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,6 +92,7 @@ fn build(home: &Home, events: u64, batch: u64) {
             agent: "bench".parse().unwrap(),
             uid: None,
             credential_hash: hash,
+            host: None,
         },
         Command::CreateGrant(GrantSpec {
             identity: "agent:bench".parse().unwrap(),
@@ -129,6 +131,7 @@ fn build(home: &Home, events: u64, batch: u64) {
                     pid: Some(1000 + ((done + i) % 30_000) as i32),
                     uid: 1000,
                     at_ms: 1_790_000_000_000 + done + i,
+                    from_host: None,
                 }
                 .to_entry()
                 .unwrap()

@@ -66,14 +66,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let admin = sel & 1 == 1;
     let (engine, peer, token) = if admin {
-        (&w.playground, w.admin, w.playground_token.as_bytes())
+        (
+            &w.playground,
+            w.admin.clone(),
+            w.playground_token.as_bytes(),
+        )
     } else {
         (
             &w.fixed,
-            Peer {
-                uid: STRANGER_UID,
-                pid: Some(4242),
-            },
+            Peer::local(STRANGER_UID, Some(4242)),
             w.fixed_token.as_bytes(),
         )
     };

@@ -265,19 +265,25 @@ fn home(dir: &Path) -> Home {
 /// Makes the world of [`World`] in `engine` through its HTTP routes; returns `bot`'s
 /// credential.
 fn populate(rt: &tokio::runtime::Runtime, engine: &Arc<Engine>, admin: Peer) -> String {
-    admin_call(rt, engine, admin, "/v1/projects", r#"{"name":"demo"}"#);
     admin_call(
         rt,
         engine,
-        admin,
+        admin.clone(),
+        "/v1/projects",
+        r#"{"name":"demo"}"#,
+    );
+    admin_call(
+        rt,
+        engine,
+        admin.clone(),
         "/v1/secrets",
         &format!(r#"{{"name":"openai/prod","projects":["demo"],"value":"{CANARY}"}}"#),
     );
-    let agent = admin_call(rt, engine, admin, "/v1/agents", r#"{"name":"bot"}"#);
+    let agent = admin_call(rt, engine, admin.clone(), "/v1/agents", r#"{"name":"bot"}"#);
     admin_call(
         rt,
         engine,
-        admin,
+        admin.clone(),
         "/v1/grants",
         r#"{"identity":"agent:bot","secret":"openai/prod","project":"demo"}"#,
     );
@@ -333,14 +339,11 @@ pub fn world() -> &'static World {
         let uid = std::fs::metadata(&fixed_dir)
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .expect("the state directory's owner");
-        let admin = Peer {
-            uid,
-            pid: Some(1000),
-        };
+        let admin = Peer::local(uid, Some(1000));
         let fixed = open_engine(&fixed_dir);
         let playground = open_engine(&playground_dir);
-        let fixed_token = populate(&rt, &fixed, admin);
-        let playground_token = populate(&rt, &playground, admin);
+        let fixed_token = populate(&rt, &fixed, admin.clone());
+        let playground_token = populate(&rt, &playground, admin.clone());
         let log_dirs = [home(&fixed_dir).log_dir(), home(&playground_dir).log_dir()];
         World {
             log_dirs,
@@ -503,14 +506,11 @@ pub fn write_seeds(dir: &Path, golden: &Path) {
     for (name, bytes) in http_seeds() {
         put("http", name, &bytes);
         let (engine, peer, token) = if bytes[0] == 1 {
-            (&w.playground, w.admin, &w.playground_token)
+            (&w.playground, w.admin.clone(), &w.playground_token)
         } else {
             (
                 &w.fixed,
-                Peer {
-                    uid: STRANGER_UID,
-                    pid: Some(4242),
-                },
+                Peer::local(STRANGER_UID, Some(4242)),
                 &w.fixed_token,
             )
         };

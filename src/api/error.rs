@@ -43,6 +43,13 @@ pub enum ApiError {
     /// A fault of the daemon's own (never the caller's input).
     #[error("{0}")]
     Internal(String),
+    /// The hub's listener, and no enrolled host's certificate (or the host was revoked).
+    #[error("{0}")]
+    HostUnauthenticated(String),
+    /// This daemon is an edge and cannot reach its hub: nothing was asked and nothing
+    /// released (the edge caches no value and no decision).
+    #[error("{0}")]
+    HubUnreachable(String),
     /// The daemon is stopping: a waiting watch is ended (nothing changed; watch again once
     /// the daemon is back).
     #[error("the daemon is stopping; nothing changed; watch again once it is back")]
@@ -55,6 +62,7 @@ impl ApiError {
         match self {
             ApiError::Refused(r) => match r.innermost() {
                 Refusal::Unauthenticated => (401, "unauthenticated"),
+                Refusal::BadJoinToken | Refusal::JoinTokenExpired => (401, "bad_join_token"),
                 Refusal::Denied(_) => (403, "denied"),
                 Refusal::Unusable { .. } => (403, "grant_unusable"),
                 Refusal::RateLimited(_) => (429, "rate_limited"),
@@ -88,6 +96,8 @@ impl ApiError {
             ApiError::UpstreamTimeout => (504, "upstream_timeout"),
             ApiError::Internal(_) => (500, "internal"),
             ApiError::Stopping => (503, "stopping"),
+            ApiError::HubUnreachable(_) => (503, "hub_unreachable"),
+            ApiError::HostUnauthenticated(_) => (401, "host_unauthenticated"),
         }
     }
 

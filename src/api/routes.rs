@@ -32,6 +32,9 @@ pub enum Access {
     Identity,
     /// Admin members only (by their uid).
     Admin,
+    /// A host enrolling, with its join token: served on the hub's TLS listener only, to a
+    /// connection with no client certificate.
+    Enrolling,
 }
 
 /// Every route.
@@ -70,6 +73,10 @@ pub enum Route {
     RunStart,
     RunEnd,
     Watch,
+    HostList,
+    HostAdd,
+    HostRevoke,
+    HostJoin,
 }
 
 /// One row of the table.
@@ -132,6 +139,10 @@ routes! {
     RunStart      Post "/v1/runs"            Identity "run.start";
     RunEnd        Post "/v1/runs/end"        Identity "run.end";
     Watch         Post "/v1/watch"           Identity "watch";
+    HostList      Get  "/v1/hosts"           Admin    "host.list";
+    HostAdd       Post "/v1/hosts"           Admin    "host.add";
+    HostRevoke    Post "/v1/hosts/revoke"    Admin    "host.revoke";
+    HostJoin      Post "/v1/hosts/join"      Enrolling "host.join";
 }
 
 impl Route {

@@ -514,6 +514,9 @@ pub struct AgentCreateRequest {
     /// The uid it must run as.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The enrolled host it must call from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
 }
 
 /// `POST /v1/agents/revoke` and `/v1/agents/reissue`.
@@ -560,6 +563,9 @@ pub struct AgentInfo {
     pub name: Name,
     /// The uid it must run as.
     pub uid: Option<u32>,
+    /// The enrolled host it must call from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     /// Whether it is revoked.
     pub revoked: bool,
     /// When it last resolved a secret.
@@ -579,6 +585,9 @@ pub struct MemberAddRequest {
     /// Whether they administer.
     #[serde(default)]
     pub admin: bool,
+    /// The enrolled host the uid is on (absent: the hub's own host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
 }
 
 /// A member was added.
@@ -639,6 +648,9 @@ pub struct MemberInfo {
     pub uid: u32,
     /// Whether they administer.
     pub admin: bool,
+    /// The enrolled host the uid is on (absent: the hub's own host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
 }
 
 /// `POST /v1/grants`.
@@ -875,6 +887,118 @@ pub struct WatchAnswer {
     pub version: Option<u32>,
 }
 
+/// `POST /v1/hosts`: invite a host to enrol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAddRequest {
+    /// The host's name.
+    pub name: Name,
+    /// How long the join token stays good, in seconds (default an hour).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A host was invited: its one-time join token, shown once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInvitation {
+    /// The host.
+    pub host: Name,
+    /// `shj_<secret>.<hub CA SPKI SHA-256>`: spent at enrolment, kept nowhere by the hub
+    /// (only its keyed hash is).
+    pub token: SecretString,
+    /// Until when it may be spent (ms since the epoch).
+    pub expires_ms: u64,
+    /// The SHA-256 of the hub CA's public key, which the token pins.
+    pub ca_pin: String,
+    /// The `host_invited` event.
+    pub event: u64,
+}
+
+impl std::fmt::Debug for HostInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostInvitation")
+            .field("host", &self.host)
+            .field("token", &"(redacted)")
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/hosts/join`, on the hub's TLS listener only: a host spends its token and asks
+/// for its certificate.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostJoinRequest {
+    /// The join token (its secret part is what counts; the pin was checked by the host).
+    pub token: SecretString,
+    /// A PKCS#10 request (PEM) for the key the host made for itself.
+    pub csr_pem: String,
+}
+
+impl std::fmt::Debug for HostJoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostJoinRequest")
+            .field("token", &"(redacted)")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A host enrolled: its certificate and the CA that issued it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostJoined {
+    /// The host's name (the certificate's CN).
+    pub host: Name,
+    /// Its client certificate (PEM).
+    pub cert_pem: String,
+    /// The hub CA's certificate (PEM): the host's trust anchor for the hub from now on.
+    pub ca_pem: String,
+    /// The `host_enrolled` event.
+    pub event: u64,
+}
+
+/// `POST /v1/hosts/revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostNameRequest {
+    /// The host.
+    pub name: Name,
+}
+
+/// A host was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRevoked {
+    /// The host.
+    pub host: Name,
+    /// Always true.
+    pub revoked: bool,
+    /// The event that recorded it.
+    pub event: u64,
+}
+
+/// `GET /v1/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostList {
+    /// Every host invited or enrolled.
+    pub hosts: Vec<HostInfo>,
+}
+
+/// A host in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The host.
+    pub name: Name,
+    /// `invited`, `enrolled`, `revoked`, or `expired` (an invitation past its time).
+    pub state: String,
+    /// When it enrolled.
+    pub enrolled_ms: Option<u64>,
+    /// Its certificate's SHA-256, once enrolled.
+    pub cert_sha256: Option<String>,
+    /// When its certificate expires.
+    pub not_after_ms: Option<u64>,
+    /// Whether an edge of this host is connected now.
+    pub connected: bool,
+}
+
 /// Ties a route to its request and response types, so the server and the client cannot
 /// disagree on what a route takes and gives.
 pub trait Endpoint {
@@ -934,6 +1058,10 @@ pub mod endpoint {
         RunStart: RunStart, RunStartRequest => RunStarted;
         RunEnd: RunEnd, RunEndRequest => super::RunEnded;
         Watch: Watch, WatchRequest => WatchAnswer;
+        HostList: HostList, Empty => super::HostList;
+        HostAdd: HostAdd, HostAddRequest => HostInvitation;
+        HostRevoke: HostRevoke, HostNameRequest => super::HostRevoked;
+        HostJoin: HostJoin, HostJoinRequest => HostJoined;
     }
 }
 

@@ -76,7 +76,36 @@ pub enum Command {
         /// an open path out of the host for its callers
         #[arg(long)]
         tunnel_other_connect: bool,
+        /// Be a hub: serve enrolled hosts' edges over mutual TLS 1.3 on HOST:PORT (besides
+        /// the local socket)
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "hub")]
+        listen: Option<std::net::SocketAddr>,
+        /// A name the hub's certificate carries, as edges reach it (repeatable; the listening
+        /// address, localhost and 127.0.0.1 are always in it)
+        #[arg(long, value_name = "NAME", requires = "listen")]
+        hub_name: Vec<String>,
+        /// Be this host's edge: serve local agents through the hub at https://HUB:PORT (the
+        /// hub holds every key and decides everything)
+        #[arg(long, value_name = "URL")]
+        hub: Option<String>,
+        /// Enrol this host with the hub first, spending the token of `scopehold host add`
+        /// (once; its key and certificate are kept in the state directory)
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "SCOPEHOLD_JOIN_TOKEN",
+            requires = "hub",
+            hide_env_values = true
+        )]
+        join: Option<String>,
+        /// How long the edge waits for the hub's answer before it answers 503
+        /// hub_unreachable (a watch waits for as long as nothing changes) [default: 10s]
+        #[arg(long, value_name = "DURATION", requires = "hub", value_parser = humantime::parse_duration)]
+        hub_timeout: Option<std::time::Duration>,
     },
+    /// Hosts: other machines whose edge daemons serve their agents through this hub
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Projects: units of work that secrets are assigned to
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -341,9 +370,12 @@ pub enum AgentCommand {
     Create {
         /// The agent's name
         name: Name,
-        /// Only accept the agent from processes running as this uid
+        /// Only accept the agent from processes running as this uid (on --host, if given)
         #[arg(long)]
         uid: Option<u32>,
+        /// Only accept the agent through this enrolled host's edge
+        #[arg(long, value_name = "HOST")]
+        host: Option<Name>,
     },
     /// Revoke an agent: all its grants stop
     Revoke {
@@ -359,6 +391,27 @@ pub enum AgentCommand {
     List,
 }
 
+/// `scopehold host ...`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Invite a host to enrol: prints a one-time join token (shown once) for
+    /// `scopehold daemon --hub https://HUB:PORT --join TOKEN` on that host
+    Add {
+        /// The host's name
+        name: Name,
+        /// How long the token stays good (default 1h, at most 7d)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
+    /// Every host: invited, enrolled or revoked, and whether its edge is connected
+    List,
+    /// Revoke a host: its certificate opens no connection, its live connections are cut
+    Revoke {
+        /// The host's name
+        name: Name,
+    },
+}
+
 /// `scopehold member ...`.
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -372,6 +425,10 @@ pub enum MemberCommand {
         /// Let the member administer ScopeHold (secrets, identities, grants)
         #[arg(long)]
         admin: bool,
+        /// The enrolled host the uid is on (a member elsewhere is a host and a uid); without
+        /// it, the uid is one of the hub's own host
+        #[arg(long, value_name = "HOST")]
+        host: Option<Name>,
     },
     /// Remove a member: their uid no longer identifies them and their grants end for good
     /// (the last admin cannot be removed)

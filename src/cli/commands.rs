@@ -8,8 +8,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::args::{
-    AgentCommand, GrantCommand, MemberCommand, ProfileArgs, ProjectCommand, ProviderCommand,
-    SecretCommand,
+    AgentCommand, GrantCommand, HostCommand, MemberCommand, ProfileArgs, ProjectCommand,
+    ProviderCommand, SecretCommand,
 };
 use super::client::{self, CallError, ClientError};
 use super::exit::{EXIT_DENIED, EXIT_ERROR, EXIT_UNREACHABLE, Exit};
@@ -287,8 +287,9 @@ pub fn secret(ctx: &Ctx, c: SecretCommand) -> Result<(), Exit> {
 /// `agent create|revoke|reissue|list`.
 pub fn agent(ctx: &Ctx, c: AgentCommand) -> Result<(), Exit> {
     match c {
-        AgentCommand::Create { name, uid } => {
-            let v = admin::<endpoint::AgentCreate>(ctx, &wire::AgentCreateRequest { name, uid })?;
+        AgentCommand::Create { name, uid, host } => {
+            let v =
+                admin::<endpoint::AgentCreate>(ctx, &wire::AgentCreateRequest { name, uid, host })?;
             print(ctx, &v, |v| {
                 format!(
                     "created agent {} (event {})\ncredential (shown once; give it to the agent as SCOPEHOLD_TOKEN):\n{}",
@@ -317,11 +318,12 @@ pub fn agent(ctx: &Ctx, c: AgentCommand) -> Result<(), Exit> {
         AgentCommand::List => {
             let v = admin::<endpoint::AgentList>(ctx, &Empty {})?;
             print(ctx, &v, |v| {
-                let mut rows = vec![header(&["AGENT", "UID", "GRANTS", "STATE"])];
+                let mut rows = vec![header(&["AGENT", "UID", "HOST", "GRANTS", "STATE"])];
                 for x in &v.agents {
                     rows.push(vec![
                         x.name.to_string(),
                         opt(x.uid),
+                        opt(x.host.as_ref()),
                         joined(&x.grants),
                         state(x.revoked),
                     ]);
@@ -340,6 +342,7 @@ pub fn member(ctx: &Ctx, c: MemberCommand) -> Result<(), Exit> {
             name,
             uid,
             admin: is_admin,
+            host,
         } => {
             let v = admin::<endpoint::MemberAdd>(
                 ctx,
@@ -347,6 +350,7 @@ pub fn member(ctx: &Ctx, c: MemberCommand) -> Result<(), Exit> {
                     name,
                     uid,
                     admin: is_admin,
+                    host,
                 },
             )?;
             print(ctx, &v, |v| {
@@ -386,15 +390,69 @@ pub fn member(ctx: &Ctx, c: MemberCommand) -> Result<(), Exit> {
         MemberCommand::List => {
             let v = admin::<endpoint::MemberList>(ctx, &Empty {})?;
             print(ctx, &v, |v| {
-                let mut rows = vec![header(&["MEMBER", "UID", "ADMIN"])];
+                let mut rows = vec![header(&["MEMBER", "UID", "HOST", "ADMIN"])];
                 for x in &v.members {
                     rows.push(vec![
                         x.name.to_string(),
                         x.uid.to_string(),
+                        opt(x.host.as_ref()),
                         x.admin.to_string(),
                     ]);
                 }
                 table(rows)
+            })
+        }
+    }
+}
+
+/// `host add|list|revoke`.
+pub fn host(ctx: &Ctx, c: HostCommand) -> Result<(), Exit> {
+    match c {
+        HostCommand::Add { name, ttl } => {
+            let v = admin::<endpoint::HostAdd>(
+                ctx,
+                &wire::HostAddRequest {
+                    name,
+                    ttl_secs: ttl.map(|d| d.as_secs().max(1)),
+                },
+            )?;
+            print(ctx, &v, |v| {
+                format!(
+                    "invited host {} (event {}); the join token is good once, until {}\non {}, run (the token is shown once):\n  scopehold daemon --hub https://HUB:PORT --join {}",
+                    v.host,
+                    v.event,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(v.expires_ms)
+                    ),
+                    v.host,
+                    v.token.expose()
+                )
+            })
+        }
+        HostCommand::List => {
+            let v = admin::<endpoint::HostList>(ctx, &Empty {})?;
+            print(ctx, &v, |v| {
+                let mut rows = vec![header(&["HOST", "STATE", "CONNECTED", "CERT SHA-256"])];
+                for x in &v.hosts {
+                    rows.push(vec![
+                        x.name.to_string(),
+                        x.state.clone(),
+                        x.connected.to_string(),
+                        x.cert_sha256
+                            .as_deref()
+                            .map_or("-".to_string(), |c| c[..16.min(c.len())].to_string()),
+                    ]);
+                }
+                table(rows)
+            })
+        }
+        HostCommand::Revoke { name } => {
+            let v = admin::<endpoint::HostRevoke>(ctx, &wire::HostNameRequest { name })?;
+            print(ctx, &v, |v| {
+                format!(
+                    "revoked host {} (event {}); its connections are cut",
+                    v.host, v.event
+                )
             })
         }
     }

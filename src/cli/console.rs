@@ -336,6 +336,7 @@ mod tests {
             pid: Some(7),
             uid: 1000,
             at_ms: 1,
+            from_host: None,
         };
         let s = summarize(
             EventKind::ProxyCall.number(),
@@ -368,6 +369,7 @@ mod tests {
             pid: None,
             uid: 1000,
             at_ms: 2,
+            from_host: None,
         };
         let s = summarize(
             EventKind::ProxyDenied.number(),

@@ -90,6 +90,11 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             proxy_listen,
             upstream_ca,
             tunnel_other_connect,
+            listen,
+            hub_name,
+            hub,
+            join,
+            hub_timeout,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
@@ -106,6 +111,13 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                     listen: proxy_listen,
                     upstream_ca,
                     tunnel_other_connect,
+                },
+                crate::daemon::HubOptions {
+                    listen,
+                    names: hub_name,
+                    hub,
+                    join: join.map(zeroize::Zeroizing::new),
+                    timeout: hub_timeout,
                 },
             )?)
         }
@@ -156,6 +168,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
         Command::Project(c) => commands::project(&ctx, c),
         Command::Secret(c) => commands::secret(&ctx, c),
         Command::Agent(c) => commands::agent(&ctx, c),
+        Command::Host(c) => commands::host(&ctx, c),
         Command::Member(c) => commands::member(&ctx, c),
         Command::Grant(c) => commands::grant(&ctx, c),
         Command::Provider(c) => commands::provider(&ctx, c),

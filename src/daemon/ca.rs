@@ -81,12 +81,43 @@ const MAX_CERT_FILE: u64 = 64 * 1024;
 
 /// An rcgen key pair whose PKCS#8 copy is zeroized on drop (rcgen's `KeyPair` only offers
 /// `Zeroize`). Never printed.
-struct ZKeyPair(KeyPair);
+pub(crate) struct ZKeyPair(KeyPair);
 
 impl Drop for ZKeyPair {
     fn drop(&mut self) {
         self.0.zeroize();
     }
+}
+
+impl ZKeyPair {
+    /// A fresh P-256 key pair.
+    pub(crate) fn generate() -> Result<Self> {
+        Ok(ZKeyPair(
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| anyhow!("making a P-256 key: {e}"))?,
+        ))
+    }
+
+    /// Its PKCS#8 document (the caller zeroizes it).
+    pub(crate) fn serialize_der(&self) -> Vec<u8> {
+        self.0.serialize_der()
+    }
+
+    /// Its PKCS#8 document as PEM (the caller zeroizes it).
+    pub(crate) fn serialize_pem(&self) -> String {
+        self.0.serialize_pem()
+    }
+}
+
+impl std::fmt::Debug for ZKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ZKeyPair(..)")
+    }
+}
+
+/// The P-256 key pair of a 32-byte scalar; `what` names it in errors.
+pub(crate) fn key_pair_of(scalar: &[u8; 32], what: &str) -> Result<ZKeyPair> {
+    key_pair(scalar, Path::new(what))
 }
 
 impl PublicKeyData for ZKeyPair {
@@ -132,7 +163,7 @@ fn new_scalar() -> Result<Zeroizing<[u8; 32]>> {
     }
 }
 
-fn serial() -> Result<SerialNumber> {
+pub(crate) fn serial() -> Result<SerialNumber> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| anyhow!("OS random source: {e}"))?;
     // Positive, and never a leading zero byte: 16 bytes exactly, as RFC 5280 allows (≤ 20).
@@ -141,14 +172,14 @@ fn serial() -> Result<SerialNumber> {
 }
 
 /// A certificate as PEM with `\n` line ends (the pem crate's default is `\r\n`).
-fn pem_cert(c: &CertificateDer<'_>) -> String {
+pub(crate) fn pem_cert(c: &CertificateDer<'_>) -> String {
     pem::encode_config(
         &pem::Pem::new("CERTIFICATE", c.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
 
-fn odt(t: SystemTime) -> time::OffsetDateTime {
+pub(crate) fn odt(t: SystemTime) -> time::OffsetDateTime {
     time::OffsetDateTime::from(t)
 }
 
@@ -195,7 +226,13 @@ fn exists_at(dir: &fs::File, name: &str) -> Result<bool> {
 
 /// Writes `bytes` to `name` in `dir` with `mode`: a temporary name (`O_EXCL|O_NOFOLLOW`),
 /// synced, renamed over `name`, the directory synced. Readers see the old file or the new one.
-fn replace_at(dir: &fs::File, root: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn replace_at(
+    dir: &fs::File,
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<()> {
     let mut rnd = [0u8; 6];
     getrandom::fill(&mut rnd).map_err(|e| anyhow!("OS random source: {e}"))?;
     let tmp = format!(".{name}.{}", hex::encode(rnd));

@@ -53,13 +53,27 @@ impl Default for Limits {
     }
 }
 
-/// Who is on the other end of the socket, from the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who is on the other end of the socket, from the kernel (or, through an edge, from the
+/// kernel of the host its certificate names).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// The peer's uid.
     pub uid: u32,
     /// The peer's pid, when the kernel reports one.
     pub pid: Option<i32>,
+    /// The enrolled host whose edge forwarded the call; `None`: the local socket.
+    pub host: Option<domain::Name>,
+}
+
+impl Peer {
+    /// A caller on this host, as the kernel reports it.
+    pub fn local(uid: u32, pid: Option<i32>) -> Self {
+        Peer {
+            uid,
+            pid,
+            host: None,
+        }
+    }
 }
 
 /// A resolved value: zeroized when dropped, never printed.
@@ -130,6 +144,8 @@ pub struct Engine {
     /// Watches waiting now (for tests and diagnostics: a watch whose caller hung up must
     /// not linger).
     watching: Arc<std::sync::atomic::AtomicUsize>,
+    /// The hub's CA and live host connections (see `hub`).
+    pub(crate) hub: super::hub::HubState,
 }
 
 /// A secret deleted by [`Engine::delete_secret`].
@@ -289,6 +305,7 @@ impl Engine {
             data_keys: Mutex::new(HashMap::new()),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             watching: Arc::default(),
+            hub: super::hub::HubState::default(),
             placeholders: Mutex::new(HashMap::new()),
             erasures: Mutex::new(HashMap::new()),
             proxy_results: Mutex::new(Vec::new()),
@@ -645,10 +662,12 @@ impl Engine {
     ) -> Result<Caller, ApiError> {
         self.check_log()?;
         let hash = credential.map(|t| self.master.credential_hash(t));
-        let who = self.read(|st| domain::identify(st, hash.as_ref(), peer.uid, peer.pid));
+        let who = self
+            .read(|st| domain::identify(st, hash.as_ref(), peer.host.as_ref(), peer.uid, peer.pid));
         match who {
             Identified::Caller(c) => {
                 if peer.uid == self.own_uid
+                    && peer.host.is_none()
                     && let Some(agent) = c.identity.agent()
                 {
                     // Reported by /v1/health and `doctor`: nothing on disk protects against
@@ -682,6 +701,7 @@ impl Engine {
                         pid: peer.pid,
                         count: 1,
                         at_ms: self.now(),
+                        from_host: peer.host.clone(),
                     });
                     self.record(events).await?;
                 }
@@ -878,6 +898,7 @@ impl Engine {
             identity: owner.identity,
             uid: owner.uid,
             pid: None,
+            host: owner.host,
         };
         self.check_log()?;
         let command = Command::EndRun {

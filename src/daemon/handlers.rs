@@ -309,16 +309,17 @@ pub async fn call(
         Route::AgentCreate | Route::AgentReissue => {
             let (name, uid) = if route == Route::AgentCreate {
                 let r = take::<endpoint::AgentCreate>(body).await?;
-                (r.name, Some(r.uid))
+                (r.name, Some((r.uid, r.host)))
             } else {
                 let r = take::<endpoint::AgentReissue>(body).await?;
                 (r.name, None)
             };
             let (credential, credential_hash) = new_credential(engine.master())?;
             let command = match uid {
-                Some(uid) => Command::CreateAgent {
+                Some((uid, host)) => Command::CreateAgent {
                     agent: name.clone(),
                     uid,
+                    host,
                     credential_hash,
                 },
                 None => Command::ReissueAgent {
@@ -366,6 +367,7 @@ pub async fn call(
                         member: r.name.clone(),
                         uid: r.uid,
                         admin: r.admin,
+                        host: r.host.clone(),
                     },
                 )
                 .await?;
@@ -474,6 +476,91 @@ pub async fn call(
         Route::RunStart => Err(ApiError::Internal("run start reached the handlers".into())),
         Route::Health => anyone(engine, route),
         Route::Watch => watch(engine, caller, body).await,
+        Route::HostList => {
+            let now = engine.now();
+            let connected = engine.hub.connected();
+            let hosts = engine.read(|st| {
+                st.hosts
+                    .iter()
+                    .map(|(n, h)| wire::HostInfo {
+                        name: n.clone(),
+                        state: if h.revoked {
+                            "revoked"
+                        } else if h.cert_sha256.is_some() {
+                            "enrolled"
+                        } else if now >= h.token_expires_ms {
+                            "expired"
+                        } else {
+                            "invited"
+                        }
+                        .to_string(),
+                        enrolled_ms: h.enrolled_ms,
+                        cert_sha256: h.cert_sha256.clone(),
+                        not_after_ms: h.cert_sha256.as_ref().map(|_| h.not_after_ms),
+                        connected: connected.contains(n),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let hint = FRAME * (1 + hosts.len());
+            give::<endpoint::HostList>(&wire::HostList { hosts }, hint)
+        }
+        Route::HostAdd => {
+            let r = take::<endpoint::HostAdd>(body).await?;
+            let ttl_ms = r
+                .ttl_secs
+                .unwrap_or(super::hub::TOKEN_TTL_SECS)
+                .clamp(1, super::hub::TOKEN_TTL_MAX_SECS)
+                .saturating_mul(1000);
+            let pin = engine.hub.ca(engine.master())?.pin.clone();
+            let (token, token_hash) = super::hub::new_join_token(engine.master(), &pin)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let expires_ms = engine.now().saturating_add(ttl_ms);
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::InviteHost {
+                        host: r.name.clone(),
+                        token_hash,
+                        expires_ms,
+                    },
+                )
+                .await?;
+            let hint = token.len() + pin.len() + FRAME;
+            give::<endpoint::HostAdd>(
+                &wire::HostInvitation {
+                    host: r.name,
+                    token: SecretString::new(token),
+                    expires_ms,
+                    ca_pin: pin,
+                    event: done.seq,
+                },
+                hint,
+            )
+        }
+        Route::HostRevoke => {
+            let r = take::<endpoint::HostRevoke>(body).await?;
+            let done = engine
+                .execute(
+                    caller,
+                    &Command::RevokeHost {
+                        host: r.name.clone(),
+                    },
+                )
+                .await?;
+            // Its live connections are cut now, not at their next request.
+            engine.hub.notify();
+            give::<endpoint::HostRevoke>(
+                &wire::HostRevoked {
+                    host: r.name,
+                    revoked: true,
+                    event: done.seq,
+                },
+                FRAME,
+            )
+        }
+        Route::HostJoin => Err(ApiError::BadRequest(
+            "enrolment is served on the hub's TLS listener (scopehold daemon --listen HOST:PORT), not here".into(),
+        )),
     }
 }
 
@@ -695,6 +782,7 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
                     .map(|(n, a)| wire::AgentInfo {
                         name: n.clone(),
                         uid: a.uid,
+                        host: a.host.clone(),
                         revoked: a.revoked,
                         last_used_ms: a.last_used_ms,
                         grants: st
@@ -717,6 +805,7 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
                         name: n.clone(),
                         uid: m.uid,
                         admin: m.admin,
+                        host: m.host.clone(),
                     })
                     .collect(),
             },
@@ -751,4 +840,61 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
         ),
         _ => Err(unexpected(route)),
     }
+}
+
+/// `POST /v1/hosts/join` on the hub's listener, from a connection with no client
+/// certificate: the token's host is certified, once the enrolment (which spends the token)
+/// is durable.
+pub async fn join(engine: &Engine, body: RequestBody) -> Result<Reply, ApiError> {
+    let r = take::<endpoint::HostJoin>(body).await?;
+    let Some((secret, _pin)) = super::hub::split_token(r.token.expose()) else {
+        return Err(domain::Refusal::BadJoinToken.into());
+    };
+    let hash = engine.master().credential_hash(secret);
+    // The host whose outstanding token this is (a keyed hash, compared in constant time;
+    // hosts are few). The decision checks it again, with the expiry, under the state lock.
+    let host = engine
+        .read(|st| {
+            st.hosts
+                .iter()
+                .find(|(_, h)| {
+                    h.token_hash.is_some_and(|t| {
+                        blake3::Hash::from_bytes(t) == blake3::Hash::from_bytes(hash)
+                    })
+                })
+                .map(|(n, _)| n.clone())
+        })
+        .ok_or(domain::Refusal::BadJoinToken)?;
+    let ca = engine.hub.ca(engine.master())?;
+    let (cert, not_after_ms) = ca.certify_host(&host, &r.csr_pem, engine.now())?;
+    let caller = Caller {
+        identity: Identity::Host(host.clone()),
+        uid: 0,
+        pid: None,
+        host: Some(host.clone()),
+    };
+    let done = engine
+        .execute(
+            &caller,
+            &Command::EnrolHost {
+                host: host.clone(),
+                token_hash: domain::CredentialHash(hash),
+                cert_sha256: super::hub::cert_sha256(&cert),
+                not_after_ms,
+            },
+        )
+        .await?;
+    // A new certificate replaces any earlier one of the host: connections with the old one
+    // are cut.
+    engine.hub.notify();
+    tracing::info!(host = %host, "host enrolled");
+    give::<endpoint::HostJoin>(
+        &wire::HostJoined {
+            host,
+            cert_pem: super::ca::pem_cert(&cert),
+            ca_pem: ca.cert_pem(),
+            event: done.seq,
+        },
+        FRAME * 32,
+    )
 }

@@ -140,6 +140,7 @@ impl Home {
             uid,
             admin: true,
             by: crate::domain::Actor::Init,
+            host: None,
         };
         log.append(first.to_entry()?)?;
         log.close().map_err(anyhow::Error::msg)?;

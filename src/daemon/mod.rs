@@ -7,11 +7,13 @@
 pub mod backup; // `backup` and `restore`: one file, keys sealed, the log to a checkpoint
 pub mod ca; // the HTTPS_PROXY certificate authority
 pub mod denials;
+pub mod edge; // an edge: this host's agents served through a hub
 pub mod engine;
 pub mod handlers;
 pub mod hardening;
 pub mod home;
 pub mod http;
+pub mod hub; // the hub: its CA, host enrolment, what it believes of an edge
 pub mod keyfile;
 pub mod proxy;
 pub mod seal;
@@ -331,12 +333,101 @@ pub struct ProxyOptions {
 }
 
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or SIGQUIT.
+/// The hub and edge options of `scopehold daemon`.
+#[derive(Debug, Default)]
+pub struct HubOptions {
+    /// Serve enrolled hosts' edges on this address (a hub).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Names for the hub's certificate.
+    pub names: Vec<String>,
+    /// Be an edge of the hub at this URL.
+    pub hub: Option<String>,
+    /// Enrol first with this join token.
+    pub join: Option<zeroize::Zeroizing<String>>,
+    /// How long an edge waits for the hub's answer.
+    pub timeout: Option<Duration>,
+}
+
+/// The names a hub's certificate carries: the admin's, the listening address, localhost.
+fn hub_names(listen: std::net::SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let ip = (!listen.ip().is_unspecified()).then(|| listen.ip().to_string());
+    for n in extra
+        .iter()
+        .cloned()
+        .chain(ip)
+        .chain(["localhost".to_string(), "127.0.0.1".to_string()])
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// `scopehold daemon --hub URL`: this host's edge (see [`edge`]).
+fn run_edge(
+    home: Home,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    hub: HubOptions,
+) -> Result<()> {
+    let url = edge::HubUrl::parse(hub.hub.as_deref().unwrap_or_default())?;
+    if home.is_initialised() {
+        bail!(
+            "{} holds a daemon's keys and log: an edge keeps no key or log, so it takes a state directory of its own (--home DIR)",
+            home.root.display()
+        );
+    }
+    let _ = STARTED.set(std::time::SystemTime::now());
+    let p = hardening::harden();
+    tracing::info!(
+        dumpable = p.dumpable,
+        core_dumps = p.core_dumps,
+        "process protections"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::register()?
+    };
+    let group = socket_group.as_deref().map(group_id).transpose()?;
+    let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
+    rt.block_on(async {
+        if let Some(token) = &hub.join {
+            let host = edge::enrol(&home, &url, token).await?;
+            tracing::info!(host = %host, hub = %url.url, "enrolled with the hub");
+        }
+        let edge = Arc::new(edge::Edge::new(
+            &home,
+            url.clone(),
+            hub.timeout.unwrap_or(edge::HUB_TIMEOUT),
+        )?);
+        let listener = bind(&path, group, managed)?;
+        tracing::info!(socket = %path.display(), host = %edge.host(), hub = %url.url, "edge listening");
+        notify_ready();
+        edge::serve(listener, edge, signals.stopped()).await;
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
 pub fn run(
     home: Home,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     proxy: ProxyOptions,
+    hub: HubOptions,
 ) -> Result<()> {
+    if hub.hub.is_some() {
+        return run_edge(home, socket, socket_group, hub);
+    }
     if let Some(a) = proxy.listen
         && !a.ip().is_loopback()
     {
@@ -416,9 +507,26 @@ pub fn run(
             bundle_pem: ca.bundle_pem().0,
         });
     }
+    let hub_tls = match hub.listen {
+        Some(a) => {
+            let ca = engine.hub.ca(engine.master())?;
+            let names = hub_names(a, &hub.names);
+            let config = ca.server_config(&names)?;
+            let l = std::net::TcpListener::bind(a)
+                .with_context(|| format!("binding the hub listener on {a}"))?;
+            l.set_nonblocking(true)?;
+            tracing::info!(address = %l.local_addr()?, names = %names.join(","), ca_pin = %ca.pin, "hub listening for hosts (mutual TLS 1.3)");
+            Some((l, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        None => None,
+    };
     let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
         let listener = bind(&path, group, managed)?;
+        let hub_tls = match hub_tls {
+            Some((l, a)) => Some((tokio::net::TcpListener::from_std(l)?, a)),
+            None => None,
+        };
         tracing::info!(socket = %path.display(), "listening");
         let tcp = match tcp {
             Some(l) => {
@@ -454,6 +562,7 @@ pub fn run(
         server::run(
             listener,
             tcp,
+            hub_tls,
             engine.clone(),
             signals.stopped(),
             Duration::from_secs(10),

@@ -53,6 +53,25 @@ impl MasterKey {
         Self { key, cred }
     }
 
+    /// The hub CA's P-256 private scalar, derived from the master key (so the CA needs no key
+    /// file of its own, and is sealed and backed up with the master key). Derived again with
+    /// a counter in the (2^-32) case the bytes are not below the group order.
+    pub fn hub_ca_scalar(&self) -> Zeroizing<[u8; 32]> {
+        let mut input = Zeroizing::new([0u8; 36]);
+        input[..32].copy_from_slice(self.key.as_ref());
+        for counter in 0u32.. {
+            input[32..].copy_from_slice(&counter.to_le_bytes());
+            let k = Zeroizing::new(blake3::derive_key(
+                "ScopeHold v1 hub CA P-256 scalar",
+                input.as_ref(),
+            ));
+            if p256::SecretKey::from_bytes(p256::FieldBytes::from_slice(k.as_ref())).is_ok() {
+                return k;
+            }
+        }
+        unreachable!("some counter gives a scalar below the order")
+    }
+
     pub fn credential_hash(&self, credential: &str) -> [u8; 32] {
         *blake3::keyed_hash(&self.cred, credential.as_bytes()).as_bytes()
     }

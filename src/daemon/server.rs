@@ -100,6 +100,7 @@ pub(crate) fn error_response(e: &ApiError) -> Resp {
 pub async fn run(
     listener: UnixListener,
     tcp: Option<tokio::net::TcpListener>,
+    hub: Option<(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -117,13 +118,16 @@ pub async fn run(
         // peer's uid comes from the kernel's socket table (`proxy::peer`).
         let accepted = tokio::select! {
             r = listener.accept() => r.map(|(s, _)| {
-                let peer = s.peer_cred().map(|c| Peer { uid: c.uid(), pid: c.pid() });
+                let peer = s.peer_cred().map(|c| Peer::local(c.uid(), c.pid()));
                 (Stream::Unix(s), peer.ok())
             }),
             // The TCP peer's uid is looked up after the permit is taken, off this loop
             // (reading the kernel's socket table can be slow when it is large).
             r = accept_tcp(tcp.as_ref()) => r.map(|(s, peer_addr)| {
-                (Stream::Tcp(s, peer_addr), Some(Peer { uid: u32::MAX, pid: None }))
+                (Stream::Tcp(s, peer_addr), Some(Peer::local(u32::MAX, None)))
+            }),
+            r = accept_tcp(hub.as_ref().map(|(l, _)| l)) => r.map(|(s, peer_addr)| {
+                (Stream::Hub(s, peer_addr), Some(Peer::local(u32::MAX, None)))
             }),
             () = &mut shutdown => break,
         };
@@ -146,6 +150,14 @@ pub async fn run(
         let engine = engine.clone();
         let stop = stop_rx.clone();
         match stream {
+            Stream::Hub(s, addr) => {
+                let acceptor = hub.as_ref().map(|(_, a)| a.clone());
+                tokio::spawn(async move {
+                    let Some(acceptor) = acceptor else { return };
+                    serve_host(s, addr, acceptor, engine, stop).await;
+                    drop(permit);
+                });
+            }
             Stream::Unix(s) => {
                 let Some(slot) = per_uid.take(peer.uid) else {
                     tracing::debug!(
@@ -179,7 +191,7 @@ pub async fn run(
                         );
                         return;
                     };
-                    let peer = Peer { uid, pid: None };
+                    let peer = Peer::local(uid, None);
                     let held = Arc::new((permit, slot));
                     let conn =
                         connection(s, engine, peer, true, ConnectionShare(Some(held.clone())));
@@ -193,6 +205,7 @@ pub async fn run(
     engine.stop();
     drop(listener);
     drop(tcp);
+    drop(hub);
     stop_tx.send_replace(true);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     if tokio::time::timeout(drain, limit.acquire_many(all))
@@ -241,6 +254,184 @@ where
 enum Stream {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    /// The hub's listener: other hosts' edges, over mutual TLS.
+    Hub(tokio::net::TcpStream, std::net::SocketAddr),
+}
+
+/// Time allowed for a host's TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection on the hub's listener: the TLS handshake, the host its certificate names
+/// (if it offered one), then its requests, until it ends, the daemon stops, or its host is
+/// revoked (checked at every change of hosts, and at every request).
+async fn serve_host(
+    s: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    engine: Arc<Engine>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %addr, error = %e, "hub listener: TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %addr, "hub listener: TLS handshake not finished in time");
+            return;
+        }
+    };
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    let host = match &cert {
+        Some(der) => match engine.read(|st| super::hub::host_of(st, der)) {
+            Some(h) => HostConn::Host(h, super::hub::cert_sha256(der)),
+            None => {
+                // Signed by the hub CA, but no longer any enrolled host's: revoked, or
+                // replaced by a later enrolment of the host. Its requests are answered
+                // with that, so the edge can say it.
+                tracing::info!(peer = %addr, "hub listener: a certificate of no enrolled host");
+                HostConn::Stale
+            }
+        },
+        None => HostConn::Enrolling,
+    };
+    let _link = match &host {
+        HostConn::Host(h, _) => {
+            tracing::info!(host = %h, peer = %addr, "host connected");
+            Some(super::hub::HubState::link(&engine, h))
+        }
+        _ => None,
+    };
+    let mut changes = engine.hub.changes();
+    let e2 = engine.clone();
+    let h2 = host.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let engine = e2.clone();
+        let host = h2.clone();
+        async move { Ok::<_, Infallible>(handle_host(&engine, &host, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "host connection ended with an error");
+                }
+                return;
+            }
+            () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                if let HostConn::Host(h, sha) = &host
+                    && !engine.read(|st| super::hub::still_enrolled(st, h, sha))
+                {
+                    // Dropping the connection closes the socket now, mid-request or not.
+                    tracing::info!(host = %h, "host revoked: its connection is cut");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Who is on a connection of the hub's listener.
+#[derive(Debug, Clone)]
+enum HostConn {
+    /// No client certificate: it may only enrol.
+    Enrolling,
+    /// An enrolled host, and its certificate's SHA-256.
+    Host(crate::domain::Name, String),
+    /// A certificate of the hub CA that no enrolled host holds now (revoked or replaced).
+    Stale,
+}
+
+/// A request on a connection with no client certificate: enrolment, or a clear refusal.
+async fn enrolling(
+    engine: &Arc<Engine>,
+    route: &'static RouteSpec,
+    req: Request<Incoming>,
+) -> Resp {
+    if route.route == api::Route::HostJoin {
+        return match handlers::join(engine, RequestBody::new(req)).await {
+            Ok(r) => ok(r),
+            Err(e) => {
+                tracing::info!(
+                    status = e.status(),
+                    code = e.code(),
+                    "host enrolment refused"
+                );
+                error_response(&e)
+            }
+        };
+    }
+    error_response(&ApiError::HostUnauthenticated(
+        "this is a hub's host listener: it serves enrolled hosts, by their certificate (enrol with scopehold daemon --hub URL --join TOKEN)".into(),
+    ))
+}
+
+/// One request on the hub's listener.
+async fn handle_host(engine: &Arc<Engine>, host: &HostConn, req: Request<Incoming>) -> Resp {
+    let route = match api::lookup(req.method().as_str(), req.uri().path()) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let (h, sha) = match host {
+        HostConn::Host(h, sha) => (h, sha),
+        HostConn::Stale => {
+            return error_response(&ApiError::HostUnauthenticated(
+                "this host's certificate belongs to no enrolled host: the host was revoked, or enrolled again with another key".into(),
+            ));
+        }
+        HostConn::Enrolling => return enrolling(engine, route, req).await,
+    };
+    if !engine.read(|st| super::hub::still_enrolled(st, h, sha)) {
+        return error_response(&ApiError::HostUnauthenticated(format!(
+            "host {h} is revoked"
+        )));
+    }
+    if route.route == api::Route::HostJoin {
+        return error_response(&ApiError::BadRequest(format!(
+            "host {h} is enrolled already"
+        )));
+    }
+    // Not yet through an edge: a run under the proxy needs the proxy on the agent's host.
+    if route.route == api::Route::RunStart || super::proxy::is_proxy_request(&req) {
+        return error_response(&ApiError::BadRequest(
+            "run --proxy and the injecting proxy are not served through an edge yet: use them on the hub's host".into(),
+        ));
+    }
+    // The host's word for who called on it: a uid is required, a pid optional.
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let Some(uid) = header(super::hub::PEER_UID).and_then(|v| v.parse::<u32>().ok()) else {
+        return error_response(&ApiError::BadRequest(format!(
+            "a request from a host's edge carries the caller's uid ({})",
+            super::hub::PEER_UID
+        )));
+    };
+    let pid = header(super::hub::PEER_PID).and_then(|v| v.parse::<i32>().ok());
+    let peer = Peer {
+        uid,
+        pid,
+        host: Some(h.clone()),
+    };
+    handle(engine, peer, req, false).await
 }
 
 /// A connection's share of the limits (its permit of all connections and its uid's slot),
@@ -288,6 +479,7 @@ where
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let engine = engine.clone();
         req.extensions_mut().insert(share.clone());
+        let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(&engine, peer, req, proxy_only).await) }
     });
     hyper::server::conn::http1::Builder::new()
@@ -386,7 +578,7 @@ async fn handle(
     );
     async move {
         let mut who: Option<Caller> = None;
-        let result = serve(engine, peer, route, req, &mut who).await;
+        let result = serve(engine, peer.clone(), route, req, &mut who).await;
         // The identity is written out only when something will print it: an enabled span,
         // or a refusal (logged at info). A served request at the default level pays nothing.
         let span = tracing::Span::current();

@@ -22,6 +22,17 @@ pub struct Caller {
     pub uid: u32,
     /// The peer's pid, from the kernel, when it reported one.
     pub pid: Option<i32>,
+    /// The enrolled host whose edge forwarded the call (its certificate said which; the host
+    /// reported `uid` and `pid`); `None`: the local socket, whose kernel reported them.
+    pub host: Option<Name>,
+}
+
+impl Caller {
+    /// Whether the caller is `uid` on `host` (`None`: the hub's own host). A uid binding
+    /// means a uid of one host: the same number on another host is another user.
+    pub fn is_uid_on(&self, host: Option<&Name>, uid: u32) -> bool {
+        self.uid == uid && self.host.as_ref() == host
+    }
 }
 
 /// A grant as an admin asks for it.
@@ -58,6 +69,8 @@ pub enum Command {
         member: Name,
         /// Their uid.
         uid: u32,
+        /// The enrolled host the uid is on (`None`: the hub's own host).
+        host: Option<Name>,
         /// Whether they may administer.
         admin: bool,
     },
@@ -79,6 +92,8 @@ pub enum Command {
         agent: Name,
         /// The uid it must run as, if any.
         uid: Option<u32>,
+        /// The enrolled host it must call from, if any.
+        host: Option<Name>,
         /// The keyed hash of the credential handed to the admin once.
         credential_hash: CredentialHash,
     },
@@ -204,6 +219,33 @@ pub enum Command {
         /// Why, in a few fixed words.
         reason: String,
     },
+    /// Invite a host to enrol: the daemon made a one-time join token, and only its keyed
+    /// hash arrives here.
+    InviteHost {
+        /// The host's name.
+        host: Name,
+        /// The keyed hash of the join token.
+        token_hash: CredentialHash,
+        /// Until when the token may be spent.
+        expires_ms: u64,
+    },
+    /// Enrol an invited host, spending its join token: the daemon certified the key the
+    /// host sent (once this is decided, before the certificate is handed out).
+    EnrolHost {
+        /// The host's name.
+        host: Name,
+        /// The keyed hash of the token presented.
+        token_hash: CredentialHash,
+        /// The SHA-256 (hex) of the certificate issued.
+        cert_sha256: String,
+        /// When that certificate expires.
+        not_after_ms: u64,
+    },
+    /// Revoke a host: its certificate opens no connection from now on.
+    RevokeHost {
+        /// The host's name.
+        host: Name,
+    },
 }
 
 impl Command {
@@ -218,6 +260,7 @@ impl Command {
                 | Command::RevokeGrant { .. }
                 | Command::RemoveMember { .. }
                 | Command::UnassignSecret { .. }
+                | Command::RevokeHost { .. }
         )
     }
 }
@@ -253,6 +296,8 @@ pub enum DenyReason {
     AgentRevoked,
     /// The agent is bound to another uid.
     AgentUid,
+    /// The agent is bound to another host (or to this one, and called through an edge).
+    AgentHost,
     /// The secret's provider has no profile, so the proxy does not know where it may go.
     NoProfile,
     /// The request is aimed at a host the secret's profile does not name.
@@ -282,6 +327,7 @@ impl DenyReason {
             DenyReason::RateLimited => "rate limit",
             DenyReason::AgentRevoked => "agent revoked",
             DenyReason::AgentUid => "caller uid not bound to agent",
+            DenyReason::AgentHost => "caller host not bound to agent",
             DenyReason::NoProfile => "no provider profile",
             DenyReason::HostNotInProfile => "host not in provider profile",
             DenyReason::RunEnded => "run ended",
@@ -311,6 +357,8 @@ pub enum Thing {
     Provider,
     /// A run under the proxy.
     Run,
+    /// An enrolled (or invited) host.
+    Host,
 }
 
 impl fmt::Display for Thing {
@@ -324,6 +372,7 @@ impl fmt::Display for Thing {
             Thing::Grant => "grant",
             Thing::Provider => "provider",
             Thing::Run => "run",
+            Thing::Host => "host",
         })
     }
 }
@@ -425,6 +474,15 @@ pub enum Refusal {
         /// Why.
         inner: Box<Refusal>,
     },
+    /// A join token that is not (or no longer) good: the same answer whether it never
+    /// existed or was spent, so a guess learns nothing.
+    #[error(
+        "join token unknown, already used, or for another host: ask the hub's admin for a new one (scopehold host add NAME)"
+    )]
+    BadJoinToken,
+    /// A join token past its time.
+    #[error("join token expired: ask the hub's admin for a new one (scopehold host add NAME)")]
+    JoinTokenExpired,
     /// A grant names its identity without saying which kind it is.
     #[error("say which kind of identity: agent:{0} or member:{0}")]
     KindNeeded(Name),
@@ -466,7 +524,7 @@ fn by(caller: &Caller) -> Actor {
 /// Whether the caller may administer: a member with the admin flag, calling from their uid.
 pub fn authorize_admin(state: &State, caller: &Caller) -> Result<(), Refusal> {
     match caller.identity.member().and_then(|n| state.members.get(n)) {
-        Some(m) if m.admin && m.uid == caller.uid => Ok(()),
+        Some(m) if m.admin && caller.is_uid_on(m.host.as_ref(), m.uid) => Ok(()),
         _ => Err(Refusal::NotAdmin),
     }
 }
@@ -487,10 +545,16 @@ pub enum Identified {
 pub fn identify(
     state: &State,
     credential_hash: Option<&[u8; 32]>,
+    host: Option<&Name>,
     uid: u32,
     pid: Option<i32>,
 ) -> Identified {
-    let caller = |identity| Caller { identity, uid, pid };
+    let caller = |identity| Caller {
+        identity,
+        uid,
+        pid,
+        host: host.cloned(),
+    };
     match credential_hash {
         Some(h) => {
             // One map lookup by the keyed hash, then a constant-time comparison of the
@@ -510,13 +574,16 @@ pub fn identify(
             let c = caller(Identity::Agent(name.clone()));
             if a.revoked {
                 Identified::Denied(c, DenyReason::AgentRevoked)
-            } else if a.uid.is_some_and(|u| u != uid) {
+            } else if a.host.is_some() && a.host.as_ref() != host {
+                Identified::Denied(c, DenyReason::AgentHost)
+            } else if a.uid.is_some_and(|u| !c.is_uid_on(a.host.as_ref(), u)) {
+                // A uid binding without a host is a uid of the hub's own host.
                 Identified::Denied(c, DenyReason::AgentUid)
             } else {
                 Identified::Caller(c)
             }
         }
-        None => match state.member_by_uid(uid) {
+        None => match state.member_by_uid(host, uid) {
             Some((n, _)) => Identified::Caller(caller(Identity::Member(n.clone()))),
             None => Identified::Unknown,
         },
@@ -538,6 +605,7 @@ pub fn denial_event(
         reason: reason.as_str().to_string(),
         pid: caller.pid,
         uid: caller.uid,
+        from_host: caller.host.clone(),
         at_ms: now_ms,
     }
 }
@@ -590,6 +658,7 @@ pub fn recorded_refusal(
             run: *run,
             pid: caller.pid,
             uid: caller.uid,
+            from_host: caller.host.clone(),
             at_ms: now_ms,
         }),
         (Command::StartRun { project, .. }, Refusal::InBatch { secret, inner }) => inner
@@ -633,7 +702,12 @@ pub fn decide(
                 by: by(caller),
             }])
         }
-        Command::AddMember { member, uid, admin } => {
+        Command::AddMember {
+            member,
+            uid,
+            admin,
+            host,
+        } => {
             if state.members.contains_key(member) {
                 return Err(Refusal::AlreadyExists(Thing::Member, member.to_string()));
             }
@@ -643,7 +717,10 @@ pub fn decide(
                     Identity::Agent(member.clone()),
                 ));
             }
-            if let Some((other, _)) = state.member_by_uid(*uid) {
+            if let Some(h) = host {
+                enrolled_host(state, h)?;
+            }
+            if let Some((other, _)) = state.member_by_uid(host.as_ref(), *uid) {
                 return Err(Refusal::UidTaken {
                     uid: *uid,
                     member: other.clone(),
@@ -653,14 +730,19 @@ pub fn decide(
                 member: member.clone(),
                 uid: *uid,
                 admin: *admin,
+                host: host.clone(),
                 by: by(caller),
             }])
         }
         Command::CreateAgent {
             agent,
             uid,
+            host,
             credential_hash,
         } => {
+            if let Some(h) = host {
+                enrolled_host(state, h)?;
+            }
             match state.agents.get(agent) {
                 Some(a) if a.revoked => return Err(Refusal::NameRetired(agent.clone())),
                 Some(_) => return Err(Refusal::AlreadyExists(Thing::Agent, agent.to_string())),
@@ -676,6 +758,7 @@ pub fn decide(
                 Event::AgentCreated {
                     agent: agent.clone(),
                     uid: *uid,
+                    host: host.clone(),
                     by: by(caller),
                 },
                 Event::AgentCredentialIssued {
@@ -963,7 +1046,7 @@ pub fn decide(
                     None => return Err(Refusal::Denied(DenyReason::RunEnded)),
                     Some(r)
                         if r.identity != caller.identity
-                            || r.uid != caller.uid
+                            || !caller.is_uid_on(r.host.as_ref(), r.uid)
                             || &r.project != project
                             || !r.secrets.contains(secret) =>
                     {
@@ -986,6 +1069,7 @@ pub fn decide(
                 grant,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } = decide_resolve(state, caller, secret, project, None, now_ms)?
             else {
@@ -1003,6 +1087,7 @@ pub fn decide(
                 run: *run,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             }])
         }
@@ -1023,6 +1108,7 @@ pub fn decide(
                 secrets: secrets.clone(),
                 pid: caller.pid,
                 uid: caller.uid,
+                from_host: caller.host.clone(),
                 at_ms: now_ms,
             }])
         }
@@ -1036,6 +1122,62 @@ pub fn decide(
                 at_ms: now_ms,
             }])
         }
+        Command::InviteHost {
+            host,
+            token_hash,
+            expires_ms,
+        } => {
+            if state
+                .hosts
+                .get(host)
+                .is_some_and(|h| h.cert_sha256.is_some() && !h.revoked)
+            {
+                return Err(Refusal::Invalid(format!(
+                    "host {host} is enrolled already: revoke it first (scopehold host revoke {host}) to enrol it again"
+                )));
+            }
+            Ok(vec![Event::HostInvited {
+                host: host.clone(),
+                token_hash: *token_hash,
+                expires_ms: *expires_ms,
+                by: by(caller),
+            }])
+        }
+        Command::EnrolHost {
+            host,
+            token_hash,
+            cert_sha256,
+            not_after_ms,
+        } => {
+            // The token is checked against the named host's outstanding one only, by a
+            // constant-time comparison of keyed hashes: a token for another host, a spent one
+            // and a made-up one get the same answer.
+            let outstanding = state.hosts.get(host).and_then(|h| {
+                h.token_hash
+                    .filter(|t| {
+                        blake3::Hash::from_bytes(*t) == blake3::Hash::from_bytes(token_hash.0)
+                    })
+                    .map(|_| h.token_expires_ms)
+            });
+            match outstanding {
+                None => Err(Refusal::BadJoinToken),
+                Some(exp) if now_ms >= exp => Err(Refusal::JoinTokenExpired),
+                Some(_) => Ok(vec![Event::HostEnrolled {
+                    host: host.clone(),
+                    cert_sha256: cert_sha256.clone(),
+                    not_after_ms: *not_after_ms,
+                    at_ms: now_ms,
+                }]),
+            }
+        }
+        Command::RevokeHost { host } => match state.hosts.get(host) {
+            None => Err(Refusal::Unknown(Thing::Host, host.to_string())),
+            Some(h) if h.revoked => Err(Refusal::AlreadyRevoked(Thing::Host, host.to_string())),
+            Some(_) => Ok(vec![Event::HostRevoked {
+                host: host.clone(),
+                by: by(caller),
+            }]),
+        },
         Command::RevokeGrant { grant } => match state.grants.get(grant) {
             None => Err(Refusal::Unknown(Thing::Grant, grant.to_string())),
             Some(g) if g.revoked => Err(Refusal::AlreadyRevoked(Thing::Grant, grant.to_string())),
@@ -1136,7 +1278,8 @@ fn decide_resolve(
             reason = DenyReason::Exhausted;
             continue;
         }
-        if g.uid.is_some_and(|u| u != caller.uid) {
+        if g.uid.is_some_and(|u| !caller.is_uid_on(None, u)) {
+            // A grant's uid is one of the hub's own host (grants are not bound to hosts yet).
             reason = DenyReason::GrantUid;
             continue;
         }
@@ -1156,6 +1299,7 @@ fn decide_resolve(
             grant: *id,
             pid: caller.pid,
             uid: caller.uid,
+            from_host: caller.host.clone(),
             at_ms: now_ms,
         });
     }
@@ -1202,13 +1346,26 @@ fn usable(
             DenyReason::Expired
         } else if g.max_uses.is_some_and(|m| g.uses >= m) {
             DenyReason::Exhausted
-        } else if g.uid.is_some_and(|u| u != caller.uid) {
+        } else if g.uid.is_some_and(|u| !caller.is_uid_on(None, u)) {
             DenyReason::GrantUid
         } else {
             return Ok(());
         };
     }
     Err(reason)
+}
+
+/// Refuses a host that is not enrolled (or revoked): identities are bound only to hosts
+/// that can call.
+fn enrolled_host(state: &State, host: &Name) -> Result<(), Refusal> {
+    match state.hosts.get(host) {
+        Some(h) if h.revoked => Err(Refusal::Revoked(Thing::Host, host.to_string())),
+        Some(h) if h.cert_sha256.is_some() => Ok(()),
+        Some(_) => Err(Refusal::Invalid(format!(
+            "host {host} is invited but has not enrolled yet"
+        ))),
+        None => Err(Refusal::Unknown(Thing::Host, host.to_string())),
+    }
 }
 
 /// The `run_ended` events for every run of `identity`.

@@ -128,13 +128,18 @@ impl Event {
         let d = |actor: Option<Who>,
                  subject: String,
                  outcome: String,
-                 fields: Vec<(&'static str, String)>,
-                 summarised: &'static [&'static str]| Description {
-            actor,
-            subject,
-            outcome,
-            fields,
-            summarised,
+                 mut fields: Vec<(&'static str, String)>,
+                 summarised: &'static [&'static str]| {
+            // The host fields are shown only when set: on a single host (no hub) they would
+            // be a dash on every event.
+            fields.retain(|(k, v)| !(matches!(*k, "host" | "from_host") && v == "-"));
+            Description {
+                actor,
+                subject,
+                outcome,
+                fields,
+                summarised,
+            }
         };
         let by_ = |by: &Actor| Some(Who::Actor(by.clone()));
         let pid_ = |p: &Option<i32>| opt(p, "-");
@@ -150,6 +155,7 @@ impl Event {
                 member,
                 uid,
                 admin,
+                host,
                 by,
             } => d(
                 by_(by),
@@ -159,17 +165,24 @@ impl Event {
                     ("member", member.to_string()),
                     ("uid", uid.to_string()),
                     ("admin", admin.to_string()),
+                    ("host", opt(host, "-")),
                     ("by", by.to_string()),
                 ],
                 &["member", "admin", "by"],
             ),
-            Event::AgentCreated { agent, uid, by } => d(
+            Event::AgentCreated {
+                agent,
+                uid,
+                host,
+                by,
+            } => d(
                 by_(by),
                 format!("agent:{agent}"),
                 "created".into(),
                 vec![
                     ("agent", agent.to_string()),
                     ("uid", opt(uid, "any")),
+                    ("host", opt(host, "-")),
                     ("by", by.to_string()),
                 ],
                 &["agent", "by"],
@@ -302,6 +315,7 @@ impl Event {
                 grant,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } => d(
                 Some(identity.into()),
@@ -315,6 +329,7 @@ impl Event {
                     ("grant", grant.to_string()),
                     ("pid", pid_(pid)),
                     ("uid", uid.to_string()),
+                    ("from_host", opt(from_host, "-")),
                     ("at", time(*at_ms)),
                 ],
                 &["identity", "secret", "version", "project"],
@@ -326,6 +341,7 @@ impl Event {
                 reason,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } => d(
                 Some(identity.into()),
@@ -343,6 +359,7 @@ impl Event {
                     ("reason", reason.clone()),
                     ("pid", pid_(pid)),
                     ("uid", uid.to_string()),
+                    ("from_host", opt(from_host, "-")),
                     ("at", time(*at_ms)),
                 ],
                 &["identity", "secret", "project", "reason"],
@@ -350,6 +367,7 @@ impl Event {
             Event::UnauthenticatedDenied {
                 uid,
                 pid,
+                from_host,
                 count,
                 at_ms,
             } => d(
@@ -359,6 +377,7 @@ impl Event {
                 vec![
                     ("uid", uid.to_string()),
                     ("pid", pid_(pid)),
+                    ("from_host", opt(from_host, "-")),
                     ("count", count.to_string()),
                     ("at", time(*at_ms)),
                 ],
@@ -425,6 +444,7 @@ impl Event {
                 run,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } => d(
                 Some(identity.into()),
@@ -442,6 +462,7 @@ impl Event {
                     ("run", opt(run, "-")),
                     ("pid", pid_(pid)),
                     ("uid", uid.to_string()),
+                    ("from_host", opt(from_host, "-")),
                     ("at", time(*at_ms)),
                 ],
                 &["identity", "secret", "version", "project", "host", "method"],
@@ -457,6 +478,7 @@ impl Event {
                 run,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } => d(
                 Some(identity.into()),
@@ -473,6 +495,7 @@ impl Event {
                     ("run", opt(run, "-")),
                     ("pid", pid_(pid)),
                     ("uid", uid.to_string()),
+                    ("from_host", opt(from_host, "-")),
                     ("at", time(*at_ms)),
                 ],
                 &["identity", "secret", "project", "host", "method", "reason"],
@@ -508,6 +531,7 @@ impl Event {
                 secrets,
                 pid,
                 uid,
+                from_host,
                 at_ms,
             } => d(
                 Some(identity.into()),
@@ -520,6 +544,7 @@ impl Event {
                     ("secrets", list(secrets)),
                     ("pid", pid_(pid)),
                     ("uid", uid.to_string()),
+                    ("from_host", opt(from_host, "-")),
                     ("at", time(*at_ms)),
                 ],
                 &["run", "identity", "project"],
@@ -584,6 +609,47 @@ impl Event {
                 ],
                 &["secret", "project", "by"],
             ),
+            Event::HostInvited {
+                host,
+                token_hash: _,
+                expires_ms,
+                by,
+            } => d(
+                by_(by),
+                format!("host:{host}"),
+                "invited to enrol".into(),
+                vec![
+                    ("host", host.to_string()),
+                    ("token_hash", "(hash)".into()),
+                    ("expires", time(*expires_ms)),
+                    ("by", by.to_string()),
+                ],
+                &["host", "token_hash", "by"],
+            ),
+            Event::HostEnrolled {
+                host,
+                cert_sha256,
+                not_after_ms,
+                at_ms,
+            } => d(
+                Some(Who::Actor(Actor::Identity(Identity::Host(host.clone())))),
+                format!("host:{host}"),
+                "enrolled".into(),
+                vec![
+                    ("host", host.to_string()),
+                    ("cert_sha256", cert_sha256.clone()),
+                    ("not_after", time(*not_after_ms)),
+                    ("at", time(*at_ms)),
+                ],
+                &["host"],
+            ),
+            Event::HostRevoked { host, by } => d(
+                by_(by),
+                format!("host:{host}"),
+                "revoked".into(),
+                vec![("host", host.to_string()), ("by", by.to_string())],
+                &["host", "by"],
+            ),
             Event::SecretUnassigned {
                 secret,
                 project,
@@ -635,10 +701,10 @@ mod tests {
         match k {
             EventKind::ProjectCreated => j(json!({"type": k.name(), "project": "demo", "by": by})),
             EventKind::MemberAdded => j(
-                json!({"type": k.name(), "member": "alice", "uid": 1001, "admin": false, "by": by}),
+                json!({"type": k.name(), "member": "alice", "uid": 1001, "admin": false, "host": "laptop", "by": by}),
             ),
             EventKind::AgentCreated => {
-                j(json!({"type": k.name(), "agent": "bot", "uid": 1002, "by": by}))
+                j(json!({"type": k.name(), "agent": "bot", "uid": 1002, "host": "ci-1", "by": by}))
             }
             EventKind::AgentCredentialIssued => Event::AgentCredentialIssued {
                 agent: "bot".parse().unwrap(),
@@ -671,13 +737,13 @@ mod tests {
             EventKind::GrantRevoked => j(json!({"type": k.name(), "grant": 3, "by": by})),
             EventKind::SecretResolved => j(json!({"type": k.name(), "identity": "agent:bot",
                 "secret": "openai/prod", "version": 2, "project": "demo", "grant": 3, "pid": 42,
-                "uid": 1002, "at_ms": 1})),
+                "uid": 1002, "from_host": "ci-1", "at_ms": 1})),
             EventKind::ResolutionDenied => j(json!({"type": k.name(), "identity": "agent:bot",
                 "secret": "openai/prod", "project": "demo", "reason": "grant expired", "pid": 42,
-                "uid": 1002, "at_ms": 1})),
-            EventKind::UnauthenticatedDenied => {
-                j(json!({"type": k.name(), "uid": 1003, "pid": 43, "count": 4, "at_ms": 1}))
-            }
+                "uid": 1002, "from_host": "ci-1", "at_ms": 1})),
+            EventKind::UnauthenticatedDenied => j(
+                json!({"type": k.name(), "uid": 1003, "pid": 43, "from_host": "ci-1", "count": 4, "at_ms": 1}),
+            ),
             EventKind::DenialsCounted => j(json!({"type": k.name(), "identity": "agent:bot",
                 "uid": 1002, "reason": "not granted", "count": 9, "from_ms": 1, "to_ms": 2})),
             EventKind::ProviderSet => Event::ProviderSet {
@@ -691,18 +757,18 @@ mod tests {
             EventKind::ProxyCall => j(json!({"type": k.name(), "identity": "agent:bot",
                 "secret": "openai/prod", "version": 2, "project": "demo", "grant": 3,
                 "host": "api.openai.com", "method": "POST", "path": "/v1/chat", "run": 4,
-                "pid": 42, "uid": 1002, "at_ms": 1})),
+                "pid": 42, "uid": 1002, "from_host": "ci-1", "at_ms": 1})),
             EventKind::ProxyDenied => j(json!({"type": k.name(), "identity": "agent:bot",
                 "secret": "openai/prod", "project": "demo", "host": "evil.test",
                 "method": "GET", "path": "/", "reason": "host not in provider profile",
-                "run": 4, "pid": 42, "uid": 1002, "at_ms": 1})),
+                "run": 4, "pid": 42, "uid": 1002, "from_host": "ci-1", "at_ms": 1})),
             EventKind::ProxyResults => j(json!({"type": k.name(), "results": [
                 {"call": 17, "status": 200, "bytes_up": 10, "bytes_down": 20, "duration_us": 30},
                 {"call": 18, "status": 502, "bytes_up": 0, "bytes_down": 0, "duration_us": 5,
                  "error": "upstream unreachable"}], "at_ms": 1})),
             EventKind::RunStarted => j(json!({"type": k.name(), "run": 4, "identity": "agent:bot",
                 "project": "demo", "secrets": ["openai/prod", "github/ci"], "pid": 42,
-                "uid": 1002, "at_ms": 1})),
+                "uid": 1002, "from_host": "ci-1", "at_ms": 1})),
             EventKind::RunEnded => {
                 j(json!({"type": k.name(), "run": 4, "reason": "child exited", "at_ms": 1}))
             }
@@ -713,6 +779,15 @@ mod tests {
             EventKind::MemberAdminSet => {
                 j(json!({"type": k.name(), "member": "alice", "admin": true, "by": by}))
             }
+            EventKind::HostInvited => Event::HostInvited {
+                host: "ci-1".parse().unwrap(),
+                token_hash: CredentialHash([0xcd; 32]),
+                expires_ms: 3_600_000,
+                by: by.parse().unwrap(),
+            },
+            EventKind::HostEnrolled => j(json!({"type": k.name(), "host": "ci-1",
+                "cert_sha256": "ab".repeat(32), "not_after_ms": 9000, "at_ms": 1})),
+            EventKind::HostRevoked => j(json!({"type": k.name(), "host": "ci-1", "by": by})),
             EventKind::SecretAssigned | EventKind::SecretUnassigned => {
                 j(json!({"type": k.name(), "secret": "openai/prod", "project": "ci", "by": by}))
             }
@@ -812,6 +887,7 @@ mod tests {
             pid: None,
             uid: 1002,
             at_ms: 1,
+            from_host: None,
         };
         let d = ev.describe();
         assert_eq!(d.subject, ABSENT);

@@ -82,6 +82,9 @@ event_kinds! {
     SecretAssigned = 24, "secret_assigned", Public;
     SecretUnassigned = 25, "secret_unassigned", Public;
     SecretDeleted = 26, "secret_deleted", Public;
+    HostInvited = 27, "host_invited", Secret;
+    HostEnrolled = 28, "host_enrolled", Public;
+    HostRevoked = 29, "host_revoked", Public;
 }
 
 impl EventKind {
@@ -171,12 +174,18 @@ pub enum Event {
         member: Name,
         uid: u32,
         admin: bool,
+        /// The enrolled host the uid is on; absent: the hub's own host (the local socket).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Name>,
         by: Actor,
     },
     /// An agent was created (its credential follows in `AgentCredentialIssued`).
     AgentCreated {
         agent: Name,
         uid: Option<u32>,
+        /// The enrolled host it must call from, if any (with `uid`: that uid on that host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Name>,
         by: Actor,
     },
     /// Secret-bearing class: the keyed hash of the agent's credential.
@@ -232,6 +241,9 @@ pub enum Event {
         grant: u64,
         pid: Option<i32>,
         uid: u32,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         at_ms: u64,
     },
     /// A resolution was refused. Secret and project are absent (`""`) when the caller was
@@ -245,6 +257,9 @@ pub enum Event {
         reason: String,
         pid: Option<i32>,
         uid: u32,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         at_ms: u64,
     },
     /// Requests with no valid credential from one peer uid, counted: one event stands for
@@ -252,6 +267,9 @@ pub enum Event {
     UnauthenticatedDenied {
         uid: u32,
         pid: Option<i32>,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         count: u64,
         at_ms: u64,
     },
@@ -292,6 +310,9 @@ pub enum Event {
         run: Option<u64>,
         pid: Option<i32>,
         uid: u32,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         at_ms: u64,
     },
     /// A request to the proxy was refused (nothing was sent upstream).
@@ -307,6 +328,9 @@ pub enum Event {
         run: Option<u64>,
         pid: Option<i32>,
         uid: u32,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         at_ms: u64,
     },
     /// The outcomes of proxied calls, batched: every call's status, bytes and duration, by
@@ -324,6 +348,9 @@ pub enum Event {
         secrets: Vec<SecretName>,
         pid: Option<i32>,
         uid: u32,
+        /// The enrolled host the caller called from (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         at_ms: u64,
     },
     /// A run ended: its placeholders are dead.
@@ -363,6 +390,26 @@ pub enum Event {
         erased: Vec<u64>,
         by: Actor,
     },
+    /// A host was invited to enrol with the hub: `token_hash` is the keyed hash of its
+    /// one-time join token (useless without the master key), good until `expires_ms`. An
+    /// invitation replaces any earlier one for the host.
+    HostInvited {
+        host: Name,
+        token_hash: CredentialHash,
+        expires_ms: u64,
+        by: Actor,
+    },
+    /// A host enrolled with its join token, which is spent: the hub certified the key the host
+    /// made for itself (the key never left the host). Only the certificate with this SHA-256
+    /// (hex, of its DER) identifies the host from now on.
+    HostEnrolled {
+        host: Name,
+        cert_sha256: String,
+        not_after_ms: u64,
+        at_ms: u64,
+    },
+    /// A host was revoked: its certificate opens no connection, its live connections were cut.
+    HostRevoked { host: Name, by: Actor },
 }
 
 /// Why a log body is not an event of its kind.
@@ -412,6 +459,9 @@ impl Event {
             Event::SecretAssigned { .. } => EventKind::SecretAssigned,
             Event::SecretUnassigned { .. } => EventKind::SecretUnassigned,
             Event::SecretDeleted { .. } => EventKind::SecretDeleted,
+            Event::HostInvited { .. } => EventKind::HostInvited,
+            Event::HostEnrolled { .. } => EventKind::HostEnrolled,
+            Event::HostRevoked { .. } => EventKind::HostRevoked,
         }
     }
 
@@ -469,7 +519,10 @@ impl Event {
             | Event::MemberAdminSet { by, .. }
             | Event::SecretAssigned { by, .. }
             | Event::SecretUnassigned { by, .. }
-            | Event::SecretDeleted { by, .. } => Some(by.to_string()),
+            | Event::SecretDeleted { by, .. }
+            | Event::HostInvited { by, .. }
+            | Event::HostRevoked { by, .. } => Some(by.to_string()),
+            Event::HostEnrolled { host, .. } => Some(Identity::Host(host.clone()).to_string()),
             Event::SecretVersionSealed { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::ProxyResults { .. }

@@ -17,13 +17,19 @@ pub struct Member {
     pub uid: u32,
     /// Whether the member may administer (store, grant, revoke...).
     pub admin: bool,
+    /// The enrolled host the uid is on (a member elsewhere is a (host, uid) pair); `None`:
+    /// the hub's own host, whose kernel reports the uid on the local socket.
+    pub host: Option<Name>,
 }
 
 /// An agent: a program, identified by its credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
-    /// If set, the agent is accepted only from processes running as this uid.
+    /// If set, the agent is accepted only from processes running as this uid (on `host`).
     pub uid: Option<u32>,
+    /// If set, the agent is accepted only through this enrolled host's edge. With `uid` and
+    /// no host, the uid is one of the hub's own host.
+    pub host: Option<Name>,
     /// The keyed hash of its current credential.
     pub credential_hash: Option<[u8; 32]>,
     /// Revoked agents are still recognised, so their attempts are denied by name.
@@ -90,6 +96,26 @@ pub struct Grant {
     pub last_used_ms: Option<u64>,
 }
 
+/// An enrolled (or invited) host: another machine whose edge daemon serves its agents
+/// through this hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The keyed hash of the outstanding join token, until it is spent.
+    pub token_hash: Option<[u8; 32]>,
+    /// Until when the outstanding token may be spent.
+    pub token_expires_ms: u64,
+    /// The SHA-256 (hex) of the certificate the hub issued at enrolment: the only one that
+    /// identifies the host.
+    pub cert_sha256: Option<String>,
+    /// When that certificate expires.
+    pub not_after_ms: u64,
+    /// When the host enrolled.
+    pub enrolled_ms: Option<u64>,
+    /// Revoked hosts open no connection (re-inviting one lets it enrol again, with a new
+    /// certificate).
+    pub revoked: bool,
+}
+
 /// Why a grant ended without being revoked itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantEnd {
@@ -120,6 +146,8 @@ pub struct State {
     pub next_grant: u64,
     /// Provider profiles set by admins (they override the built-in of the same name).
     pub profiles: BTreeMap<Name, Profile>,
+    /// Hosts invited or enrolled, by name.
+    pub hosts: BTreeMap<Name, Host>,
     /// Runs under the proxy that have not ended.
     pub runs: BTreeMap<u64, Run>,
     /// The id the next run takes (at least 1).
@@ -141,6 +169,8 @@ pub struct Run {
     pub secrets: Vec<SecretName>,
     /// The uid it started from: its placeholders are refused from any other.
     pub uid: u32,
+    /// The enrolled host it started from (`None`: this one).
+    pub host: Option<Name>,
 }
 
 /// Why the log's history cannot be folded.
@@ -157,6 +187,7 @@ impl State {
         match identity {
             Identity::Agent(n) => self.agents.contains_key(n),
             Identity::Member(n) => self.members.contains_key(n),
+            // Hosts hold no grants: they carry their agents' and members' calls.
             Identity::Host(_) => false,
         }
     }
@@ -198,9 +229,12 @@ impl State {
         Ok(())
     }
 
-    /// The member the kernel's uid belongs to.
-    pub fn member_by_uid(&self, uid: u32) -> Option<(&Name, &Member)> {
-        self.members.iter().find(|(_, m)| m.uid == uid)
+    /// The member a uid belongs to on a host (`None`: the hub's own host). A uid reported by
+    /// one host's edge never matches a member of another host, or of this one.
+    pub fn member_by_uid(&self, host: Option<&Name>, uid: u32) -> Option<(&Name, &Member)> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.uid == uid && m.host.as_ref() == host)
     }
 
     /// Folds one event. Holds no decisions; refuses what cannot have happened.
@@ -242,24 +276,38 @@ impl State {
                 }
             }
             Event::MemberAdded {
-                member, uid, admin, ..
+                member,
+                uid,
+                admin,
+                host,
+                ..
             } => {
+                if host.as_ref().is_some_and(|h| !self.hosts.contains_key(h)) {
+                    return bad(format!("member {member} on unknown host"));
+                }
                 self.members.insert(
                     member.clone(),
                     Member {
                         uid: *uid,
                         admin: *admin,
+                        host: host.clone(),
                     },
                 );
             }
-            Event::AgentCreated { agent, uid, .. } => {
+            Event::AgentCreated {
+                agent, uid, host, ..
+            } => {
                 if self.agents.contains_key(agent) {
                     return bad(format!("agent {agent} created twice"));
+                }
+                if host.as_ref().is_some_and(|h| !self.hosts.contains_key(h)) {
+                    return bad(format!("agent {agent} bound to unknown host"));
                 }
                 self.agents.insert(
                     agent.clone(),
                     Agent {
                         uid: *uid,
+                        host: host.clone(),
                         credential_hash: None,
                         revoked: false,
                         last_used_ms: None,
@@ -434,6 +482,7 @@ impl State {
                 project,
                 secrets,
                 uid,
+                from_host,
                 ..
             } => {
                 if self.runs.contains_key(run) || *run < self.next_run {
@@ -446,6 +495,7 @@ impl State {
                         project: project.clone(),
                         secrets: secrets.clone(),
                         uid: *uid,
+                        host: from_host.clone(),
                     },
                 );
                 self.next_run = run + 1;
@@ -522,6 +572,48 @@ impl State {
                 // The sealed values are gone from the log; none is kept in memory either.
                 s.versions.clear();
                 s.grace = None;
+            }
+            Event::HostInvited {
+                host,
+                token_hash,
+                expires_ms,
+                ..
+            } => {
+                let h = self.hosts.entry(host.clone()).or_insert(Host {
+                    token_hash: None,
+                    token_expires_ms: 0,
+                    cert_sha256: None,
+                    not_after_ms: 0,
+                    enrolled_ms: None,
+                    revoked: false,
+                });
+                // A new invitation replaces an outstanding one.
+                h.token_hash = Some(token_hash.0);
+                h.token_expires_ms = *expires_ms;
+            }
+            Event::HostEnrolled {
+                host,
+                cert_sha256,
+                not_after_ms,
+                at_ms,
+            } => {
+                let Some(h) = self.hosts.get_mut(host) else {
+                    return bad(format!("enrolment of unknown host {host}"));
+                };
+                if h.token_hash.take().is_none() {
+                    return bad(format!("host {host} enrolled without an invitation"));
+                }
+                h.cert_sha256 = Some(cert_sha256.clone());
+                h.not_after_ms = *not_after_ms;
+                h.enrolled_ms = Some(*at_ms);
+                h.revoked = false;
+            }
+            Event::HostRevoked { host, .. } => {
+                let Some(h) = self.hosts.get_mut(host) else {
+                    return bad(format!("revocation of unknown host {host}"));
+                };
+                h.revoked = true;
+                h.token_hash = None;
             }
             Event::ResolutionDenied { .. }
             | Event::UnauthenticatedDenied { .. }

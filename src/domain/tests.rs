@@ -49,16 +49,19 @@ fn world() -> Vec<Event> {
             uid: 0,
             admin: true,
             by: Actor::Init,
+            host: None,
         },
         Event::AgentCreated {
             agent: n("a"),
             uid: None,
             by: root_by(),
+            host: None,
         },
         Event::AgentCreated {
             agent: n("b"),
             uid: None,
             by: root_by(),
+            host: None,
         },
         Event::SecretStored {
             secret: sec("openai/prod"),
@@ -78,6 +81,7 @@ fn root() -> Caller {
         identity: id("member:root"),
         uid: 0,
         pid: Some(1),
+        host: None,
     }
 }
 
@@ -86,6 +90,7 @@ fn agent(name: &str) -> Caller {
         identity: Identity::Agent(n(name)),
         uid: 1000,
         pid: Some(42),
+        host: None,
     }
 }
 
@@ -147,6 +152,7 @@ fn resolved(caller: &Caller, version: u32, grant: u64, at_ms: u64) -> Event {
         pid: caller.pid,
         uid: caller.uid,
         at_ms,
+        from_host: None,
     }
 }
 
@@ -228,6 +234,7 @@ fn a_granted_agent_resolves_the_current_version_and_others_are_denied() {
                 pid: caller.pid,
                 uid: caller.uid,
                 at_ms: 2_000,
+                from_host: None,
             })
         );
     }
@@ -419,21 +426,25 @@ fn agents_are_identified_by_credential_and_members_by_uid() {
         1,
     );
     assert_eq!(
-        identify(&s, Some(&[7; 32]), 1000, Some(3)),
+        identify(&s, Some(&[7; 32]), None, 1000, Some(3)),
         Identified::Caller(Caller {
             identity: id("agent:a"),
             uid: 1000,
-            pid: Some(3)
+            pid: Some(3),
+            host: None,
         })
     );
-    assert_eq!(identify(&s, Some(&[8; 32]), 0, None), Identified::Unknown);
-    assert!(
-        matches!(identify(&s, None, 0, None), Identified::Caller(c) if c.identity == id("member:root"))
+    assert_eq!(
+        identify(&s, Some(&[8; 32]), None, 0, None),
+        Identified::Unknown
     );
-    assert_eq!(identify(&s, None, 4242, None), Identified::Unknown);
+    assert!(
+        matches!(identify(&s, None, None, 0, None), Identified::Caller(c) if c.identity == id("member:root"))
+    );
+    assert_eq!(identify(&s, None, None, 4242, None), Identified::Unknown);
     when(&mut s, &root(), &Command::RevokeAgent { agent: n("a") }, 2);
     assert!(matches!(
-        identify(&s, Some(&[7; 32]), 1000, None),
+        identify(&s, Some(&[7; 32]), None, 1000, None),
         Identified::Denied(_, DenyReason::AgentRevoked)
     ));
     // Only admin members administer, and only from their own uid.
@@ -458,6 +469,7 @@ fn changes_that_cannot_be_made_are_refused_with_their_reason() {
                 member: n("alice"),
                 uid: 0,
                 admin: false,
+                host: None,
             },
             Refusal::UidTaken {
                 uid: 0,
@@ -555,7 +567,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=26).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=29).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -622,12 +634,25 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
             member: n("alice"),
             uid: 7,
             admin: false,
+            host: None,
         },
         Command::SetMemberAdmin {
             member: n("alice"),
             admin: true,
         },
         Command::RemoveMember { member: n("alice") },
+        Command::InviteHost {
+            host: n("ci-1"),
+            token_hash: CredentialHash([3; 32]),
+            expires_ms: 100,
+        },
+        Command::EnrolHost {
+            host: n("ci-1"),
+            token_hash: CredentialHash([3; 32]),
+            cert_sha256: "ab".repeat(32),
+            not_after_ms: 1000,
+        },
+        Command::RevokeHost { host: n("ci-1") },
     ] {
         samples.extend(when(&mut s2, &root(), &c, 9));
     }
@@ -652,6 +677,9 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         EventKind::SecretAssigned,
         EventKind::SecretUnassigned,
         EventKind::SecretDeleted,
+        EventKind::HostInvited,
+        EventKind::HostEnrolled,
+        EventKind::HostRevoked,
     ] {
         assert!(kinds.contains(&k), "no sample of {k}");
     }
@@ -982,13 +1010,15 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
         (name.clone(), 0u32..3, any::<bool>()).prop_map(|(m, uid, admin)| Command::AddMember {
             member: n(m),
             uid,
-            admin
+            admin,
+            host: None,
         }),
         (name.clone(), prop::option::of(999u32..1002), any::<u8>()).prop_map(|(a, uid, h)| {
             Command::CreateAgent {
                 agent: n(a),
                 uid,
                 credential_hash: CredentialHash([h; 32]),
+                host: None,
             }
         }),
         (name.clone(), any::<u8>()).prop_map(|(a, h)| Command::ReissueAgent {
@@ -1104,7 +1134,7 @@ proptest! {
     fn every_event_decide_returns_applies(
         script in prop::collection::vec((arb_command(), 0u64..30_000), 1..60)
     ) {
-        let callers = [root(), agent("a"), Caller { identity: id("member:b"), uid: 2, pid: None }];
+        let callers = [root(), agent("a"), Caller { identity: id("member:b"), uid: 2, pid: None, host: None }];
         // Start from a small world so that most commands have something to act on.
         let mut s = given(&world());
         let mut now = 1_000u64;
@@ -1139,6 +1169,7 @@ fn member(name: &str, uid: u32) -> Caller {
         identity: Identity::Member(n(name)),
         uid,
         pid: None,
+        host: None,
     }
 }
 
@@ -1152,6 +1183,7 @@ fn removing_a_member_ends_their_grants_for_good_and_the_last_admin_stays() {
             member: n("alice"),
             uid: 1500,
             admin: false,
+            host: None,
         },
         1,
     );
@@ -1176,7 +1208,7 @@ fn removing_a_member_ends_their_grants_for_good_and_the_last_admin_stays() {
         }]
     );
     // Her uid no longer identifies anybody.
-    assert_eq!(identify(&s, None, 1500, None), Identified::Unknown);
+    assert_eq!(identify(&s, None, None, 1500, None), Identified::Unknown);
     assert_eq!(
         s.grant_state(&s.grants[&1], 5),
         GrantState::Ended(GrantEnd::MemberRemoved)
@@ -1189,6 +1221,7 @@ fn removing_a_member_ends_their_grants_for_good_and_the_last_admin_stays() {
             member: n("alice"),
             uid: 1500,
             admin: false,
+            host: None,
         },
         6,
     );
@@ -1304,6 +1337,7 @@ fn names_are_never_reused_and_agents_and_members_take_distinct_names() {
         agent: n(name),
         uid: None,
         credential_hash: CredentialHash([9; 32]),
+        host: None,
     };
     // An agent may not take a member's name, nor a member an agent's.
     assert_eq!(
@@ -1314,6 +1348,7 @@ fn names_are_never_reused_and_agents_and_members_take_distinct_names() {
         member: n("a"),
         uid: 77,
         admin: false,
+        host: None,
     };
     assert_eq!(
         decide(&s, &root(), &add, 1),
@@ -1539,6 +1574,7 @@ fn revoking_an_agent_or_removing_a_member_ends_their_runs() {
         identity: id("member:alice"),
         uid: 1500,
         pid: None,
+        host: None,
     };
     when(
         &mut s,
@@ -1547,6 +1583,7 @@ fn revoking_an_agent_or_removing_a_member_ends_their_runs() {
             member: n("alice"),
             uid: 1500,
             admin: false,
+            host: None,
         },
         1,
     );
@@ -1599,6 +1636,7 @@ fn credentials_are_found_by_their_hash_and_a_reissue_retires_the_old_one() {
             agent: n(agent),
             uid: None,
             by: Actor::Init,
+            host: None,
         })
         .unwrap();
         st.apply(&Event::AgentCredentialIssued {
@@ -1608,7 +1646,7 @@ fn credentials_are_found_by_their_hash_and_a_reissue_retires_the_old_one() {
         })
         .unwrap();
     }
-    let who = |st: &State, h: u8| match identify(st, Some(&[h; 32]), 1000, None) {
+    let who = |st: &State, h: u8| match identify(st, Some(&[h; 32]), None, 1000, None) {
         Identified::Caller(c) => Some(c.identity.to_string()),
         _ => None,
     };
@@ -1624,4 +1662,157 @@ fn credentials_are_found_by_their_hash_and_a_reissue_retires_the_old_one() {
     assert_eq!(who(&st, 3).as_deref(), Some("agent:a1"));
     assert_eq!(who(&st, 2).as_deref(), Some("agent:a2"));
     assert_eq!(st.agent_by_credential.len(), 2);
+}
+
+#[test]
+fn a_join_token_is_spent_once_before_it_expires_and_a_host_speaks_only_for_its_uids() {
+    let mut s = given(&world());
+    let host = n("ci-1");
+    let invite = |h: u8, exp: u64| Command::InviteHost {
+        host: host.clone(),
+        token_hash: CredentialHash([h; 32]),
+        expires_ms: exp,
+    };
+    let enrol = |h: u8| Command::EnrolHost {
+        host: host.clone(),
+        token_hash: CredentialHash([h; 32]),
+        cert_sha256: format!("{h:02x}").repeat(32),
+        not_after_ms: 10_000,
+    };
+    when(&mut s, &root(), &invite(1, 50), 1);
+    // An agent or member cannot be bound to a host that has not enrolled.
+    assert!(matches!(
+        decide(
+            &s,
+            &root(),
+            &Command::AddMember {
+                member: n("lee"),
+                uid: 0,
+                admin: false,
+                host: Some(host.clone())
+            },
+            2
+        ),
+        Err(Refusal::Invalid(_))
+    ));
+    assert_eq!(
+        decide(&s, &root(), &enrol(2), 10),
+        Err(Refusal::BadJoinToken)
+    );
+    assert_eq!(
+        decide(&s, &root(), &enrol(1), 50),
+        Err(Refusal::JoinTokenExpired)
+    );
+    // A new invitation replaces the first: the first token is worth nothing now.
+    when(&mut s, &root(), &invite(3, 500), 60);
+    assert_eq!(
+        decide(&s, &root(), &enrol(1), 61),
+        Err(Refusal::BadJoinToken)
+    );
+    when(&mut s, &root(), &enrol(3), 62);
+    assert_eq!(
+        decide(&s, &root(), &enrol(3), 63),
+        Err(Refusal::BadJoinToken),
+        "spent"
+    );
+    assert_eq!(
+        s.hosts[&host].cert_sha256.as_deref(),
+        Some("03".repeat(32).as_str())
+    );
+    assert!(matches!(
+        decide(&s, &root(), &invite(4, 900), 64),
+        Err(Refusal::Invalid(_))
+    ));
+
+    // The same uid as the hub's root, on the host, is nobody; as the host's member, lee.
+    assert_eq!(
+        identify(&s, None, Some(&host), 0, None),
+        Identified::Unknown
+    );
+    when(
+        &mut s,
+        &root(),
+        &Command::AddMember {
+            member: n("lee"),
+            uid: 0,
+            admin: true,
+            host: Some(host.clone()),
+        },
+        65,
+    );
+    let Identified::Caller(lee) = identify(&s, None, Some(&host), 0, Some(9)) else {
+        panic!("lee on ci-1")
+    };
+    assert_eq!(lee.identity, id("member:lee"));
+    assert_eq!(authorize_admin(&s, &lee), Ok(()));
+    // The hub's own uid 0 is still root, not lee.
+    let Identified::Caller(local) = identify(&s, None, None, 0, None) else {
+        panic!()
+    };
+    assert_eq!(local.identity, id("member:root"));
+    // Another host's uid 0 is neither.
+    assert_eq!(
+        identify(&s, None, Some(&n("other")), 0, None),
+        Identified::Unknown
+    );
+
+    // An agent bound to the host: refused elsewhere, and a uid-bound agent with no host is
+    // a uid of the hub's own host.
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateAgent {
+            agent: n("c"),
+            uid: None,
+            host: Some(host.clone()),
+            credential_hash: CredentialHash([5; 32]),
+        },
+        66,
+    );
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateAgent {
+            agent: n("d"),
+            uid: Some(1000),
+            host: None,
+            credential_hash: CredentialHash([6; 32]),
+        },
+        66,
+    );
+    assert!(matches!(
+        identify(&s, Some(&[5; 32]), Some(&host), 7, None),
+        Identified::Caller(_)
+    ));
+    assert!(matches!(
+        identify(&s, Some(&[5; 32]), None, 7, None),
+        Identified::Denied(_, DenyReason::AgentHost)
+    ));
+    assert!(matches!(
+        identify(&s, Some(&[6; 32]), None, 1000, None),
+        Identified::Caller(_)
+    ));
+    assert!(
+        matches!(
+            identify(&s, Some(&[6; 32]), Some(&host), 1000, None),
+            Identified::Denied(_, DenyReason::AgentUid)
+        ),
+        "agent d is bound to uid 1000 of the hub's host"
+    );
+
+    when(
+        &mut s,
+        &root(),
+        &Command::RevokeHost { host: host.clone() },
+        67,
+    );
+    assert!(s.hosts[&host].revoked);
+    assert_eq!(
+        decide(&s, &root(), &Command::RevokeHost { host: host.clone() }, 68),
+        Err(Refusal::AlreadyRevoked(Thing::Host, "ci-1".into()))
+    );
+    // Revoked: invited again, it may enrol with a new key.
+    when(&mut s, &root(), &invite(8, 900), 69);
+    when(&mut s, &root(), &enrol(8), 70);
+    assert!(!s.hosts[&host].revoked);
 }

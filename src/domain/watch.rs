@@ -171,6 +171,7 @@ mod tests {
                 agent: agent.parse().unwrap(),
                 uid: None,
                 by: by(),
+                host: None,
             });
             evs.push(Event::AgentCredentialIssued {
                 agent: agent.parse().unwrap(),
@@ -214,6 +215,7 @@ mod tests {
             identity: format!("agent:{agent}").parse().unwrap(),
             uid: 1000,
             pid: None,
+            host: None,
         }
     }
 

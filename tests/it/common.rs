@@ -78,23 +78,48 @@ impl Daemon {
     /// The binary with this daemon's state and socket, and nothing of the caller's.
     pub fn bin(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_scopehold"));
+        self.env_of(&mut c);
+        c
+    }
+
+    /// This daemon's state and socket in `c`'s environment, and nothing of the caller's.
+    fn env_of(&self, c: &mut Command) {
         c.env("SCOPEHOLD_HOME", &self.home)
             .env("SCOPEHOLD_SOCKET", &self.socket)
             .env_remove("SCOPEHOLD_TOKEN")
             .env_remove("SCOPEHOLD_CHECKPOINT_FILE")
             .env("HOME", "/nonexistent-home");
-        c
     }
 
     /// Starts the daemon and waits for its readiness notification.
     pub fn run(&mut self) {
+        self.run_with(&[]);
+    }
+
+    /// Starts `scopehold daemon ARGS...` and waits for its readiness notification.
+    pub fn run_with(&mut self, args: &[&str]) {
+        self.run_in(&[], args);
+    }
+
+    /// [`Self::run_with`] under a wrapper command (`ip netns exec NS`), which execs the
+    /// binary: the child is the daemon itself.
+    pub fn run_in(&mut self, wrapper: &[&str], args: &[&str]) {
         let notify = self.t.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify);
         let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
         rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let child = self
-            .bin()
+        let mut c = match wrapper.split_first() {
+            None => self.bin(),
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_scopehold"));
+                self.env_of(&mut c);
+                c
+            }
+        };
+        let child = c
             .arg("daemon")
+            .args(args)
             .env("NOTIFY_SOCKET", &notify)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,9 +133,15 @@ impl Daemon {
 
     /// Starts the daemon expecting it to refuse: its exit status and what it said.
     pub fn refused_start(&self) -> (Option<i32>, String) {
+        self.refused_start_with(&[])
+    }
+
+    /// [`Self::refused_start`] with `scopehold daemon ARGS...`.
+    pub fn refused_start_with(&self, args: &[&str]) -> (Option<i32>, String) {
         let mut c = self
             .bin()
             .arg("daemon")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

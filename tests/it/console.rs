@@ -42,6 +42,7 @@ fn story(dir: &Path) {
         pid: Some(pid),
         uid: 1000,
         at_ms: 0,
+        from_host: None,
     };
     let events = vec![
         Event::MemberAdded {
@@ -49,6 +50,7 @@ fn story(dir: &Path) {
             uid: 0,
             admin: true,
             by: "init".parse().unwrap(),
+            host: None,
         },
         Event::ProjectCreated {
             project: "demo".parse().unwrap(),
@@ -68,11 +70,13 @@ fn story(dir: &Path) {
             agent: "summariser".parse().unwrap(),
             uid: None,
             by: by.clone(),
+            host: None,
         },
         Event::AgentCreated {
             agent: "crawler".parse().unwrap(),
             uid: Some(1001),
             by: by.clone(),
+            host: None,
         },
         Event::GrantCreated {
             grant: 1,
@@ -94,6 +98,7 @@ fn story(dir: &Path) {
             pid: Some(4343),
             uid: 1001,
             at_ms: 0,
+            from_host: None,
         },
         Event::SecretVersionSealed {
             secret: "openai/prod".parse().unwrap(),

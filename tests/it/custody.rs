@@ -24,6 +24,7 @@ fn root(home: &Home) -> Caller {
             .unwrap(),
         uid,
         pid: None,
+        host: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn an_event_edited_on_disk_with_its_crc_recomputed_stops_start_up_naming_the_eve
             member: "alice".parse().unwrap(),
             uid: 4343,
             admin: false,
+            host: None,
         };
         runtime()
             .block_on(engine.execute(&root(&home), &add))

@@ -136,6 +136,7 @@ impl Daemon {
                 scopehold::daemon::server::run(
                     listener,
                     None,
+                    None,
                     core.clone(),
                     async {
                         let _ = rx.await;

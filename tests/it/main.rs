@@ -18,6 +18,7 @@ mod console;
 mod conventions;
 mod custody;
 mod daemon;
+mod hub;
 mod lifecycle;
 mod masking;
 mod paths;

@@ -519,13 +519,7 @@ fn a_failed_erasure_leaves_the_deletion_standing_says_so_and_is_finished_at_the_
     let secret: scopehold::domain::SecretName = "openai/prod".parse().unwrap();
     let shredded = rt.block_on(async {
         let me = engine
-            .authenticate(
-                None,
-                Peer {
-                    uid: nix::unistd::geteuid().as_raw(),
-                    pid: None,
-                },
-            )
+            .authenticate(None, Peer::local(nix::unistd::geteuid().as_raw(), None))
             .await
             .unwrap();
         let project = "demo".parse().unwrap();

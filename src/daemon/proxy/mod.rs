@@ -363,10 +363,10 @@ impl Drop for MeteredDown {
 /// Serves one proxied request to its end; every failure is a JSON error.
 pub async fn handle(engine: Arc<Engine>, peer: Peer, req: Request<Incoming>) -> Response<Body> {
     let served = if req.method() == hyper::Method::CONNECT {
-        connect(&engine, peer, req).await
+        connect(&engine, peer.clone(), req).await
     } else {
         match target(&req) {
-            Ok(t) => serve(&engine, peer, req, t, None).await,
+            Ok(t) => serve(&engine, peer.clone(), req, t, None).await,
             Err(e) => Err(e),
         }
     };
@@ -425,12 +425,12 @@ async fn connect(
             });
             if !live {
                 // Dead, forged, or another uid's: counted and recorded as an unknown one.
-                engine.authenticate(Some(c), peer).await?;
+                engine.authenticate(Some(c), peer.clone()).await?;
                 return Err(Refusal::Unauthenticated.into());
             }
         }
         Some(c) => {
-            engine.authenticate(Some(c), peer).await?;
+            engine.authenticate(Some(c), peer.clone()).await?;
         }
         None => {
             return Err(bad(
@@ -502,7 +502,12 @@ async fn connect(
         }
         let tunnel_cred = cred.map(Arc::new);
         let svc = hyper::service::service_fn(move |inner: Request<Incoming>| {
-            let (engine, host, tunnel_cred) = (engine.clone(), host.clone(), tunnel_cred.clone());
+            let (engine, host, tunnel_cred, peer) = (
+                engine.clone(),
+                host.clone(),
+                tunnel_cred.clone(),
+                peer.clone(),
+            );
             async move {
                 let t = Target {
                     named: None,
@@ -578,6 +583,7 @@ async fn serve(
                     identity: r.identity,
                     uid: peer.uid,
                     pid: peer.pid,
+                    host: peer.host.clone(),
                 };
                 // In proxy form the placeholder names the run; the secret is the run's one
                 // whose profile has the host (its own first).
@@ -598,7 +604,7 @@ async fn serve(
             }
             // A dead or forged placeholder: counted and recorded as any unknown credential.
             None => {
-                engine.authenticate(Some(c), peer).await?;
+                engine.authenticate(Some(c), peer.clone()).await?;
                 return Err(Refusal::Unauthenticated.into());
             }
         },

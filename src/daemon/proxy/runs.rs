@@ -82,7 +82,10 @@ pub async fn start(
     // `scopehold resolve` with no credential): the run would protect only against a child
     // that does not try. Agents run under their own uids (README: Run it for agents).
     if !req.allow_member_uid
-        && let Some(member) = engine.read(|st| st.member_by_uid(caller.uid).map(|(n, _)| n.clone()))
+        && let Some(member) = engine.read(|st| {
+            st.member_by_uid(caller.host.as_ref(), caller.uid)
+                .map(|(n, _)| n.clone())
+        })
     {
         return Err(ApiError::BadRequest(format!(
             "uid {} is member {member}'s: a child under it could resolve as {member}, so a run under the proxy would not keep the key from it; run the agent under its own uid (or pass --allow-member-uid for a trial)",

@@ -1,0 +1,405 @@
+//! A hub and its edges, as real processes on loopback: `daemon --listen` on one state
+//! directory, `daemon --hub URL --join TOKEN` on others (each its own host), the CLI on each
+//! side's socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::Daemon;
+
+const CANARY: &str = "sk-live-CANARY-hub-5e21c9";
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s.lines().last().unwrap()).unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A hub on a loopback port, with project `demo` and secret `openai/prod` in it.
+fn start_hub() -> (Daemon, String) {
+    let mut hub = Daemon::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    hub.run_with(&["--listen", &addr]);
+    hub.ok(&["project", "create", "demo"], None);
+    hub.ok(
+        &["secret", "put", "openai/prod", "--project", "demo"],
+        Some(&format!("{CANARY}\n")),
+    );
+    (hub, format!("https://{addr}"))
+}
+
+/// `host add NAME` on the hub: the join token.
+fn invite(hub: &Daemon, host: &str, ttl: Option<&str>) -> String {
+    let mut args = vec!["--json", "host", "add", host];
+    if let Some(t) = ttl {
+        args.extend(["--ttl", t]);
+    }
+    let v = json(&hub.ok(&args, None));
+    assert_eq!(v["host"], host);
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("shj_"), "{token}");
+    assert!(token.ends_with(v["ca_pin"].as_str().unwrap()), "{v}");
+    token
+}
+
+/// An edge enrolled with `token` and serving.
+fn edge(url: &str, token: &str) -> Daemon {
+    let mut e = Daemon::new();
+    e.run_with(&["--hub", url, "--join", token]);
+    e
+}
+
+fn hosts(hub: &Daemon) -> Vec<Value> {
+    json(&hub.ok(&["--json", "host", "list"], None))["hosts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn resolve(d: &Daemon, cred: &str) -> std::process::Output {
+    d.cli(
+        &["resolve", "openai/prod", "--project", "demo"],
+        None,
+        Some(cred),
+    )
+}
+
+/// An agent bound to `host`, granted `openai/prod` in `demo`: its credential.
+fn agent_on(hub: &Daemon, name: &str, host: &str) -> String {
+    let v = json(&hub.ok(&["--json", "agent", "create", name, "--host", host], None));
+    hub.ok(
+        &[
+            "grant",
+            "create",
+            &format!("agent:{name}"),
+            "openai/prod",
+            "--project",
+            "demo",
+        ],
+        None,
+    );
+    v["credential"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_host_enrols_once_and_its_agents_resolve_through_its_edge_with_the_host_recorded() {
+    let (hub, url) = start_hub();
+    let token = invite(&hub, "ci-1", None);
+    let h = hosts(&hub);
+    assert_eq!(
+        (h[0]["name"].as_str(), h[0]["state"].as_str()),
+        (Some("ci-1"), Some("invited"))
+    );
+
+    let e = edge(&url, &token);
+    // The host's key is its own, 0600; nothing of the hub's secrets is on the host.
+    let key = e.home.join("host.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    for f in std::fs::read_dir(&e.home).unwrap() {
+        let p = f.unwrap().path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !crate::common::contains(&bytes, CANARY.as_bytes()),
+                "{}",
+                p.display()
+            );
+            assert!(
+                !crate::common::contains(&bytes, token.as_bytes()),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    for f in ["master.key", "log.key", "log"] {
+        assert!(!e.home.join(f).exists(), "an edge keeps no {f}");
+    }
+
+    // The token is spent: a second host cannot enrol with it.
+    let again = Daemon::new();
+    let (code, err) = again.refused_start_with(&["--hub", &url, "--join", &token]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("join token unknown, already used"), "{err}");
+    assert!(!again.home.join("host.key").exists());
+
+    let cred = agent_on(&hub, "bot", "ci-1");
+    let o = resolve(&e, &cred);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), CANARY);
+    // Bound to ci-1: the same credential on the hub's own socket is denied.
+    let o = resolve(&hub, &cred);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+
+    // The hub's log names the host beside the uid and pid the edge's kernel reported.
+    let rows: Vec<Value> = hub
+        .ok(&["--json", "log", "show"], None)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kind = |k: &str| {
+        rows.iter()
+            .filter(|r| r["kind"] == k)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let resolved = kind("secret_resolved");
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let ev = &resolved[0]["event"];
+    assert_eq!(ev["from_host"], "ci-1", "{ev}");
+    assert_eq!(ev["uid"], nix::unistd::geteuid().as_raw(), "{ev}");
+    assert!(ev["pid"].as_i64().unwrap() > 0, "{ev}");
+    let denied = kind("resolution_denied");
+    assert_eq!(
+        denied[0]["event"]["reason"],
+        "caller host not bound to agent"
+    );
+    assert!(denied[0]["event"].get("from_host").is_none(), "{denied:?}");
+    assert_eq!(kind("host_invited").len(), 1);
+    let enrolled = kind("host_enrolled");
+    assert_eq!(enrolled[0]["actor"], "host:ci-1", "{enrolled:?}");
+    // The invitation's token hash is secret-bearing: never printed.
+    assert!(kind("host_invited")[0].get("event").is_none());
+
+    let h = hosts(&hub);
+    assert_eq!(h[0]["state"], "enrolled");
+    assert_eq!(h[0]["connected"], true, "{h:?}");
+    let sha = h[0]["cert_sha256"].as_str().unwrap();
+    let pem = std::fs::read_to_string(e.home.join("host.pem")).unwrap();
+    let der = pem::parse(pem).unwrap();
+    use sha2::Digest;
+    assert_eq!(sha, hex::encode(sha2::Sha256::digest(der.contents())));
+}
+
+#[test]
+fn a_host_speaks_only_for_its_own_uids() {
+    let (hub, url) = start_hub();
+    let e = edge(&url, &invite(&hub, "laptop", None));
+    // The hub's admin is root on the hub's host. Root on the laptop is not that member:
+    // nobody there is a member yet, so an admin call through the edge is refused.
+    let o = e.cli(&["project", "list"], None, None);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("no valid credential"),
+        "{}",
+        text(&o.stderr)
+    );
+    // As a member of that host (a (host, uid) pair), the same uid is someone.
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    hub.ok(
+        &["member", "add", "lee", "--host", "laptop", "--uid", &me],
+        None,
+    );
+    let o = e.cli(&["whoami"], None, None);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("member:lee"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Not an admin: an admin call is still refused.
+    let o = e.cli(&["project", "list"], None, None);
+    assert_ne!(o.status.code(), Some(0));
+    // A member can only be bound to an enrolled host.
+    let o = hub.cli(
+        &["member", "add", "kim", "--host", "nowhere", "--uid", "7"],
+        None,
+        None,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("no host nowhere"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn an_expired_token_and_a_hub_with_another_ca_are_refused() {
+    let (hub, url) = start_hub();
+    let token = invite(&hub, "late", Some("1s"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let e = Daemon::new();
+    let (code, err) = e.refused_start_with(&["--hub", &url, "--join", &token]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("join token expired"), "{err}");
+    assert!(!e.home.join("host.key").exists());
+
+    // Another hub (another state directory, so another CA) on another port: the token pins
+    // the first hub's CA, so the host refuses the second before it sends the token.
+    let (other, other_url) = start_hub();
+    let token = invite(&hub, "ci-2", None);
+    let e = Daemon::new();
+    let (code, err) = e.refused_start_with(&["--hub", &other_url, "--join", &token]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not the hub that made the token"), "{err}");
+    assert!(!e.home.join("host.key").exists());
+    // The token never reached the other hub, and is still good at its own.
+    let log = other.ok(&["--json", "log", "show"], None);
+    assert!(!log.contains("host_enrolled"), "{log}");
+    let e = edge(&url, &token);
+    assert!(e.home.join("host.key").exists());
+    // A garbled token is refused before any connection.
+    let (code, err) = Daemon::new().refused_start_with(&["--hub", &url, "--join", "shj_nope"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not a join token"), "{err}");
+}
+
+#[test]
+fn host_revoke_cuts_a_live_edge_and_an_unreachable_hub_is_a_503() {
+    let (mut hub, url) = start_hub();
+    let e = edge(&url, &invite(&hub, "ci-3", None));
+    let cred = agent_on(&hub, "bot", "ci-3");
+    let o = resolve(&e, &cred);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // The edge keeps its connection to the hub open between requests.
+    assert_eq!(hosts(&hub)[0]["connected"], true);
+
+    hub.ok(&["host", "revoke", "ci-3"], None);
+    // Cut at once, not at the edge's next request.
+    let start = Instant::now();
+    while hosts(&hub)[0]["connected"] == true {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the edge is still connected"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(hosts(&hub)[0]["state"], "revoked");
+    let o = resolve(&e, &cred);
+    assert_ne!(o.status.code(), Some(0));
+    let err = text(&o.stderr);
+    assert!(!text(&o.stdout).contains(CANARY));
+    assert!(
+        err.contains("revoked") || err.contains("no enrolled host"),
+        "{err}"
+    );
+    let rows = hub.ok(&["--json", "log", "show", "--kind", "host_revoked"], None);
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+
+    // A second edge, then the hub goes away: the edge answers 503 hub_unreachable and
+    // says why; nothing is released.
+    let e2 = edge(&url, &invite(&hub, "ci-4", None));
+    let cred2 = agent_on(&hub, "bot2", "ci-4");
+    assert!(resolve(&e2, &cred2).status.success());
+    hub.stop();
+    let o = e2.cli(
+        &["--json", "resolve", "openai/prod", "--project", "demo"],
+        None,
+        Some(&cred2),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("hub_unreachable") || err.contains("cannot reach its hub"),
+        "{err}"
+    );
+    assert!(!text(&o.stdout).contains(CANARY));
+}
+
+/// A network namespace with a veth pair to this one, removed when dropped: a separate host,
+/// as far as the network goes.
+struct Netns {
+    name: String,
+    veth: String,
+    hub_ip: String,
+}
+
+impl Netns {
+    fn ip(args: &[&str]) -> bool {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `None` where this cannot be done here (not root, no `ip`).
+    fn create() -> Option<Netns> {
+        if !nix::unistd::geteuid().is_root() || !Self::ip(&["netns", "list"]) {
+            eprintln!("skipped: needs root and iproute2 (CI has both)");
+            return None;
+        }
+        let id = std::process::id() % 60000;
+        let (hi, lo) = (id / 250 % 250, id % 250);
+        let n = Netns {
+            name: format!("shtest{id}"),
+            veth: format!("shv{id}"),
+            hub_ip: format!("10.{}.{}.1", 200 + hi % 50, lo),
+        };
+        let edge_ip = format!("10.{}.{}.2/30", 200 + hi % 50, lo);
+        let peer = format!("{}p", n.veth);
+        let hub_cidr = format!("{}/30", n.hub_ip);
+        for cmd in [
+            vec!["netns", "add", &n.name],
+            vec![
+                "link", "add", &n.veth, "type", "veth", "peer", "name", &peer,
+            ],
+            vec!["link", "set", &peer, "netns", &n.name],
+            vec!["addr", "add", &hub_cidr, "dev", &n.veth],
+            vec!["link", "set", &n.veth, "up"],
+            vec!["-n", &n.name, "addr", "add", &edge_ip, "dev", &peer],
+            vec!["-n", &n.name, "link", "set", &peer, "up"],
+            vec!["-n", &n.name, "link", "set", "lo", "up"],
+        ] {
+            assert!(Self::ip(&cmd), "ip {cmd:?}");
+        }
+        Some(n)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        Self::ip(&["link", "del", &self.veth]);
+        Self::ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn an_edge_in_its_own_network_namespace_serves_its_agents_through_the_hub() {
+    let Some(ns) = Netns::create() else { return };
+    let mut hub = Daemon::new();
+    let addr = format!("{}:{}", ns.hub_ip, free_port());
+    hub.run_with(&["--listen", &addr]);
+    hub.ok(&["project", "create", "demo"], None);
+    hub.ok(
+        &["secret", "put", "openai/prod", "--project", "demo"],
+        Some(&format!("{CANARY}\n")),
+    );
+    let token = invite(&hub, "far", None);
+    // Inside the namespace, the hub's loopback is not there: only the veth reaches it.
+    let mut e = Daemon::new();
+    let url = format!("https://{addr}");
+    e.run_in(
+        &["ip", "netns", "exec", &ns.name],
+        &["--hub", &url, "--join", &token, "--hub-timeout", "2s"],
+    );
+    let cred = agent_on(&hub, "bot", "far");
+    let o = resolve(&e, &cred);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), CANARY);
+    let rows = hub.ok(
+        &["--json", "log", "show", "--kind", "secret_resolved"],
+        None,
+    );
+    let ev: Value = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
+    assert_eq!(ev["event"]["from_host"], "far", "{ev}");
+    // Cut the wire: the edge says the hub is unreachable, and releases nothing.
+    assert!(Netns::ip(&["link", "set", &ns.veth, "down"]));
+    let o = resolve(&e, &cred);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!text(&o.stdout).contains(CANARY));
+    let err = text(&o.stderr);
+    assert!(err.contains("hub_unreachable"), "{err}");
+    drop(e);
+    drop(hub);
+}
