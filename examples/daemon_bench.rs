@@ -430,6 +430,7 @@ fn one_run(a: &Args, token_out: &mut String) -> Run {
                     max_uses: None,
                     rate_per_min: None,
                     uid: None,
+                    host: None,
                 };
                 client::call::<endpoint::GrantCreate>(&d.sock, &req, None).unwrap();
             }

@@ -102,6 +102,7 @@ fn build(home: &Home, events: u64, batch: u64) {
             max_uses: None,
             rate_per_min: None,
             uid: None,
+            host: None,
         }),
     ] {
         rt.block_on(engine.execute(&root, &c)).unwrap();

@@ -675,6 +675,9 @@ pub struct GrantCreateRequest {
     /// Only for callers running as this uid.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// Only for callers through this enrolled host's edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
 }
 
 /// A grant was created.
@@ -733,6 +736,9 @@ pub struct GrantInfo {
     pub rate_per_min: Option<u32>,
     /// The uid it is bound to.
     pub uid: Option<u32>,
+    /// The host it is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     /// Whether it is revoked.
     pub revoked: bool,
     /// When it was last used.

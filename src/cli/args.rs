@@ -525,9 +525,12 @@ pub enum GrantCommand {
         /// Resolutions per minute
         #[arg(long)]
         rate: Option<u32>,
-        /// Only for callers running as this uid
+        /// Only for callers running as this uid (on --host, if given)
         #[arg(long)]
         uid: Option<u32>,
+        /// Only for callers through this enrolled host's edge
+        #[arg(long, value_name = "HOST")]
+        host: Option<Name>,
     },
     /// Revoke a grant: its holder can no longer resolve the secret through it
     Revoke {

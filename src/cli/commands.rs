@@ -469,6 +469,7 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
             max_uses,
             rate,
             uid,
+            host,
         } => {
             let v = admin::<endpoint::GrantCreate>(
                 ctx,
@@ -480,6 +481,7 @@ pub fn grant(ctx: &Ctx, c: GrantCommand) -> Result<(), Exit> {
                     max_uses,
                     rate_per_min: rate,
                     uid,
+                    host,
                 },
             )?;
             print(ctx, &v, |v| v.grant.to_string())

@@ -245,6 +245,7 @@ pub fn actions_expecting(
                     max_uses: None,
                     rate_per_min: None,
                     uid: None,
+                    host: None,
                 };
                 client::call_expecting::<endpoint::GrantCreate>(&socket, expect, &req, None)
                     .map_err(failed)?

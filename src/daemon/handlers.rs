@@ -389,6 +389,7 @@ pub async fn call(
                 max_uses: r.max_uses,
                 rate_per_min: r.rate_per_min,
                 uid: r.uid,
+                host: r.host,
             };
             let done = engine.execute(caller, &Command::CreateGrant(spec)).await?;
             let Some(Event::GrantCreated { grant, .. }) = done.events.first() else {
@@ -832,6 +833,7 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
                             uid: g.uid,
                             revoked: g.revoked,
                             last_used_ms: g.last_used_ms,
+                            host: g.host.clone(),
                         }
                     })
                     .collect(),

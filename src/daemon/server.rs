@@ -34,6 +34,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections the hub's host listener serves at once, counted apart from the local
+/// socket's: a flood from the network (TLS handshakes need no certificate) cannot take the
+/// local agents' connections.
+pub const MAX_HOST_CONNECTIONS: usize = 256;
 /// Connections one peer uid may hold at once: one local user cannot take every slot and
 /// starve the others (a sixteenth of all).
 pub const MAX_CONNECTIONS_PER_UID: usize = MAX_CONNECTIONS / 16;
@@ -111,6 +115,7 @@ pub async fn run(
     // CONNECT needs.)
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let host_limit = Arc::new(Semaphore::new(MAX_HOST_CONNECTIONS));
     let per_uid = Arc::new(PerUid::default());
     tokio::pin!(shutdown);
     loop {
@@ -139,7 +144,12 @@ pub async fn run(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let pool = if matches!(stream, Stream::Hub(..)) {
+            &host_limit
+        } else {
+            &limit
+        };
+        let Ok(permit) = pool.clone().try_acquire_owned() else {
             tracing::warn!("connection limit reached; refusing a connection");
             continue;
         };
@@ -208,10 +218,13 @@ pub async fn run(
     drop(hub);
     stop_tx.send_replace(true);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    if tokio::time::timeout(drain, limit.acquire_many(all))
-        .await
-        .is_err()
-    {
+    let hosts = u32::try_from(MAX_HOST_CONNECTIONS).unwrap_or(u32::MAX);
+    let drained = async {
+        let a = limit.acquire_many(all).await;
+        let b = host_limit.acquire_many(hosts).await;
+        (a, b)
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {drain:?}; stopping anyway");
     }
 }

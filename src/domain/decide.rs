@@ -50,8 +50,10 @@ pub struct GrantSpec {
     pub max_uses: Option<u64>,
     /// At most this many resolutions a minute.
     pub rate_per_min: Option<u32>,
-    /// Only for callers running as this uid.
+    /// Only for callers running as this uid (on `host`, if given).
     pub uid: Option<u32>,
+    /// Only for callers through this enrolled host's edge.
+    pub host: Option<Name>,
 }
 
 /// Every change a caller can ask for, and resolution.
@@ -290,6 +292,8 @@ pub enum DenyReason {
     Exhausted,
     /// The grant is bound to another uid.
     GrantUid,
+    /// The grant is bound to another host (or to this one, and called through an edge).
+    GrantHost,
     /// Over the grant's rate.
     RateLimited,
     /// The agent is revoked.
@@ -324,6 +328,7 @@ impl DenyReason {
             DenyReason::Expired => "grant expired",
             DenyReason::Exhausted => "grant exhausted",
             DenyReason::GrantUid => "caller uid not bound to grant",
+            DenyReason::GrantHost => "caller host not bound to grant",
             DenyReason::RateLimited => "rate limit",
             DenyReason::AgentRevoked => "agent revoked",
             DenyReason::AgentUid => "caller uid not bound to agent",
@@ -1213,6 +1218,7 @@ fn told(
             version.unwrap_or_default()
         ),
         DenyReason::GrantUid => "it is bound to another uid".to_string(),
+        DenyReason::GrantHost => "it is bound to another host".to_string(),
         DenyReason::NotInProject => "its secret was taken out of the project".to_string(),
         _ => state.grant_state(g, now_ms).why(),
     };
@@ -1278,8 +1284,12 @@ fn decide_resolve(
             reason = DenyReason::Exhausted;
             continue;
         }
-        if g.uid.is_some_and(|u| !caller.is_uid_on(None, u)) {
-            // A grant's uid is one of the hub's own host (grants are not bound to hosts yet).
+        if g.host.is_some() && g.host != caller.host {
+            reason = DenyReason::GrantHost;
+            continue;
+        }
+        if g.uid.is_some_and(|u| !caller.is_uid_on(g.host.as_ref(), u)) {
+            // A uid without a host is one of the hub's own host.
             reason = DenyReason::GrantUid;
             continue;
         }
@@ -1346,7 +1356,9 @@ fn usable(
             DenyReason::Expired
         } else if g.max_uses.is_some_and(|m| g.uses >= m) {
             DenyReason::Exhausted
-        } else if g.uid.is_some_and(|u| !caller.is_uid_on(None, u)) {
+        } else if g.host.is_some() && g.host != caller.host {
+            DenyReason::GrantHost
+        } else if g.uid.is_some_and(|u| !caller.is_uid_on(g.host.as_ref(), u)) {
             DenyReason::GrantUid
         } else {
             return Ok(());
@@ -1428,6 +1440,9 @@ fn decide_grant(
     if spec.max_uses == Some(0) || spec.rate_per_min == Some(0) {
         return Err(Refusal::ZeroLimit);
     }
+    if let Some(h) = &spec.host {
+        enrolled_host(state, h)?;
+    }
     Ok(vec![Event::GrantCreated {
         grant: state.next_grant.max(1),
         identity,
@@ -1437,6 +1452,7 @@ fn decide_grant(
         max_uses: spec.max_uses,
         rate_per_min: spec.rate_per_min,
         uid: spec.uid,
+        host: spec.host.clone(),
         by: by(caller),
     }])
 }

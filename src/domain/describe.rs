@@ -280,6 +280,7 @@ impl Event {
                 rate_per_min,
                 uid,
                 by,
+                host,
             } => d(
                 by_(by),
                 format!("{identity}, {secret} in {project}"),
@@ -296,6 +297,7 @@ impl Event {
                     ("max_uses", opt(max_uses, "-")),
                     ("rate_per_min", opt(rate_per_min, "-")),
                     ("uid", opt(uid, "any")),
+                    ("host", opt(host, "-")),
                     ("by", by.to_string()),
                 ],
                 &["grant", "identity", "secret", "project", "by"],
@@ -733,7 +735,8 @@ mod tests {
             }
             EventKind::GrantCreated => j(json!({"type": k.name(), "grant": 3,
                 "identity": "agent:bot", "secret": "openai/prod", "project": "demo",
-                "expires_at_ms": 9000, "max_uses": 5, "rate_per_min": 2, "uid": 1002, "by": by})),
+                "expires_at_ms": 9000, "max_uses": 5, "rate_per_min": 2, "uid": 1002, "host": "ci-1",
+                "by": by})),
             EventKind::GrantRevoked => j(json!({"type": k.name(), "grant": 3, "by": by})),
             EventKind::SecretResolved => j(json!({"type": k.name(), "identity": "agent:bot",
                 "secret": "openai/prod", "version": 2, "project": "demo", "grant": 3, "pid": 42,
@@ -860,7 +863,8 @@ mod tests {
                 "expires_at=1970-01-01T00:00:09.000Z",
                 "max_uses=5",
                 "rate_per_min=2",
-                "uid=1002"
+                "uid=1002",
+                "host=ci-1"
             ]
         );
         // A reissued credential names its agent and who issued it.

@@ -228,6 +228,9 @@ pub enum Event {
         max_uses: Option<u64>,
         rate_per_min: Option<u32>,
         uid: Option<u32>,
+        /// The enrolled host its callers must call from (with `uid`: that uid there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Name>,
         by: Actor,
     },
     /// A grant was revoked.

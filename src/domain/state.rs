@@ -81,8 +81,10 @@ pub struct Grant {
     pub max_uses: Option<u64>,
     /// At most this many resolutions in any minute.
     pub rate_per_min: Option<u32>,
-    /// Only for callers running as this uid.
+    /// Only for callers running as this uid (on `host`; without it, on the hub's host).
     pub uid: Option<u32>,
+    /// Only for callers through this enrolled host's edge.
+    pub host: Option<Name>,
     /// Resolutions so far.
     pub uses: u64,
     /// Times of resolutions in the last minute (for the rate limit).
@@ -421,6 +423,7 @@ impl State {
                 max_uses,
                 rate_per_min,
                 uid,
+                host,
                 ..
             } => {
                 if self.secrets.get(secret).is_none_or(|s| s.deleted)
@@ -444,6 +447,7 @@ impl State {
                         max_uses: *max_uses,
                         rate_per_min: *rate_per_min,
                         uid: *uid,
+                        host: host.clone(),
                         uses: 0,
                         recent: VecDeque::new(),
                         revoked: false,

@@ -109,6 +109,7 @@ fn spec(identity: &str) -> GrantSpec {
         max_uses: None,
         rate_per_min: None,
         uid: None,
+        host: None,
     }
 }
 
@@ -182,6 +183,7 @@ fn a_grant_is_created_with_the_next_id_by_its_admin() {
             rate_per_min: None,
             uid: None,
             by: root_by(),
+            host: None,
         }]
     );
     // The kind is always said: a bare name is refused, whether or not it exists.
@@ -1065,6 +1067,7 @@ fn arb_command() -> impl Strategy<Value = (usize, Command)> {
                     max_uses: max,
                     rate_per_min: rate,
                     uid,
+                    host: None,
                 }
             )),
         (0u64..5).prop_map(|g| Command::RevokeGrant { grant: g }),
@@ -1798,6 +1801,38 @@ fn a_join_token_is_spent_once_before_it_expires_and_a_host_speaks_only_for_its_u
             Identified::Denied(_, DenyReason::AgentUid)
         ),
         "agent d is bound to uid 1000 of the hub's host"
+    );
+
+    // A grant bound to the host (and a uid there): only callers through its edge, as that
+    // uid, use it; the same agent on the hub's own socket is denied by it.
+    when(
+        &mut s,
+        &root(),
+        &Command::CreateGrant(GrantSpec {
+            uid: Some(7),
+            host: Some(host.clone()),
+            ..spec("agent:a")
+        }),
+        66,
+    );
+    let a_on = |h: Option<&Name>, uid: u32| Caller {
+        identity: id("agent:a"),
+        uid,
+        pid: None,
+        host: h.cloned(),
+    };
+    let res = Command::Resolve {
+        secret: sec("openai/prod"),
+        project: p("demo"),
+        version: None,
+    };
+    assert!(decide(&s, &a_on(Some(&host), 7), &res, 66).is_ok());
+    let denied = |c: &Caller| decide(&s, c, &res, 66).err().and_then(|r| r.deny_reason());
+    assert_eq!(denied(&a_on(None, 7)), Some(DenyReason::GrantHost));
+    assert_eq!(denied(&a_on(Some(&host), 8)), Some(DenyReason::GrantUid));
+    assert_eq!(
+        denied(&a_on(Some(&n("other")), 7)),
+        Some(DenyReason::GrantHost)
     );
 
     when(

@@ -201,6 +201,7 @@ mod tests {
             rate_per_min: None,
             uid: None,
             by: by(),
+            host: None,
         });
         evs.extend_from_slice(more);
         let mut st = State::default();

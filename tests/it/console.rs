@@ -88,6 +88,7 @@ fn story(dir: &Path) {
             rate_per_min: Some(30),
             uid: None,
             by: by.clone(),
+            host: None,
         },
         resolved("agent:summariser", 1, 4242),
         Event::ResolutionDenied {

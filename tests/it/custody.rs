@@ -285,6 +285,7 @@ fn revoked_and_superseded_versions_leave_no_data_key_in_memory() {
         max_uses: None,
         rate_per_min: None,
         uid: None,
+        host: None,
     }));
     let resolve = Command::Resolve {
         secret: secret.clone(),
@@ -554,6 +555,7 @@ fn under_the_disk_reserve_only_revocations_are_logged() {
         max_uses: None,
         rate_per_min: None,
         uid: None,
+        host: None,
     };
     {
         let engine = Engine::open(&home, scopehold_log::system_clock()).unwrap();

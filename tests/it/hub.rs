@@ -171,6 +171,41 @@ fn a_host_enrols_once_and_its_agents_resolve_through_its_edge_with_the_host_reco
     // The invitation's token hash is secret-bearing: never printed.
     assert!(kind("host_invited")[0].get("event").is_none());
 
+    // A grant narrowed to the host and a uid on it: an unbound agent may use it only there.
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    let free = json(&hub.ok(&["--json", "agent", "create", "free"], None))["credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub.ok(
+        &[
+            "grant",
+            "create",
+            "agent:free",
+            "openai/prod",
+            "--project",
+            "demo",
+            "--host",
+            "ci-1",
+            "--uid",
+            &me,
+        ],
+        None,
+    );
+    let o = resolve(&e, &free);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = resolve(&hub, &free);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "the same uid on the hub's own host is another user"
+    );
+    assert!(
+        text(&o.stderr).contains("bound to another host"),
+        "{}",
+        text(&o.stderr)
+    );
+
     let h = hosts(&hub);
     assert_eq!(h[0]["state"], "enrolled");
     assert_eq!(h[0]["connected"], true, "{h:?}");

@@ -1,0 +1,292 @@
+//! A hub and two edges, as users run them: `scopehold daemon --listen` on one state
+//! directory, `scopehold daemon --hub URL --join TOKEN` on two others (hosts `e1`, `e2`),
+//! all real processes on this machine, set up with the real CLI. This process drives both
+//! edges' sockets at once (closed-loop keep-alive agents, one thread per edge), so every
+//! resolution crosses an edge, mutual TLS, the hub's decision and its durable, signed log.
+//!
+//! Printed per run: resolutions/s through both edges together, p50/p99, events per
+//! fdatasync at the hub, CPU per resolution of the hub and of the edges; and, in the same
+//! run, the hub's own socket driven directly at the same total concurrency (the single-node
+//! figure, without edges).
+//!
+//! The hub's log is on local files here; issue 12's PostgreSQL store is not built yet.
+//!
+//! `cargo run --release --example hub_bench -- --bin target/release/scopehold [--secs S] [--runs N] [--conc C] [--dir DIR]`
+//! `examples/hub_vs_openbao.sh` runs it beside OpenBao in the same run.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test or benchmark fails loudly at the first surprise"
+)]
+
+#[path = "common/load.rs"]
+mod load;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use scopehold::api::{endpoint, wire};
+use scopehold::cli::client;
+
+const VALUE: &str = "sk-bench-0123456789abcdef0123456789abcdef";
+
+struct Args {
+    bin: PathBuf,
+    secs: f64,
+    runs: usize,
+    conc: usize,
+    dir: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bin: "target/release/scopehold".into(),
+        secs: 5.0,
+        runs: 3,
+        conc: 16,
+        dir: std::env::temp_dir(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--bin" => a.bin = v().into(),
+            "--secs" => a.secs = v().parse().expect("--secs S"),
+            "--runs" => a.runs = v().parse().expect("--runs N"),
+            "--conc" => a.conc = v().parse().expect("--conc C"),
+            "--dir" => a.dir = v().into(),
+            _ => panic!(
+                "usage: hub_bench [--bin PATH] [--secs S] [--runs N] [--conc C] [--dir DIR]"
+            ),
+        }
+    }
+    a.bin = std::fs::canonicalize(&a.bin).expect("--bin: no such binary");
+    a
+}
+
+/// One `scopehold daemon` process on its own state directory and socket.
+struct Proc {
+    child: Child,
+    dir: PathBuf,
+    sock: PathBuf,
+}
+
+impl Proc {
+    fn env(dir: &Path, sock: &Path, c: &mut Command) {
+        c.env("SCOPEHOLD_HOME", dir.join("state"))
+            .env("SCOPEHOLD_SOCKET", sock);
+    }
+
+    fn start(bin: &Path, base: &Path, name: &str, args: &[&str]) -> Self {
+        let dir = base.join(format!("sh-hub-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s.sock");
+        let mut d = Command::new(bin);
+        Self::env(&dir, &sock, &mut d);
+        let mut child = d
+            .arg("daemon")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        for _ in 0..300 {
+            if UnixStream::connect(&sock).is_ok() {
+                return Self { child, dir, sock };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} did not answer on {}", sock.display());
+    }
+
+    fn cli(&self, bin: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        let mut c = Command::new(bin);
+        Self::env(&self.dir, &self.sock, &mut c);
+        let mut c = c
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut i = c.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            i.write_all(s.as_bytes()).unwrap();
+        }
+        drop(i);
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "scopehold {args:?} failed");
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn cpu(&self) -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime, fields 14 and 15 of stat (11 and 12 after the command name).
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    fn commits(&self) -> (u64, u64) {
+        let s = client::call::<endpoint::Status>(&self.sock, &wire::Empty {}, None).unwrap();
+        let c = s.commits.expect("status commits are for admins");
+        (c.events, c.batches)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.lines().last().unwrap()).unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+struct Run {
+    edges_rps: f64,
+    edges_p50: f64,
+    edges_p99: f64,
+    ev_per_sync: f64,
+    hub_cpu_us: f64,
+    edges_cpu_us: f64,
+    direct_rps: f64,
+    direct_p50: f64,
+}
+
+fn one_run(a: &Args) -> Run {
+    let bin = a.bin.as_path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let hub = Proc::start(bin, &a.dir, "hub", &["--listen", &addr]);
+    hub.cli(bin, &["project", "create", "bench"], None);
+    hub.cli(
+        bin,
+        &["secret", "put", "openai/prod", "--project", "bench"],
+        Some(VALUE),
+    );
+    let token = json(&hub.cli(bin, &["--json", "agent", "create", "bench"], None))
+        ["credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hub.cli(
+        bin,
+        &["grant", "create", "agent:bench", "openai/prod", "--project", "bench"],
+        None,
+    );
+    let url = format!("https://{addr}");
+    let edges: Vec<Proc> = ["e1", "e2"]
+        .iter()
+        .map(|h| {
+            let join = json(&hub.cli(bin, &["--json", "host", "add", h], None))["token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            Proc::start(bin, &a.dir, h, &["--hub", &url, "--join", &join])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // Warm-up: pools fill on both sides, the data key is unwrapped.
+    for e in &edges {
+        load::run(&e.sock, &token, "openai/prod", "bench", a.conc, 0.5);
+    }
+    let (e0, b0) = hub.commits();
+    let hub0 = hub.cpu();
+    let edges0: f64 = edges.iter().map(Proc::cpu).sum();
+    let results: Vec<load::LoadResult> = std::thread::scope(|s| {
+        let hs: Vec<_> = edges
+            .iter()
+            .map(|e| {
+                let (sock, token) = (e.sock.clone(), token.clone());
+                let (conc, secs) = (a.conc, a.secs);
+                s.spawn(move || load::run(&sock, &token, "openai/prod", "bench", conc, secs))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let hub1 = hub.cpu();
+    let edges1: f64 = edges.iter().map(Proc::cpu).sum();
+    let (e1, b1) = hub.commits();
+    let ok: u64 = results.iter().map(|r| r.ok).sum();
+    let errors: u64 = results.iter().map(|r| r.errors).sum();
+    assert_eq!(errors, 0, "resolutions through an edge failed under load");
+    let all = load::LoadResult {
+        ok,
+        errors,
+        secs: results.iter().map(|r| r.secs).fold(0.0, f64::max),
+        latencies_us: results.iter().flat_map(|r| r.latencies_us.clone()).collect(),
+    };
+    drop(edges);
+    // The same hub, its own socket, the same total concurrency.
+    let direct = load::run(&hub.sock, &token, "openai/prod", "bench", 2 * a.conc, a.secs);
+    assert_eq!(direct.errors, 0);
+    Run {
+        edges_rps: all.rate(),
+        edges_p50: all.pct(0.5),
+        edges_p99: all.pct(0.99),
+        ev_per_sync: (e1 - e0) as f64 / (b1 - b0).max(1) as f64,
+        hub_cpu_us: (hub1 - hub0) * 1e6 / ok.max(1) as f64,
+        edges_cpu_us: (edges1 - edges0) * 1e6 / ok.max(1) as f64,
+        direct_rps: direct.rate(),
+        direct_p50: direct.pct(0.5),
+    }
+}
+
+fn main() {
+    let a = args();
+    let mut runs = Vec::new();
+    for i in 0..a.runs {
+        let r = one_run(&a);
+        println!(
+            "run {}: two edges x c{} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} hub cpu/res={:.1}us edges cpu/res={:.1}us | hub socket c{} rps={:.0} p50={:.0}us",
+            i + 1,
+            a.conc,
+            r.edges_rps,
+            r.edges_p50,
+            r.edges_p99,
+            r.ev_per_sync,
+            r.hub_cpu_us,
+            r.edges_cpu_us,
+            2 * a.conc,
+            r.direct_rps,
+            r.direct_p50
+        );
+        runs.push(r);
+    }
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let (rps, lo, hi) = m(|r| r.edges_rps);
+    let (p50, _, _) = m(|r| r.edges_p50);
+    let (ev, _, _) = m(|r| r.ev_per_sync);
+    let (hub_cpu, _, _) = m(|r| r.hub_cpu_us);
+    let (edge_cpu, _, _) = m(|r| r.edges_cpu_us);
+    let (direct, dlo, dhi) = m(|r| r.direct_rps);
+    println!(
+        "SUMMARY scopehold hub + 2 edges (real binaries, log on local files, median of {} x {}s; min..max): edges c{}x2 rps={rps:.0} ({lo:.0}..{hi:.0}) p50={p50:.0}us ev/fsync={ev:.1} hub-cpu/res={hub_cpu:.1}us edges-cpu/res={edge_cpu:.1}us | hub-socket c{} rps={direct:.0} ({dlo:.0}..{dhi:.0})",
+        a.runs,
+        a.secs,
+        a.conc,
+        2 * a.conc
+    );
+}
