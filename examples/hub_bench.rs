@@ -57,9 +57,9 @@ fn args() -> Args {
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--conc" => a.conc = v().parse().expect("--conc C"),
             "--dir" => a.dir = v().into(),
-            _ => panic!(
-                "usage: hub_bench [--bin PATH] [--secs S] [--runs N] [--conc C] [--dir DIR]"
-            ),
+            _ => {
+                panic!("usage: hub_bench [--bin PATH] [--secs S] [--runs N] [--conc C] [--dir DIR]")
+            }
         }
     }
     a.bin = std::fs::canonicalize(&a.bin).expect("--bin: no such binary");
@@ -186,14 +186,20 @@ fn one_run(a: &Args) -> Run {
         &["secret", "put", "openai/prod", "--project", "bench"],
         Some(VALUE),
     );
-    let token = json(&hub.cli(bin, &["--json", "agent", "create", "bench"], None))
-        ["credential"]
+    let token = json(&hub.cli(bin, &["--json", "agent", "create", "bench"], None))["credential"]
         .as_str()
         .unwrap()
         .to_string();
     hub.cli(
         bin,
-        &["grant", "create", "agent:bench", "openai/prod", "--project", "bench"],
+        &[
+            "grant",
+            "create",
+            "agent:bench",
+            "openai/prod",
+            "--project",
+            "bench",
+        ],
         None,
     );
     let url = format!("https://{addr}");
@@ -236,11 +242,21 @@ fn one_run(a: &Args) -> Run {
         ok,
         errors,
         secs: results.iter().map(|r| r.secs).fold(0.0, f64::max),
-        latencies_us: results.iter().flat_map(|r| r.latencies_us.clone()).collect(),
+        latencies_us: results
+            .iter()
+            .flat_map(|r| r.latencies_us.clone())
+            .collect(),
     };
     drop(edges);
     // The same hub, its own socket, the same total concurrency.
-    let direct = load::run(&hub.sock, &token, "openai/prod", "bench", 2 * a.conc, a.secs);
+    let direct = load::run(
+        &hub.sock,
+        &token,
+        "openai/prod",
+        "bench",
+        2 * a.conc,
+        a.secs,
+    );
     assert_eq!(direct.errors, 0);
     Run {
         edges_rps: all.rate(),

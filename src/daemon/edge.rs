@@ -273,7 +273,8 @@ pub async fn enrol(home: &Home, url: &HubUrl, token: &str) -> Result<String> {
         .with_context(|| format!("TLS with the hub {}", url.url))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
-    let req = Request::post(format!("{}{}", url.url, Route::HostJoin.spec().path))
+    // Origin form: an absolute URI on a bare connection would be sent as such.
+    let req = Request::post(Route::HostJoin.spec().path)
         .header(hyper::header::HOST, format!("{}:{}", url.host, url.port))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::copy_from_slice(&body)))?;
@@ -432,7 +433,7 @@ impl Edge {
     ) -> Response<Body> {
         if req.method() == hyper::Method::CONNECT || req.uri().authority().is_some() {
             let e = ApiError::BadRequest(
-                "the injecting proxy is not served through an edge yet: use it on the hub's host"
+                "HTTP(S)_PROXY is not served through an edge yet: use base URLs (run --proxy gives them), or the hub's host"
                     .into(),
             );
             let mut r = Response::new(full(

@@ -378,10 +378,10 @@ enum HostConn {
 /// A request on a connection with no client certificate: enrolment, or a clear refusal.
 async fn enrolling(
     engine: &Arc<Engine>,
-    route: &'static RouteSpec,
+    route: Option<&'static RouteSpec>,
     req: Request<Incoming>,
 ) -> Resp {
-    if route.route == api::Route::HostJoin {
+    if route.is_some_and(|r| r.route == api::Route::HostJoin) {
         return match handlers::join(engine, RequestBody::new(req)).await {
             Ok(r) => ok(r),
             Err(e) => {
@@ -401,9 +401,15 @@ async fn enrolling(
 
 /// One request on the hub's listener.
 async fn handle_host(engine: &Arc<Engine>, host: &HostConn, req: Request<Incoming>) -> Resp {
-    let route = match api::lookup(req.method().as_str(), req.uri().path()) {
-        Ok(r) => r,
-        Err(e) => return error_response(&e),
+    // Proxy requests are not in the route table (`handle` takes them first); the rest are
+    // looked up before anything else, as on the local socket.
+    let route = if super::proxy::is_proxy_request(&req) {
+        None
+    } else {
+        match api::lookup(req.method().as_str(), req.uri().path()) {
+            Ok(r) => Some(r),
+            Err(e) => return error_response(&e),
+        }
     };
     let (h, sha) = match host {
         HostConn::Host(h, sha) => (h, sha),
@@ -419,15 +425,16 @@ async fn handle_host(engine: &Arc<Engine>, host: &HostConn, req: Request<Incomin
             "host {h} is revoked"
         )));
     }
-    if route.route == api::Route::HostJoin {
+    if route.is_some_and(|r| r.route == api::Route::HostJoin) {
         return error_response(&ApiError::BadRequest(format!(
             "host {h} is enrolled already"
         )));
     }
-    // Not yet through an edge: a run under the proxy needs the proxy on the agent's host.
-    if route.route == api::Route::RunStart || super::proxy::is_proxy_request(&req) {
+    // Base-URL proxy requests (`/v1/proxy/...`) and runs come through; the forms that need
+    // a proxy on the agent's own host (`HTTP_PROXY`'s absolute form, `CONNECT`) do not yet.
+    if req.method() == hyper::Method::CONNECT || req.uri().authority().is_some() {
         return error_response(&ApiError::BadRequest(
-            "run --proxy and the injecting proxy are not served through an edge yet: use them on the hub's host".into(),
+            "HTTP(S)_PROXY is not served through an edge yet: use base URLs (run --proxy gives them), or the hub's host".into(),
         ));
     }
     // The host's word for who called on it: a uid is required, a pid optional.
@@ -647,9 +654,12 @@ async fn serve(
         let r = RequestBody::new(req)
             .json::<crate::api::wire::RunStartRequest>()
             .await?;
+        // The hub's loopback listener is of no use on another host: there, `run` relays
+        // its child's loopback to the edge's socket.
         let listen = engine
             .upstream()
             .and_then(|u| u.listen)
+            .filter(|_| caller.host.is_none())
             .map(|a| a.to_string());
         return super::proxy::runs::start(engine, caller, r, listen).await;
     }

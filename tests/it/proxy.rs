@@ -1051,3 +1051,97 @@ fn another_uid_holding_a_live_placeholder_gets_nothing_by_any_path() {
     std::fs::write(&go, "").unwrap();
     drop(run);
 }
+
+/// An edge of the hub `hub` (started with `--listen ADDR`), enrolled as host `name`: its
+/// directory, socket, and process (killed when dropped).
+fn edge_of(hub: &Daemon, addr: &str, name: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Killed) {
+    let token = hub.ok(&["--json", "host", "add", name]);
+    let token: serde_json::Value = serde_json::from_str(token.trim()).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (home, socket) = (dir.path().join("state"), dir.path().join("s.sock"));
+    let child = Killed(
+        bin()
+            .arg("--home")
+            .arg(&home)
+            .arg("--socket")
+            .arg(&socket)
+            .args([
+                "daemon",
+                "--hub",
+                &format!("https://{addr}"),
+                "--join",
+                &token,
+            ])
+            .stderr(std::fs::File::create(dir.path().join("edge.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..400 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(socket.exists(), "the edge did not start");
+    (dir, home, socket, child)
+}
+
+#[test]
+fn on_an_edge_host_run_proxy_uses_the_key_through_the_hub_which_records_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path());
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let hub = Daemon::start(&up, &["--listen", &addr]);
+    let cred = hub.set_up(&up);
+    let (_edir, ehome, esock, _edge) = edge_of(&hub, &addr, "ci-9");
+    let out = dir.path().join("out");
+    // On the edge's host: `run --proxy` against the edge's socket. The child gets a
+    // placeholder and a base URL on a loopback relay of `run`'s, to the edge, to the hub,
+    // which injects the key; the HTTP_PROXY form is refused there.
+    let script = format!(
+        r#"curl -s -H "x-api-key: $ACME_API_KEY" "$ACME_BASE_URL/v1/echo?from=edge" > {o}.ok
+curl -s -x "$SCOPEHOLD_PROXY" -H "x-api-key: $ACME_API_KEY" http://localhost:{port}/x > {o}.abs
+env > {o}.env"#,
+        o = out.to_str().unwrap(),
+        port = up.port
+    );
+    let o = bin()
+        .arg("--home")
+        .arg(&ehome)
+        .arg("--socket")
+        .arg(&esock)
+        .args([
+            "run",
+            "--proxy",
+            "--project",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("SCOPEHOLD_TOKEN", &cred)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ok = std::fs::read_to_string(format!("{}.ok", out.display())).unwrap();
+    assert!(ok.contains("\"ok\":true"), "{ok}");
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].api_key.as_deref(), Some(KEY));
+    assert_eq!(seen[0].path, "/v1/echo?from=edge");
+    let abs = std::fs::read_to_string(format!("{}.abs", out.display())).unwrap();
+    assert!(abs.contains("not served through an edge"), "{abs}");
+    let env = std::fs::read_to_string(format!("{}.env", out.display())).unwrap();
+    assert!(!env.contains(KEY) && !env.contains(&cred), "{env}");
+    // The hub recorded the run and the call with the host they came from.
+    let call = hub.wait_event("proxy_call", |_| true);
+    assert_eq!(call["event"]["from_host"], "ci-9", "{call}");
+    let run = hub.wait_event("run_started", |_| true);
+    assert_eq!(run["event"]["from_host"], "ci-9", "{run}");
+    hub.wait_event("run_ended", |_| true);
+}
