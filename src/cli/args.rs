@@ -85,9 +85,10 @@ pub enum Command {
         #[arg(long, value_name = "NAME", requires = "listen")]
         hub_name: Vec<String>,
         /// Be this host's edge: serve local agents through the hub at https://HUB:PORT (the
-        /// hub holds every key and decides everything)
+        /// hub holds every key and decides everything). Repeatable: every address of the hub
+        /// (a hub and its standbys); the edge moves to one it can reach
         #[arg(long, value_name = "URL")]
-        hub: Option<String>,
+        hub: Vec<String>,
         /// Enrol this host with the hub first, spending the token of `scopehold host add`
         /// (once; its key and certificate are kept in the state directory)
         #[arg(

@@ -11,15 +11,18 @@
 
 use std::collections::HashMap;
 
-use crate::domain::{DenyReason, Event, Identity};
+use crate::domain::{DenyReason, Event, Identity, Name};
 
 /// What denials are counted by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DenialKey {
     /// An authenticated caller, for one reason.
     Caller(Identity, DenyReason),
-    /// A peer uid with no valid credential.
-    Unauthenticated(u32),
+    /// A peer uid with no valid credential, on a host (`None`: this one): the same uid on
+    /// two hosts is two callers.
+    Unauthenticated(Option<Name>, u32),
+    /// Refused enrolments from one network address.
+    Join(std::net::IpAddr),
     /// Everyone past the bound on distinct keys.
     Overflow,
 }
@@ -29,16 +32,19 @@ struct Counting {
     from_ms: u64,
     last_ms: u64,
     uid: Option<u32>,
+    /// The host of the first denial's caller (`None`: this one).
+    host: Option<Name>,
     /// Denials since the recorded one, not yet written.
     count: u64,
 }
 
 impl Counting {
-    fn opened(now_ms: u64, uid: Option<u32>) -> Self {
+    fn opened(now_ms: u64, uid: Option<u32>, host: Option<&Name>) -> Self {
         Self {
             from_ms: now_ms,
             last_ms: now_ms,
             uid,
+            host: host.cloned(),
             count: 0,
         }
     }
@@ -65,7 +71,7 @@ impl Denials {
     /// Notes a denial. [`Noted::Record`]: it opens a window and must be recorded now, as it
     /// happens (with the count of the key's previous window, if that one ended unflushed).
     /// [`Noted::Counted`]: it is counted, to be recorded when its window ends.
-    pub fn note(&mut self, key: DenialKey, uid: u32, now_ms: u64) -> Noted {
+    pub fn note(&mut self, key: DenialKey, uid: u32, host: Option<&Name>, now_ms: u64) -> Noted {
         let window = self.window_ms;
         if let Some(c) = self.open.get_mut(&key) {
             if now_ms < c.from_ms.saturating_add(window) {
@@ -75,19 +81,21 @@ impl Denials {
             }
             // The key's window ended before the flusher saw it: close it here, in order.
             let ended = self.open.remove(&key).and_then(|c| count_event(&key, &c));
-            self.open.insert(key, Counting::opened(now_ms, Some(uid)));
+            self.open
+                .insert(key, Counting::opened(now_ms, Some(uid), host));
             return Noted::Record(ended.map(Box::new));
         }
         if self.open.len() >= self.max_keys {
             let c = self
                 .open
                 .entry(DenialKey::Overflow)
-                .or_insert_with(|| Counting::opened(now_ms, None));
+                .or_insert_with(|| Counting::opened(now_ms, None, None));
             c.count += 1;
             c.last_ms = now_ms;
             return Noted::Counted;
         }
-        self.open.insert(key, Counting::opened(now_ms, Some(uid)));
+        self.open
+            .insert(key, Counting::opened(now_ms, Some(uid), host));
         Noted::Record(None)
     }
 
@@ -124,13 +132,15 @@ fn count_event(key: &DenialKey, c: &Counting) -> Option<Event> {
     }
     let (identity, uid, reason) = match key {
         DenialKey::Caller(i, r) => (Some(i.clone()), c.uid, r.as_str().to_string()),
-        DenialKey::Unauthenticated(u) => (None, Some(*u), "no valid credential".to_string()),
+        DenialKey::Unauthenticated(_, u) => (None, Some(*u), "no valid credential".to_string()),
+        DenialKey::Join(ip) => (None, None, format!("enrolment refused (from {ip})")),
         DenialKey::Overflow => (None, None, "many callers at once".to_string()),
     };
     Some(Event::DenialsCounted {
         identity,
         uid,
         reason,
+        from_host: c.host.clone(),
         count: c.count,
         from_ms: c.from_ms,
         to_ms: c.last_ms,
@@ -145,9 +155,9 @@ mod tests {
     fn the_first_is_recorded_repeats_are_counted_and_the_window_closes() {
         let mut d = Denials::new(10_000, 2);
         let bot = DenialKey::Caller("agent:bot".parse().unwrap(), DenyReason::NotGranted);
-        assert_eq!(d.note(bot.clone(), 1000, 0), Noted::Record(None));
+        assert_eq!(d.note(bot.clone(), 1000, None, 0), Noted::Record(None));
         for t in 1..=99 {
-            assert_eq!(d.note(bot.clone(), 1000, t), Noted::Counted);
+            assert_eq!(d.note(bot.clone(), 1000, None, t), Noted::Counted);
         }
         assert!(
             d.take_due(9_999, false).is_empty(),
@@ -164,23 +174,23 @@ mod tests {
             }]
         ));
         // A new window: the next denial is recorded again.
-        assert_eq!(d.note(bot.clone(), 1000, 10_001), Noted::Record(None));
-        assert_eq!(d.note(bot.clone(), 1000, 10_002), Noted::Counted);
+        assert_eq!(d.note(bot.clone(), 1000, None, 10_001), Noted::Record(None));
+        assert_eq!(d.note(bot.clone(), 1000, None, 10_002), Noted::Counted);
         // A window that ended unflushed is closed by the next denial, its count first.
         assert!(matches!(
-            d.note(bot.clone(), 1000, 20_001),
+            d.note(bot.clone(), 1000, None, 20_001),
             Noted::Record(Some(e)) if matches!(*e, Event::DenialsCounted { count: 1, .. })
         ));
         d.take_due(40_000, true);
         // Past the bound on keys, everyone folds into one count.
-        assert_eq!(d.note(bot, 1000, 40_001), Noted::Record(None));
+        assert_eq!(d.note(bot, 1000, None, 40_001), Noted::Record(None));
         assert_eq!(
-            d.note(DenialKey::Unauthenticated(7), 7, 40_002),
+            d.note(DenialKey::Unauthenticated(None, 7), 7, None, 40_002),
             Noted::Record(None)
         );
         for u in 8..100 {
             assert_eq!(
-                d.note(DenialKey::Unauthenticated(u), u, 40_003),
+                d.note(DenialKey::Unauthenticated(None, u), u, None, 40_003),
                 Noted::Counted
             );
         }
@@ -194,5 +204,24 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn the_same_uid_on_two_hosts_is_counted_as_two_callers_and_the_count_names_the_host() {
+        let mut d = Denials::new(10_000, 16);
+        let ci: Name = "ci-1".parse().unwrap();
+        let here = DenialKey::Unauthenticated(None, 1000);
+        let there = DenialKey::Unauthenticated(Some(ci.clone()), 1000);
+        assert_eq!(d.note(here.clone(), 1000, None, 0), Noted::Record(None));
+        assert_eq!(
+            d.note(there.clone(), 1000, Some(&ci), 1),
+            Noted::Record(None)
+        );
+        assert_eq!(d.note(there, 1000, Some(&ci), 2), Noted::Counted);
+        let due = d.take_due(20_000, false);
+        assert!(
+            matches!(&due[..], [Event::DenialsCounted { from_host: Some(h), count: 1, .. }] if *h == ci),
+            "{due:?}"
+        );
     }
 }

@@ -363,7 +363,9 @@ pub struct Edge {
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         Body,
     >,
-    hub: HubUrl,
+    /// Every hub address, in the order given; `current` is the one that answered last.
+    hubs: Vec<HubUrl>,
+    current: std::sync::atomic::AtomicUsize,
     host: String,
     /// Why the hub could not be reached last time, if it could not.
     last_error: Mutex<Option<String>>,
@@ -373,7 +375,10 @@ pub struct Edge {
 
 impl Edge {
     /// The edge of an enrolled state directory.
-    pub fn new(home: &Home, hub: HubUrl, timeout: Duration) -> Result<Self> {
+    pub fn new(home: &Home, hubs: Vec<HubUrl>, timeout: Duration) -> Result<Self> {
+        if hubs.is_empty() {
+            bail!("an edge needs a hub address (--hub https://HUB:PORT)");
+        }
         let (cfg, host) = client_config(home)?;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
@@ -396,7 +401,8 @@ impl Edge {
             .build(https);
         Ok(Edge {
             client,
-            hub,
+            hubs,
+            current: std::sync::atomic::AtomicUsize::new(0),
             host,
             last_error: Mutex::new(None),
             timeout,
@@ -410,8 +416,13 @@ impl Edge {
 
     fn unreachable(&self, why: String) -> Response<Body> {
         let e = ApiError::HubUnreachable(format!(
-            "the edge of host {} cannot reach its hub {}: {why}; nothing was asked and nothing released",
-            self.host, self.hub.url
+            "the edge of host {} cannot reach its hub ({}): {why}; nothing was asked and nothing released",
+            self.host,
+            self.hubs
+                .iter()
+                .map(|h| h.url.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
         let body = serde_json::to_vec(&wire::ErrorBody::from(&e)).unwrap_or_default();
@@ -424,7 +435,10 @@ impl Edge {
         r
     }
 
-    /// Forwards one request of a local caller (`uid`, `pid` from the kernel) to the hub.
+    /// Forwards one request of a local caller (`uid`, `pid` from the kernel) to the hub: the
+    /// one that answered last, else the next address that can be reached. A request whose
+    /// connection could not even be made is sent to the next address (its body, if small,
+    /// was kept for that); one that reached a hub is never sent twice.
     pub async fn forward(
         &self,
         uid: u32,
@@ -443,19 +457,79 @@ impl Edge {
             return r;
         }
         let (parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         let bounded = parts.uri.path() != Route::Watch.spec().path;
-        let uri: Uri = match format!("{}{path}", self.hub.url).parse() {
-            Ok(u) => u,
-            Err(_) => return self.unreachable("the request's path is not valid".into()),
+        // Small bodies (every API request) are kept, so that a hub that cannot be reached
+        // does not cost the caller its request; larger ones (proxied uploads) stream once.
+        let small = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n <= RETRY_BODY)
+            || parts.method == hyper::Method::GET;
+        let mut body = if small {
+            match http_body_util::Limited::new(body, RETRY_BODY)
+                .collect()
+                .await
+            {
+                Ok(b) => Outgoing::Kept(b.to_bytes()),
+                Err(_) => return self.unreachable("the request's body could not be read".into()),
+            }
+        } else {
+            Outgoing::Stream(Some(body))
         };
-        let mut out = Request::builder().method(parts.method).uri(uri);
+        let n = self.hubs.len();
+        let first = self.current.load(std::sync::atomic::Ordering::Relaxed) % n;
+        let mut why = String::new();
+        for i in 0..n {
+            let at = (first + i) % n;
+            let Some(b) = body.take() else { break };
+            let Some(out) = self.request(&self.hubs[at], &parts, uid, pid, b) else {
+                return self.unreachable("the request could not be forwarded".into());
+            };
+            let answer = if bounded {
+                match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(hub = %self.hubs[at].url, "no answer from the hub in time");
+                        return self.unreachable(format!("no answer within {:?}", self.timeout));
+                    }
+                }
+            } else {
+                self.client.request(out).await
+            };
+            match answer {
+                Ok(resp) => {
+                    self.current.store(at, std::sync::atomic::Ordering::Relaxed);
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return resp.map(|b| b.boxed());
+                }
+                Err(e) => {
+                    why = format!("{}: {}", self.hubs[at].url, error_chain(&e));
+                    tracing::warn!(error = %why, "hub unreachable");
+                    // Sent, or perhaps sent: never again, to any hub.
+                    if !e.is_connect() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.unreachable(why)
+    }
+
+    /// The request for `hub`: the caller's headers, less hop-by-hop ones and any claim of
+    /// who it is, plus the kernel's uid and pid.
+    fn request(
+        &self,
+        hub: &HubUrl,
+        parts: &hyper::http::request::Parts,
+        uid: u32,
+        pid: Option<i32>,
+        body: Body,
+    ) -> Option<Request<Body>> {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri: Uri = format!("{}{path}", hub.url).parse().ok()?;
+        let mut out = Request::builder().method(parts.method.clone()).uri(uri);
         for (k, v) in &parts.headers {
-            // The caller's own claims of who it is are dropped: only the kernel's count.
             let n = k.as_str();
             if n == hub::PEER_UID
                 || n == hub::PEER_PID
@@ -473,38 +547,40 @@ impl Edge {
         if let Some(p) = pid {
             out = out.header(hub::PEER_PID, p.to_string());
         }
-        let Ok(out) = out.body(body.boxed()) else {
-            return self.unreachable("the request could not be forwarded".into());
-        };
-        let answer = if bounded {
-            match tokio::time::timeout(self.timeout, self.client.request(out)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!(hub = %self.hub.url, "no answer from the hub in time");
-                    return self.unreachable(format!("no answer within {:?}", self.timeout));
-                }
-            }
-        } else {
-            self.client.request(out).await
-        };
-        match answer {
-            Ok(resp) => {
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                resp.map(|b| b.boxed())
-            }
-            Err(e) => {
-                let mut why = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    why.push_str(": ");
-                    why.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::warn!(hub = %self.hub.url, error = %why, "hub unreachable");
-                self.unreachable(why)
-            }
+        out.body(body).ok()
+    }
+}
+
+/// The largest request body kept to be sent to another hub address if the first cannot be
+/// reached.
+const RETRY_BODY: usize = 1 << 20;
+
+/// A request's body on its way to a hub.
+enum Outgoing {
+    /// Kept whole: can be sent again.
+    Kept(Bytes),
+    /// Streamed: once.
+    Stream(Option<Incoming>),
+}
+
+impl Outgoing {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Outgoing::Kept(b) => Some(full(b.clone())),
+            Outgoing::Stream(s) => s.take().map(|b| b.boxed()),
         }
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        src = s.source();
+    }
+    why
 }
 
 /// Serves the local socket as the edge of `edge`, until `shutdown`.

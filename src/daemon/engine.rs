@@ -447,13 +447,18 @@ impl Engine {
 
     /// Notes a denial: `None` when it is only counted, else the events to record now (an
     /// ended window's count, if any; the caller appends the denial itself after them).
-    fn note_denial(&self, key: DenialKey, uid: u32) -> Option<Vec<Event>> {
-        match self
-            .denials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(key, uid, self.now())
-        {
+    fn note_denial(
+        &self,
+        key: DenialKey,
+        uid: u32,
+        host: Option<&domain::Name>,
+    ) -> Option<Vec<Event>> {
+        match self.denials.lock().unwrap_or_else(|p| p.into_inner()).note(
+            key,
+            uid,
+            host,
+            self.now(),
+        ) {
             Noted::Counted => None,
             Noted::Record(ended) => Some(ended.into_iter().map(|e| *e).collect()),
         }
@@ -635,7 +640,9 @@ impl Engine {
                             .deny_reason()
                             .unwrap_or(domain::DenyReason::NotGranted);
                         let key = DenialKey::Caller(caller.identity.clone(), reason);
-                        let Some(mut events) = self.note_denial(key, caller.uid) else {
+                        let Some(mut events) =
+                            self.note_denial(key, caller.uid, caller.host.as_ref())
+                        else {
                             // Counted; recorded when its window ends.
                             return Err(refusal.into());
                         };
@@ -684,18 +691,22 @@ impl Engine {
                 Ok(c)
             }
             Identified::Denied(c, reason) => {
-                if let Some(mut events) =
-                    self.note_denial(DenialKey::Caller(c.identity.clone(), reason), peer.uid)
-                {
+                if let Some(mut events) = self.note_denial(
+                    DenialKey::Caller(c.identity.clone(), reason),
+                    peer.uid,
+                    peer.host.as_ref(),
+                ) {
                     events.push(domain::denial_event(&c, None, reason, self.now()));
                     self.record(events).await?;
                 }
                 Err(Refusal::Denied(reason).into())
             }
             Identified::Unknown => {
-                if let Some(mut events) =
-                    self.note_denial(DenialKey::Unauthenticated(peer.uid), peer.uid)
-                {
+                if let Some(mut events) = self.note_denial(
+                    DenialKey::Unauthenticated(peer.host.clone(), peer.uid),
+                    peer.uid,
+                    peer.host.as_ref(),
+                ) {
                     events.push(Event::UnauthenticatedDenied {
                         uid: peer.uid,
                         pid: peer.pid,
@@ -708,6 +719,25 @@ impl Engine {
                 Err(Refusal::Unauthenticated.into())
             }
         }
+    }
+
+    /// Records a refused enrolment from `peer` (counted per address, as other denials are).
+    pub async fn join_denied(
+        &self,
+        host: Option<domain::Name>,
+        reason: &str,
+        peer: std::net::SocketAddr,
+    ) -> Result<(), ApiError> {
+        if let Some(mut events) = self.note_denial(DenialKey::Join(peer.ip()), 0, None) {
+            events.push(Event::HostJoinDenied {
+                host,
+                reason: reason.to_string(),
+                peer: peer.to_string(),
+                at_ms: self.now(),
+            });
+            self.record(events).await?;
+        }
+        Ok(())
     }
 
     /// Refuses callers who are not admin members (by their uid).

@@ -847,10 +847,42 @@ fn list(st: &State, route: Route, now: u64) -> Result<Reply, ApiError> {
 /// `POST /v1/hosts/join` on the hub's listener, from a connection with no client
 /// certificate: the token's host is certified, once the enrolment (which spends the token)
 /// is durable.
-pub async fn join(engine: &Engine, body: RequestBody) -> Result<Reply, ApiError> {
+pub async fn join(
+    engine: &Engine,
+    body: RequestBody,
+    peer: std::net::SocketAddr,
+) -> Result<Reply, ApiError> {
     let r = take::<endpoint::HostJoin>(body).await?;
+    match enrol(engine, r).await {
+        Ok(reply) => Ok(reply),
+        Err((host, e)) => {
+            // Every refused enrolment is recorded (counted per address), like every other
+            // refusal; a log that cannot be written makes the answer a 503.
+            engine.join_denied(host, &join_reason(&e), peer).await?;
+            Err(e)
+        }
+    }
+}
+
+/// A refused enrolment's reason, as the log records it: short, fixed words.
+fn join_reason(e: &ApiError) -> String {
+    match e {
+        ApiError::Refused(domain::Refusal::BadJoinToken) => "join token unknown or spent".into(),
+        ApiError::Refused(domain::Refusal::JoinTokenExpired) => "join token expired".into(),
+        // Request errors never echo the input: their texts are fixed.
+        ApiError::BadRequest(m) => m.clone(),
+        other => other.code().to_string(),
+    }
+}
+
+/// Enrols the token's host; on refusal, the host whose token it was, if any.
+async fn enrol(
+    engine: &Engine,
+    r: wire::HostJoinRequest,
+) -> Result<Reply, (Option<domain::Name>, ApiError)> {
+    let none = |e: ApiError| (None, e);
     let Some((secret, _pin)) = super::hub::split_token(r.token.expose()) else {
-        return Err(domain::Refusal::BadJoinToken.into());
+        return Err(none(domain::Refusal::BadJoinToken.into()));
     };
     let hash = engine.master().credential_hash(secret);
     // The host whose outstanding token this is (a keyed hash, compared in constant time;
@@ -866,9 +898,12 @@ pub async fn join(engine: &Engine, body: RequestBody) -> Result<Reply, ApiError>
                 })
                 .map(|(n, _)| n.clone())
         })
-        .ok_or(domain::Refusal::BadJoinToken)?;
-    let ca = engine.hub.ca(engine.master())?;
-    let (cert, not_after_ms) = ca.certify_host(&host, &r.csr_pem, engine.now())?;
+        .ok_or_else(|| none(domain::Refusal::BadJoinToken.into()))?;
+    let named = |e: ApiError| (Some(host.clone()), e);
+    let ca = engine.hub.ca(engine.master()).map_err(named)?;
+    let (cert, not_after_ms) = ca
+        .certify_host(&host, &r.csr_pem, engine.now())
+        .map_err(named)?;
     let caller = Caller {
         identity: Identity::Host(host.clone()),
         uid: 0,
@@ -885,18 +920,20 @@ pub async fn join(engine: &Engine, body: RequestBody) -> Result<Reply, ApiError>
                 not_after_ms,
             },
         )
-        .await?;
+        .await
+        .map_err(named)?;
     // A new certificate replaces any earlier one of the host: connections with the old one
     // are cut.
     engine.hub.notify();
     tracing::info!(host = %host, "host enrolled");
     give::<endpoint::HostJoin>(
         &wire::HostJoined {
-            host,
+            host: host.clone(),
             cert_pem: super::ca::pem_cert(&cert),
             ca_pem: ca.cert_pem(),
             event: done.seq,
         },
         FRAME * 32,
     )
+    .map_err(named)
 }

@@ -340,8 +340,8 @@ pub struct HubOptions {
     pub listen: Option<std::net::SocketAddr>,
     /// Names for the hub's certificate.
     pub names: Vec<String>,
-    /// Be an edge of the hub at this URL.
-    pub hub: Option<String>,
+    /// Be an edge of the hub at these URLs (a hub and its standbys).
+    pub hub: Vec<String>,
     /// Enrol first with this join token.
     pub join: Option<zeroize::Zeroizing<String>>,
     /// How long an edge waits for the hub's answer.
@@ -372,7 +372,12 @@ fn run_edge(
     socket_group: Option<String>,
     hub: HubOptions,
 ) -> Result<()> {
-    let url = edge::HubUrl::parse(hub.hub.as_deref().unwrap_or_default())?;
+    let urls = hub
+        .hub
+        .iter()
+        .map(|u| edge::HubUrl::parse(u))
+        .collect::<Result<Vec<_>>>()?;
+    let url = urls[0].clone();
     if home.is_initialised() {
         bail!(
             "{} holds a daemon's keys and log: an edge keeps no key or log, so it takes a state directory of its own (--home DIR)",
@@ -404,11 +409,11 @@ fn run_edge(
         }
         let edge = Arc::new(edge::Edge::new(
             &home,
-            url.clone(),
+            urls.clone(),
             hub.timeout.unwrap_or(edge::HUB_TIMEOUT),
         )?);
         let listener = bind(&path, group, managed)?;
-        tracing::info!(socket = %path.display(), host = %edge.host(), hub = %url.url, "edge listening");
+        tracing::info!(socket = %path.display(), host = %edge.host(), hubs = %hub.hub.join(","), "edge listening");
         notify_ready();
         edge::serve(listener, edge, signals.stopped()).await;
         anyhow::Ok(())
@@ -425,7 +430,7 @@ pub fn run(
     proxy: ProxyOptions,
     hub: HubOptions,
 ) -> Result<()> {
-    if hub.hub.is_some() {
+    if !hub.hub.is_empty() {
         return run_edge(home, socket, socket_group, hub);
     }
     if let Some(a) = proxy.listen

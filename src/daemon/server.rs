@@ -327,7 +327,7 @@ async fn serve_host(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let engine = e2.clone();
         let host = h2.clone();
-        async move { Ok::<_, Infallible>(handle_host(&engine, &host, req).await) }
+        async move { Ok::<_, Infallible>(handle_host(&engine, &host, addr, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -379,10 +379,11 @@ enum HostConn {
 async fn enrolling(
     engine: &Arc<Engine>,
     route: Option<&'static RouteSpec>,
+    addr: std::net::SocketAddr,
     req: Request<Incoming>,
 ) -> Resp {
     if route.is_some_and(|r| r.route == api::Route::HostJoin) {
-        return match handlers::join(engine, RequestBody::new(req)).await {
+        return match handlers::join(engine, RequestBody::new(req), addr).await {
             Ok(r) => ok(r),
             Err(e) => {
                 tracing::info!(
@@ -400,7 +401,12 @@ async fn enrolling(
 }
 
 /// One request on the hub's listener.
-async fn handle_host(engine: &Arc<Engine>, host: &HostConn, req: Request<Incoming>) -> Resp {
+async fn handle_host(
+    engine: &Arc<Engine>,
+    host: &HostConn,
+    addr: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     // Proxy requests are not in the route table (`handle` takes them first); the rest are
     // looked up before anything else, as on the local socket.
     let route = if super::proxy::is_proxy_request(&req) {
@@ -418,7 +424,7 @@ async fn handle_host(engine: &Arc<Engine>, host: &HostConn, req: Request<Incomin
                 "this host's certificate belongs to no enrolled host: the host was revoked, or enrolled again with another key".into(),
             ));
         }
-        HostConn::Enrolling => return enrolling(engine, route, req).await,
+        HostConn::Enrolling => return enrolling(engine, route, addr, req).await,
     };
     if !engine.read(|st| super::hub::still_enrolled(st, h, sha)) {
         return error_response(&ApiError::HostUnauthenticated(format!(

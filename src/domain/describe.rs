@@ -389,6 +389,7 @@ impl Event {
                 identity,
                 uid,
                 reason,
+                from_host,
                 count,
                 from_ms,
                 to_ms,
@@ -403,6 +404,7 @@ impl Event {
                 vec![
                     ("identity", opt(identity, "-")),
                     ("uid", opt(uid, "-")),
+                    ("from_host", opt(from_host, "-")),
                     ("reason", reason.clone()),
                     ("count", count.to_string()),
                     ("from", time(*from_ms)),
@@ -645,6 +647,26 @@ impl Event {
                 ],
                 &["host"],
             ),
+            Event::HostJoinDenied {
+                host,
+                reason,
+                peer,
+                at_ms,
+            } => d(
+                Some(match host {
+                    Some(h) => Who::Actor(Actor::Identity(Identity::Host(h.clone()))),
+                    None => Who::ManyCallers,
+                }),
+                format!("enrolment from {peer}"),
+                format!("DENIED ({reason})"),
+                vec![
+                    ("host", opt(host, "-")),
+                    ("reason", reason.clone()),
+                    ("peer", peer.clone()),
+                    ("at", time(*at_ms)),
+                ],
+                &["host", "reason"],
+            ),
             Event::HostRevoked { host, by } => d(
                 by_(by),
                 format!("host:{host}"),
@@ -748,7 +770,8 @@ mod tests {
                 json!({"type": k.name(), "uid": 1003, "pid": 43, "from_host": "ci-1", "count": 4, "at_ms": 1}),
             ),
             EventKind::DenialsCounted => j(json!({"type": k.name(), "identity": "agent:bot",
-                "uid": 1002, "reason": "not granted", "count": 9, "from_ms": 1, "to_ms": 2})),
+                "uid": 1002, "reason": "not granted", "from_host": "ci-1", "count": 9, "from_ms": 1,
+                "to_ms": 2})),
             EventKind::ProviderSet => Event::ProviderSet {
                 provider: "acme".parse().unwrap(),
                 profile: serde_json::from_value::<Profile>(json!({"hosts": ["api.acme.test"],
@@ -791,6 +814,8 @@ mod tests {
             EventKind::HostEnrolled => j(json!({"type": k.name(), "host": "ci-1",
                 "cert_sha256": "ab".repeat(32), "not_after_ms": 9000, "at_ms": 1})),
             EventKind::HostRevoked => j(json!({"type": k.name(), "host": "ci-1", "by": by})),
+            EventKind::HostJoinDenied => j(json!({"type": k.name(), "host": "ci-1",
+                "reason": "join token expired", "peer": "10.0.0.2:40000", "at_ms": 1})),
             EventKind::SecretAssigned | EventKind::SecretUnassigned => {
                 j(json!({"type": k.name(), "secret": "openai/prod", "project": "ci", "by": by}))
             }

@@ -85,6 +85,7 @@ event_kinds! {
     HostInvited = 27, "host_invited", Secret;
     HostEnrolled = 28, "host_enrolled", Public;
     HostRevoked = 29, "host_revoked", Public;
+    HostJoinDenied = 30, "host_join_denied", Public;
 }
 
 impl EventKind {
@@ -287,6 +288,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         uid: Option<u32>,
         reason: String,
+        /// The host of the first counted caller (through its edge); absent: this host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_host: Option<Name>,
         count: u64,
         from_ms: u64,
         to_ms: u64,
@@ -413,6 +417,16 @@ pub enum Event {
     },
     /// A host was revoked: its certificate opens no connection, its live connections were cut.
     HostRevoked { host: Name, by: Actor },
+    /// An enrolment was refused at the hub's listener: `host` is the invited host whose
+    /// token it was (an expired one), absent for a token of nobody's; `peer` is the network
+    /// address it came from. Repeats from one address are counted (`denials_counted`).
+    HostJoinDenied {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<Name>,
+        reason: String,
+        peer: String,
+        at_ms: u64,
+    },
 }
 
 /// Why a log body is not an event of its kind.
@@ -465,6 +479,7 @@ impl Event {
             Event::HostInvited { .. } => EventKind::HostInvited,
             Event::HostEnrolled { .. } => EventKind::HostEnrolled,
             Event::HostRevoked { .. } => EventKind::HostRevoked,
+            Event::HostJoinDenied { .. } => EventKind::HostJoinDenied,
         }
     }
 
@@ -526,6 +541,9 @@ impl Event {
             | Event::HostInvited { by, .. }
             | Event::HostRevoked { by, .. } => Some(by.to_string()),
             Event::HostEnrolled { host, .. } => Some(Identity::Host(host.clone()).to_string()),
+            Event::HostJoinDenied { host, .. } => {
+                host.as_ref().map(|h| Identity::Host(h.clone()).to_string())
+            }
             Event::SecretVersionSealed { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::ProxyResults { .. }
@@ -560,6 +578,7 @@ impl Event {
                 | Event::UnauthenticatedDenied { .. }
                 | Event::DenialsCounted { .. }
                 | Event::ProxyDenied { .. }
+                | Event::HostJoinDenied { .. }
         )
     }
 }

@@ -620,6 +620,7 @@ impl State {
                 h.token_hash = None;
             }
             Event::ResolutionDenied { .. }
+            | Event::HostJoinDenied { .. }
             | Event::UnauthenticatedDenied { .. }
             | Event::DenialsCounted { .. }
             | Event::ProxyDenied { .. }

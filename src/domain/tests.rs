@@ -569,7 +569,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=29).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=30).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -658,6 +658,12 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     ] {
         samples.extend(when(&mut s2, &root(), &c, 9));
     }
+    samples.push(Event::HostJoinDenied {
+        host: None,
+        reason: "join token unknown or used".into(),
+        peer: "127.0.0.1:1".into(),
+        at_ms: 9,
+    });
     samples.extend(when(
         &mut s2,
         &root(),
@@ -682,6 +688,7 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         EventKind::HostInvited,
         EventKind::HostEnrolled,
         EventKind::HostRevoked,
+        EventKind::HostJoinDenied,
     ] {
         assert!(kinds.contains(&k), "no sample of {k}");
     }

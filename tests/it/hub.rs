@@ -132,6 +132,22 @@ fn a_host_enrols_once_and_its_agents_resolve_through_its_edge_with_the_host_reco
     assert_ne!(code, Some(0));
     assert!(err.contains("join token unknown, already used"), "{err}");
     assert!(!again.home.join("host.key").exists());
+    // Recorded, with the address it came from.
+    let refused = json(&hub.ok(
+        &["--json", "log", "show", "--kind", "host_join_denied"],
+        None,
+    ));
+    assert_eq!(
+        refused["event"]["reason"], "join token unknown or spent",
+        "{refused}"
+    );
+    assert!(
+        refused["event"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{refused}"
+    );
 
     let cred = agent_on(&hub, "bot", "ci-1");
     let o = resolve(&e, &cred);
@@ -269,6 +285,18 @@ fn an_expired_token_and_a_hub_with_another_ca_are_refused() {
     assert_ne!(code, Some(0));
     assert!(err.contains("join token expired"), "{err}");
     assert!(!e.home.join("host.key").exists());
+    let refused = json(&hub.ok(
+        &["--json", "log", "show", "--kind", "host_join_denied"],
+        None,
+    ));
+    assert_eq!(
+        (
+            refused["actor"].as_str(),
+            refused["event"]["reason"].as_str()
+        ),
+        (Some("host:late"), Some("join token expired")),
+        "{refused}"
+    );
 
     // Another hub (another state directory, so another CA) on another port: the token pins
     // the first hub's CA, so the host refuses the second before it sends the token.
@@ -437,4 +465,30 @@ fn an_edge_in_its_own_network_namespace_serves_its_agents_through_the_hub() {
     assert!(err.contains("hub_unreachable"), "{err}");
     drop(e);
     drop(hub);
+}
+
+#[test]
+fn an_edge_moves_to_the_hub_address_it_can_reach() {
+    let (hub, url) = start_hub();
+    let mut e = edge(&url, &invite(&hub, "roam", None));
+    let cred = agent_on(&hub, "bot", "roam");
+    e.stop();
+    // The first address has nobody behind it (a standby that is down): the request goes to
+    // the next, whole, and the edge stays with the one that answered.
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    e.run_with(&["--hub", &dead, "--hub", &url]);
+    for _ in 0..3 {
+        let o = resolve(&e, &cred);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout).trim(), CANARY);
+    }
+    let rows = hub.ok(
+        &["--json", "log", "show", "--kind", "secret_resolved"],
+        None,
+    );
+    assert_eq!(
+        rows.lines().count(),
+        3,
+        "each resolution reached the hub once: {rows}"
+    );
 }
