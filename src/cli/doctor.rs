@@ -126,23 +126,13 @@ pub fn check(home: &Home, ctx: &Ctx) -> Vec<Finding> {
     // The state directory is this uid's: what is in it can be examined, and a key file or
     // the log that cannot be read is a failure, not "someone else's".
     let ours = std::fs::symlink_metadata(&home.root).is_ok_and(|m| m.uid() == me);
-    match home.is_sealed() {
-        Ok(true) => add(
-            Level::Ok,
-            "keys",
-            "sealed under a passphrase: a copy of the state directory decrypts and signs nothing".into(),
-        ),
-        Ok(false) => add(
-            Level::Warn,
-            "keys",
-            "unsealed: whoever can read the state directory (the daemon's uid, root, a backup) can decrypt every secret and sign history; seal them with `scopehold passphrase change`".into(),
-        ),
-        Err(e) if ours => add(Level::Fail, "keys", format!("{e:#}")),
-        Err(_) => {}
-    }
-    if ours {
-        ca_check(home, &mut add);
-        log_check(home, &mut add);
+    // An edge's state directory holds its host key and certificate, no key of the hub's
+    // and no log: its checks are those of its enrolment, then the socket and the daemon
+    // (whose health, through the edge, is the hub's).
+    if ours && crate::daemon::edge::is_enrolled(home) {
+        edge_check(home, &mut add);
+    } else {
+        keys_ca_log(home, ours, &mut add);
     }
 
     let socket = &ctx.socket;
@@ -452,4 +442,76 @@ fn proxy_check(listen: Option<&str>, add: &mut impl FnMut(Level, &'static str, S
             None => "on the socket under /v1/proxy/ only (no --proxy-listen): `run --proxy` relays its child's connections".into(),
         },
     );
+}
+
+/// The keys, the CA and the log of a daemon's state directory.
+fn keys_ca_log(home: &Home, ours: bool, add: &mut impl FnMut(Level, &'static str, String)) {
+    match home.is_sealed() {
+        Ok(true) => add(
+            Level::Ok,
+            "keys",
+            "sealed under a passphrase: a copy of the state directory decrypts and signs nothing".into(),
+        ),
+        Ok(false) => add(
+            Level::Warn,
+            "keys",
+            "unsealed: whoever can read the state directory (the daemon's uid, root, a backup) can decrypt every secret and sign history; seal them with `scopehold passphrase change`".into(),
+        ),
+        Err(e) if ours => add(Level::Fail, "keys", format!("{e:#}")),
+        Err(_) => {}
+    }
+    if ours {
+        ca_check(home, add);
+        log_check(home, add);
+    }
+}
+
+/// An edge's enrolment: its host certificate (how long it is good for), its key's mode, the
+/// hub CA it trusts.
+fn edge_check(home: &Home, add: &mut impl FnMut(Level, &'static str, String)) {
+    match crate::daemon::edge::enrolment(home) {
+        Err(e) => add(Level::Fail, "edge", format!("{e:#}")),
+        Ok(en) => {
+            let left = en
+                .not_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let days = left.as_secs() / 86_400;
+            let (level, note) = if left.is_zero() {
+                (
+                    Level::Fail,
+                    ": expired; the hub refuses it. Enrol again (host add on the hub, then daemon --hub --join with a fresh state directory)",
+                )
+            } else if left < Duration::from_secs(30 * 86_400) {
+                (Level::Warn, ": expires soon; enrol again before then")
+            } else {
+                (Level::Ok, "")
+            };
+            add(
+                level,
+                "edge",
+                format!(
+                    "enrolled as host {} (hub CA pin {}...); certificate good until {} ({days} days){note}",
+                    en.host,
+                    &en.ca_pin[..16],
+                    time_str(
+                        en.not_after
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64)
+                    ),
+                ),
+            );
+            if en.key_mode & 0o077 != 0 {
+                add(
+                    Level::Fail,
+                    "host key",
+                    format!(
+                        "{} is mode {}: make it 0600",
+                        home.root.join(crate::daemon::edge::HOST_KEY).display(),
+                        mode_str(en.key_mode)
+                    ),
+                );
+            }
+        }
+    }
 }

@@ -314,6 +314,41 @@ pub async fn enrol(home: &Home, url: &HubUrl, token: &str) -> Result<String> {
     Ok(joined.host.to_string())
 }
 
+/// What `doctor` tells of an edge's enrolment.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    /// The host's name (its certificate's CN).
+    pub host: String,
+    /// When its certificate expires.
+    pub not_after: std::time::SystemTime,
+    /// The SHA-256 of the hub CA's public key it trusts.
+    pub ca_pin: String,
+    /// `host.key`'s mode.
+    pub key_mode: u32,
+}
+
+/// Reads an edge's enrolment: the files are there, parse, and belong together.
+pub fn enrolment(home: &Home) -> Result<Enrolment> {
+    use std::os::unix::fs::MetadataExt;
+    let (_, host) = client_config(home)?;
+    let dir = edge_dir(home)?;
+    let root = &home.root;
+    let cert = CertificateDer::from_pem_slice(&read_at(&dir, root, HOST_CERT)?)
+        .map_err(|e| anyhow!("{}: {e}", root.join(HOST_CERT).display()))?;
+    let (_, x) = x509_parser::parse_x509_certificate(&cert)
+        .map_err(|e| anyhow!("{}: {e}", root.join(HOST_CERT).display()))?;
+    let secs = u64::try_from(x.validity().not_after.timestamp()).unwrap_or(0);
+    let ca = CertificateDer::from_pem_slice(&read_at(&dir, root, HUB_CA)?)
+        .map_err(|e| anyhow!("{}: {e}", root.join(HUB_CA).display()))?;
+    let key_mode = std::fs::symlink_metadata(root.join(HOST_KEY))?.mode() & 0o7777;
+    Ok(Enrolment {
+        host,
+        not_after: std::time::UNIX_EPOCH + Duration::from_secs(secs),
+        ca_pin: hub::spki_pin(&ca)?,
+        key_mode,
+    })
+}
+
 /// The client TLS configuration of an enrolled edge: the hub CA as the only anchor, this
 /// host's certificate and key.
 fn client_config(home: &Home) -> Result<(rustls::ClientConfig, String)> {
@@ -591,6 +626,7 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let limit = Arc::new(tokio::sync::Semaphore::new(super::server::MAX_CONNECTIONS));
+    let per_uid = Arc::new(super::server::PerUid::default());
     loop {
         let s = tokio::select! {
             r = listener.accept() => match r {
@@ -612,8 +648,17 @@ pub async fn serve(
             continue;
         };
         let (uid, pid) = (cred.uid(), cred.pid());
+        // As on a hub's own socket: one local user cannot take every connection.
+        let Some(slot) = per_uid.take(uid) else {
+            tracing::debug!(
+                uid,
+                "per-uid connection limit reached; refusing a connection"
+            );
+            continue;
+        };
         let edge = edge.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let edge = edge.clone();
                 async move { Ok::<_, Infallible>(edge.forward(uid, pid, req).await) }

@@ -44,7 +44,7 @@ pub const MAX_CONNECTIONS_PER_UID: usize = MAX_CONNECTIONS / 16;
 
 /// Connections held per peer uid.
 #[derive(Debug, Default)]
-struct PerUid(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+pub(crate) struct PerUid(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
 
 /// One connection's share of its uid's count, given back when the connection ends.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub struct UidSlot {
 }
 
 impl PerUid {
-    fn take(self: &Arc<Self>, uid: u32) -> Option<UidSlot> {
+    pub(crate) fn take(self: &Arc<Self>, uid: u32) -> Option<UidSlot> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(uid).or_insert(0);
         if *n >= MAX_CONNECTIONS_PER_UID {

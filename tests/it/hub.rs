@@ -125,6 +125,12 @@ fn a_host_enrols_once_and_its_agents_resolve_through_its_edge_with_the_host_reco
     for f in ["master.key", "log.key", "log"] {
         assert!(!e.home.join(f).exists(), "an edge keeps no {f}");
     }
+    // `doctor` on the host checks the enrolment, not keys an edge does not have.
+    let o = e.cli(&["doctor"], None, None);
+    let report = text(&o.stdout);
+    assert!(o.status.success(), "{report}{}", text(&o.stderr));
+    assert!(report.contains("enrolled as host ci-1"), "{report}");
+    assert!(!report.contains("master.key"), "{report}");
 
     // The token is spent: a second host cannot enrol with it.
     let again = Daemon::new();
