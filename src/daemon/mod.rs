@@ -365,6 +365,31 @@ fn hub_names(listen: std::net::SocketAddr, extra: &[String]) -> Vec<String> {
     names
 }
 
+/// What every daemon process does first, a hub's or an edge's: the start time, the process
+/// protections (before any key is read: no same-uid process may attach, read memory, or get
+/// a core), the runtime, and the signal handlers (before the log is opened, see `Signals`).
+fn start_process() -> Result<(tokio::runtime::Runtime, Signals)> {
+    let _ = STARTED.set(std::time::SystemTime::now());
+    let p = hardening::harden();
+    tracing::info!(
+        dumpable = p.dumpable,
+        core_dumps = p.core_dumps,
+        memory_locked = p.memory_locked,
+        note = p.memory_lock_note.as_deref().unwrap_or(""),
+        "process protections"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::register()?
+    };
+    Ok((rt, signals))
+}
+
 /// `scopehold daemon --hub URL`: this host's edge (see [`edge`]).
 fn run_edge(
     home: Home,
@@ -384,22 +409,7 @@ fn run_edge(
             home.root.display()
         );
     }
-    let _ = STARTED.set(std::time::SystemTime::now());
-    let p = hardening::harden();
-    tracing::info!(
-        dumpable = p.dumpable,
-        core_dumps = p.core_dumps,
-        "process protections"
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let signals = {
-        let _in_runtime = rt.enter();
-        Signals::register()?
-    };
+    let (rt, signals) = start_process()?;
     let group = socket_group.as_deref().map(group_id).transpose()?;
     let (path, managed) = daemon_socket_path(&home, socket.as_deref(), group.is_some())?;
     rt.block_on(async {
@@ -440,26 +450,7 @@ pub fn run(
             "--proxy-listen {a}: the proxy listens on loopback only (credentials cross it in the clear)"
         );
     }
-    let _ = STARTED.set(std::time::SystemTime::now());
-    // Before any key is read: no same-uid process may attach, read memory, or get a core.
-    let p = hardening::harden();
-    tracing::info!(
-        dumpable = p.dumpable,
-        core_dumps = p.core_dumps,
-        memory_locked = p.memory_locked,
-        note = p.memory_lock_note.as_deref().unwrap_or(""),
-        "process protections"
-    );
-    // The runtime and the signal handlers come before the log is opened (see `Signals`).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let signals = {
-        let _in_runtime = rt.enter();
-        Signals::register()?
-    };
+    let (rt, signals) = start_process()?;
     if !home.is_initialised() {
         let public = home.init()?;
         tracing::info!(home = %home.root.display(), log_public_key = %public, "initialised a new state directory");

@@ -532,8 +532,9 @@ fn auditor_mode_in_tmux_needs_only_the_bundle_and_the_key() {
             &cmd,
         ],
     );
-    let s = wait_screen(&session.0, "[read-only bundle]");
-    assert!(s.contains("verified up to 13 events"), "{s}");
+    // Verification runs on its own thread: its verdict comes after the first frame.
+    let s = wait_screen(&session.0, "verified up to 13 events");
+    assert!(s.contains("[read-only bundle]"), "{s}");
     tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
     for _ in 0..50 {
         if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {

@@ -32,13 +32,10 @@ pub(super) fn spawn_and_wait(
         for (k, v) in values {
             cmd.env(k, v.expose());
         }
-        let mut child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", command[0]))?;
-        // The child's ends of its pipes and pty: ours closed, so its end of output shows.
-        drop(cmd);
-        let streams = plan.start().map_err(|e| anyhow!("masking the output: {e}"))?;
+        // The handlers first: a signal that arrives once the child runs (it may already have
+        // said it is ready) is forwarded to it, never left to kill `run` and orphan it.
         let mut winch = signal(SignalKind::window_change())
             .map_err(|e| anyhow!("installing signal handlers: {e}"))?;
-        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
         let mut sigs = Vec::new();
         for (k, n) in [
             (SignalKind::interrupt(), nix::sys::signal::Signal::SIGINT),
@@ -48,6 +45,11 @@ pub(super) fn spawn_and_wait(
         ] {
             sigs.push((signal(k).map_err(|e| anyhow!("installing signal handlers: {e}"))?, n));
         }
+        let mut child = cmd.spawn().map_err(|e| anyhow!("starting {}: {e}", command[0]))?;
+        // The child's ends of its pipes and pty: ours closed, so its end of output shows.
+        drop(cmd);
+        let streams = plan.start().map_err(|e| anyhow!("masking the output: {e}"))?;
+        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
         tokio::pin!(stop);
         loop {
             let [(a, na), (b, nb), (c, nc), (d, nd)] = &mut sigs[..] else { unreachable!("four signals") };
