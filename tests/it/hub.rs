@@ -498,3 +498,53 @@ fn an_edge_moves_to_the_hub_address_it_can_reach() {
         "each resolution reached the hub once: {rows}"
     );
 }
+
+/// `curl` over a unix socket: the body of `GET PATH`, with extra headers.
+fn curl_unix(socket: &std::path::Path, path: &str, headers: &[&str]) -> String {
+    let mut c = std::process::Command::new("curl");
+    c.arg("-sS").arg("--unix-socket").arg(socket);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    let o = c.arg(format!("http://scopehold{path}")).output().unwrap();
+    text(&o.stdout)
+}
+
+#[test]
+fn a_caller_cannot_claim_another_uid_by_the_edges_headers() {
+    let (hub, url) = start_hub();
+    let e = edge(&url, &invite(&hub, "laptop", None));
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    hub.ok(
+        &["member", "add", "lee", "--host", "laptop", "--uid", &me],
+        None,
+    );
+    // An admin member of the laptop under another uid: the prize a caller would claim.
+    hub.ok(
+        &[
+            "member", "add", "kim", "--host", "laptop", "--uid", "4242", "--admin",
+        ],
+        None,
+    );
+    let claim = ["x-scopehold-peer-uid: 4242", "x-scopehold-peer-pid: 1"];
+    // Through the edge, the kernel's uid counts: the caller's own claim is dropped.
+    let who = curl_unix(&e.socket, "/v1/whoami", &claim);
+    assert!(who.contains("member:lee") && !who.contains("kim"), "{who}");
+    let projects = curl_unix(&e.socket, "/v1/projects", &claim);
+    assert!(projects.contains("\"forbidden\""), "{projects}");
+    // On the hub's own socket the headers mean nothing at all: root is root.
+    let who = curl_unix(&hub.socket, "/v1/whoami", &claim);
+    assert!(who.contains("member:root") && !who.contains("kim"), "{who}");
+    // Straight to the hub's listener without a host certificate: refused, headers or not.
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "-k", "-H", claim[0]])
+        .arg(format!("{url}/v1/whoami"))
+        .output()
+        .unwrap();
+    let body = text(&o.stdout);
+    assert!(
+        body.contains("host_unauthenticated"),
+        "{body}{}",
+        text(&o.stderr)
+    );
+}
