@@ -9,9 +9,11 @@
 //! run, the hub's own socket driven directly at the same total concurrency (the single-node
 //! figure, without edges).
 //!
-//! The hub's log is on local files here; issue 12's PostgreSQL store is not built yet.
+//! With `--store URL` the hub keeps its log in that PostgreSQL database (`daemon --store`):
+//! every batch is one transaction there before its local copy, and the run also prints the
+//! events per PostgreSQL commit. Without it, the hub's log is on local files.
 //!
-//! `cargo run --release --example hub_bench -- --bin target/release/scopehold [--secs S] [--runs N] [--conc C] [--dir DIR]`
+//! `cargo run --release --example hub_bench -- --bin target/release/scopehold [--secs S] [--runs N] [--conc C] [--dir DIR] [--store URL]`
 //! `examples/hub_vs_openbao.sh` runs it beside OpenBao in the same run.
 #![allow(
     clippy::unwrap_used,
@@ -38,6 +40,7 @@ struct Args {
     runs: usize,
     conc: usize,
     dir: PathBuf,
+    store: Option<String>,
 }
 
 fn args() -> Args {
@@ -47,6 +50,7 @@ fn args() -> Args {
         runs: 3,
         conc: 16,
         dir: std::env::temp_dir(),
+        store: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -57,8 +61,11 @@ fn args() -> Args {
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--conc" => a.conc = v().parse().expect("--conc C"),
             "--dir" => a.dir = v().into(),
+            "--store" => a.store = Some(v()),
             _ => {
-                panic!("usage: hub_bench [--bin PATH] [--secs S] [--runs N] [--conc C] [--dir DIR]")
+                panic!(
+                    "usage: hub_bench [--bin PATH] [--secs S] [--runs N] [--conc C] [--dir DIR] [--store URL]"
+                )
             }
         }
     }
@@ -133,10 +140,12 @@ impl Proc {
         ticks / 100.0
     }
 
-    fn commits(&self) -> (u64, u64) {
+    /// Events and batches the log committed; and the store's events and transactions.
+    fn commits(&self) -> (u64, u64, u64, u64) {
         let s = client::call::<endpoint::Status>(&self.sock, &wire::Empty {}, None).unwrap();
         let c = s.commits.expect("status commits are for admins");
-        (c.events, c.batches)
+        let (se, sc) = s.log.store.map_or((0, 0), |st| (st.events, st.commits));
+        (c.events, c.batches, se, sc)
     }
 }
 
@@ -165,6 +174,7 @@ struct Run {
     edges_p50: f64,
     edges_p99: f64,
     ev_per_sync: f64,
+    ev_per_pg_commit: f64,
     hub_cpu_us: f64,
     edges_cpu_us: f64,
     direct_rps: f64,
@@ -179,7 +189,11 @@ fn one_run(a: &Args) -> Run {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let hub = Proc::start(bin, &a.dir, "hub", &["--listen", &addr]);
+    let mut hub_args = vec!["--listen", addr.as_str()];
+    if let Some(url) = &a.store {
+        hub_args.extend(["--store", url.as_str()]);
+    }
+    let hub = Proc::start(bin, &a.dir, "hub", &hub_args);
     hub.cli(bin, &["project", "create", "bench"], None);
     hub.cli(
         bin,
@@ -218,7 +232,7 @@ fn one_run(a: &Args) -> Run {
     for e in &edges {
         load::run(&e.sock, &token, "openai/prod", "bench", a.conc, 0.5);
     }
-    let (e0, b0) = hub.commits();
+    let (e0, b0, se0, sc0) = hub.commits();
     let hub0 = hub.cpu();
     let edges0: f64 = edges.iter().map(Proc::cpu).sum();
     let results: Vec<load::LoadResult> = std::thread::scope(|s| {
@@ -234,7 +248,7 @@ fn one_run(a: &Args) -> Run {
     });
     let hub1 = hub.cpu();
     let edges1: f64 = edges.iter().map(Proc::cpu).sum();
-    let (e1, b1) = hub.commits();
+    let (e1, b1, se1, sc1) = hub.commits();
     let ok: u64 = results.iter().map(|r| r.ok).sum();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     assert_eq!(errors, 0, "resolutions through an edge failed under load");
@@ -263,6 +277,7 @@ fn one_run(a: &Args) -> Run {
         edges_p50: all.pct(0.5),
         edges_p99: all.pct(0.99),
         ev_per_sync: (e1 - e0) as f64 / (b1 - b0).max(1) as f64,
+        ev_per_pg_commit: (se1 - se0) as f64 / (sc1 - sc0).max(1) as f64,
         hub_cpu_us: (hub1 - hub0) * 1e6 / ok.max(1) as f64,
         edges_cpu_us: (edges1 - edges0) * 1e6 / ok.max(1) as f64,
         direct_rps: direct.rate(),
@@ -276,13 +291,14 @@ fn main() {
     for i in 0..a.runs {
         let r = one_run(&a);
         println!(
-            "run {}: two edges x c{} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} hub cpu/res={:.1}us edges cpu/res={:.1}us | hub socket c{} rps={:.0} p50={:.0}us",
+            "run {}: two edges x c{} rps={:.0} p50={:.0}us p99={:.0}us ev/sync={:.1} ev/pg-commit={:.1} hub cpu/res={:.1}us edges cpu/res={:.1}us | hub socket c{} rps={:.0} p50={:.0}us",
             i + 1,
             a.conc,
             r.edges_rps,
             r.edges_p50,
             r.edges_p99,
             r.ev_per_sync,
+            r.ev_per_pg_commit,
             r.hub_cpu_us,
             r.edges_cpu_us,
             2 * a.conc,
@@ -295,11 +311,17 @@ fn main() {
     let (rps, lo, hi) = m(|r| r.edges_rps);
     let (p50, _, _) = m(|r| r.edges_p50);
     let (ev, _, _) = m(|r| r.ev_per_sync);
+    let (evpg, _, _) = m(|r| r.ev_per_pg_commit);
+    let log = if a.store.is_some() {
+        "log on PostgreSQL"
+    } else {
+        "log on local files"
+    };
     let (hub_cpu, _, _) = m(|r| r.hub_cpu_us);
     let (edge_cpu, _, _) = m(|r| r.edges_cpu_us);
     let (direct, dlo, dhi) = m(|r| r.direct_rps);
     println!(
-        "SUMMARY scopehold hub + 2 edges (real binaries, log on local files, median of {} x {}s; min..max): edges c{}x2 rps={rps:.0} ({lo:.0}..{hi:.0}) p50={p50:.0}us ev/fsync={ev:.1} hub-cpu/res={hub_cpu:.1}us edges-cpu/res={edge_cpu:.1}us | hub-socket c{} rps={direct:.0} ({dlo:.0}..{dhi:.0})",
+        "SUMMARY scopehold hub + 2 edges (real binaries, {log}, median of {} x {}s; min..max): edges c{}x2 rps={rps:.0} ({lo:.0}..{hi:.0}) p50={p50:.0}us ev/fsync={ev:.1} ev/pg-commit={evpg:.1} hub-cpu/res={hub_cpu:.1}us edges-cpu/res={edge_cpu:.1}us | hub-socket c{} rps={direct:.0} ({dlo:.0}..{dhi:.0})",
         a.runs,
         a.secs,
         a.conc,

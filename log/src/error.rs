@@ -188,6 +188,10 @@ pub enum AppendError {
     /// No salt could be drawn for a secret-bearing body.
     #[error("the OS random source failed: {0}")]
     Random(String),
+    /// A copied batch ([`Log::append_copied`](crate::Log::append_copied)) that does not
+    /// continue this log: why. Nothing was written.
+    #[error("the copied batch does not continue this log: {0}")]
+    Refused(String),
 }
 
 /// Why an erasure ([`Log::erase`](crate::Log::erase)) failed. Refusals (`NotCommitted`,

@@ -41,6 +41,7 @@ mod index;
 mod keys;
 mod layout;
 mod reader;
+pub mod replica;
 mod segment;
 mod storage;
 mod verify;

@@ -42,6 +42,7 @@ use crate::hash;
 use crate::index::{self, IndexWriter};
 use crate::keys::{LogKey, PublicKey};
 use crate::layout;
+use crate::replica::{self, Replica};
 use crate::segment::{self, INDEX_FILE, LOCK_FILE, Reach, SPARE_FILE, SPARE_TMP_FILE};
 use crate::storage::{StdStorage, Storage, StorageFile};
 
@@ -96,6 +97,9 @@ pub struct LogOptions {
     pub accept_missing_checkpoint: bool,
     /// Where event and checkpoint times come from (default [`system_clock`]).
     pub clock: Clock,
+    /// Where every batch is made durable before the local segment gets it (a hub's
+    /// PostgreSQL store); `None`, the local segments alone (the default).
+    pub replica: Option<Arc<dyn Replica>>,
 }
 
 impl std::fmt::Debug for LogOptions {
@@ -108,6 +112,7 @@ impl std::fmt::Debug for LogOptions {
             .field("preallocate", &self.preallocate)
             .field("max_batch_events", &self.max_batch_events)
             .field("pipeline", &self.pipeline)
+            .field("replica", &self.replica)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +129,7 @@ impl Default for LogOptions {
             pipeline: false,
             accept_missing_checkpoint: false,
             clock: system_clock(),
+            replica: None,
         }
     }
 }
@@ -282,6 +288,8 @@ pub type EraseCallback = Box<dyn FnOnce(Result<Erased, EraseError>) + Send>;
 
 enum Msg {
     Append(Vec<Entry>, Callback),
+    /// A batch's frames copied from the replica ([`Log::append_copied`]).
+    Copy(Vec<u8>, Callback),
     Erase(Vec<u64>, EraseCallback),
     Close(mpsc::SyncSender<Result<(), CloseError>>),
 }
@@ -780,6 +788,38 @@ impl Log {
         v.pop().ok_or(AppendError::Closed)
     }
 
+    /// Appends a batch copied from the replica (see [`replica`](crate::replica)): `frames` are
+    /// a batch's event frames and checkpoint frame exactly as another writer of this log made
+    /// them. It is written only if it continues this log's chain (sequence numbers, previous
+    /// hashes, body commitments, dates) and ends with a checkpoint of this log that covers it
+    /// and whose signature verifies; anything else is refused with nothing written
+    /// ([`AppendError::Refused`]). Not handed back to the replica. Returns the last event's
+    /// receipt.
+    pub fn append_copied(&self, frames: Vec<u8>) -> Result<Receipt, AppendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let done: Callback = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        match &self.front {
+            None => done(Err(AppendError::Closed)),
+            Some(s) => s.push(Msg::Copy(frames, done)),
+        }
+        rx.recv()
+            .unwrap_or(Err(AppendError::Closed))?
+            .pop()
+            .ok_or(AppendError::Closed)
+    }
+
+    /// From now on, hands every batch to `replica` before writing it here (see
+    /// [`LogOptions::replica`]); for a replica that first had to be brought up to date from
+    /// this log, or this log from it. Lone appenders stop committing on their own threads
+    /// (the writer thread commits), so no caller's thread waits on the replica.
+    pub fn attach_replica(&self, replica: Arc<dyn Replica>) {
+        if let Some(s) = &self.front {
+            s.attach_replica(replica);
+        }
+    }
+
     /// Queues the erasure of the salt and body of committed secret-bearing events `seqs`
     /// (crypto-shredding: what was sealed in them can never be read again), after every
     /// append queued before it, and calls `done` from the writer thread once it is durable or
@@ -1075,6 +1115,8 @@ type Acks = Vec<(Callback, Result<Vec<Receipt>, AppendError>)>;
 struct Prepared {
     /// The batch's first sequence number: batches are written in this order.
     first_seq: u64,
+    /// The chain's head before the batch.
+    prev: [u8; 32],
     buf: Vec<u8>,
     offsets: Vec<u64>,
     callers: Vec<(Callback, Vec<EventId>)>,
@@ -1083,6 +1125,8 @@ struct Prepared {
     /// Path and opening (header and a copy of the previous batch's checkpoint, the one that
     /// ends the current segment) of a new segment that this batch goes to.
     roll: Option<(PathBuf, Vec<u8>)>,
+    /// Copied from the replica ([`Log::append_copied`]): not handed back to it.
+    copied: bool,
 }
 
 fn poisoned_reason(shared: &Mutex<Status>) -> Option<String> {
@@ -1125,6 +1169,7 @@ impl Sequencer {
     fn prepare(&mut self, batch: &mut Vec<(Vec<Entry>, Callback)>) -> Prepared {
         let time = (self.clock)().max(self.last_time);
         let first_seq = self.next_seq;
+        let prev = self.head;
         let mut head = self.head;
         let mut seq = self.next_seq;
         // Sized once: the batch's frames and checkpoint (growing it would leave copies of
@@ -1165,11 +1210,36 @@ impl Sequencer {
         }
         let cp = SignedCheckpoint::sign(&self.key, self.log_id, seq, head, time);
         codec::put_checkpoint_frame(&mut buf, &cp.body.encode(), &cp.signature);
+        let roll = self.place(first_seq, buf.len() as u64, &mut offsets);
+        self.next_seq = seq;
+        self.head = head;
+        self.last_time = time;
+        self.checkpoint = cp;
+        Prepared {
+            first_seq,
+            prev,
+            buf,
+            offsets,
+            callers,
+            checkpoint: cp,
+            time_ms: time,
+            roll,
+            copied: false,
+        }
+    }
+
+    /// Where a batch of `len` bytes starting at `first_seq` goes: a new segment first if it
+    /// does not fit (returned: path and opening), and its frames' offsets in the segment.
+    fn place(
+        &mut self,
+        first_seq: u64,
+        len: u64,
+        offsets: &mut [u64],
+    ) -> Option<(PathBuf, Vec<u8>)> {
         // A new segment before this batch: in a pre-zeroed segment, when the batch would
         // not fit in what is left of it (then it never grows the file, unless it alone
         // is larger than a segment); in a version-1 one, once it has grown to
         // `segment_bytes`. Never in a segment that holds no event yet.
-        let len = buf.len() as u64;
         let holds_events = first_seq > self.seg_first;
         let full = if self.seg_prezeroed {
             self.seg_len + len > self.seg_cap
@@ -1200,23 +1270,50 @@ impl Sequencer {
             };
             (path, opening)
         });
-        for o in &mut offsets {
+        for o in offsets.iter_mut() {
             *o += self.seg_len;
         }
         self.seg_len += len;
-        self.next_seq = seq;
-        self.head = head;
-        self.last_time = time;
+        roll
+    }
+
+    /// A batch copied from a replica ([`Log::append_copied`]): checked to continue this
+    /// log's chain with a valid signature, then placed as [`prepare`](Self::prepare) places
+    /// its own.
+    fn prepare_copied(
+        &mut self,
+        frames: Vec<u8>,
+        cb: Callback,
+    ) -> Result<Prepared, (Callback, String)> {
+        let mut v = replica::BatchVerifier::after(
+            self.log_id,
+            self.key.public(),
+            self.next_seq,
+            self.head,
+            self.last_time,
+        );
+        let (cp, ids, mut offsets) = match v.check(&frames) {
+            Ok(c) => (c.checkpoint, c.events, c.offsets),
+            Err(why) => return Err((cb, why)),
+        };
+        let first_seq = self.next_seq;
+        let prev = self.head;
+        let roll = self.place(first_seq, frames.len() as u64, &mut offsets);
+        self.next_seq = cp.body.size;
+        self.head = cp.body.head;
+        self.last_time = cp.body.time_ms;
         self.checkpoint = cp;
-        Prepared {
+        Ok(Prepared {
             first_seq,
-            buf,
+            prev,
+            buf: frames,
             offsets,
-            callers,
+            callers: vec![(cb, ids)],
             checkpoint: cp,
-            time_ms: time,
+            time_ms: cp.body.time_ms,
             roll,
-        }
+            copied: true,
+        })
     }
 }
 
@@ -1359,6 +1456,24 @@ impl Syncer {
     fn commit(&mut self, mut p: Prepared) -> Acks {
         if self.poisoned.is_some() {
             return self.fail(p);
+        }
+        // The replica first: the local segment never holds a batch the replica may lack, so
+        // it is always a prefix of the replica's log (see `replica`).
+        if let Some(r) = &self.opts.replica
+            && !p.copied
+        {
+            let batch = replica::Batch {
+                log_id: self.log_id,
+                first_seq: p.first_seq,
+                prev: p.prev,
+                checkpoint: &p.checkpoint,
+                frames: &p.buf,
+            };
+            if let Err(e) = r.commit(&batch) {
+                p.buf.zeroize();
+                self.poison(format!("the log's store did not take the batch: {e}"));
+                return self.fail(p);
+            }
         }
         if let Some((path, opening)) = p.roll.take()
             && !self.roll(&path, &opening)

@@ -302,6 +302,22 @@ pub struct HealthLog {
     pub checkpoint_size: u64,
     /// Why the log cannot be written, if it cannot.
     pub error: Option<String>,
+    /// The PostgreSQL store the log is kept in (`daemon --store`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<HealthStore>,
+}
+
+/// The log's store in `/v1/health` and `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStore {
+    /// Where it is (host, database and user; never a password).
+    pub at: String,
+    /// Why it cannot be reached now, while a commit waits for it.
+    pub unreachable: Option<String>,
+    /// Group commits since the daemon started (one transaction each).
+    pub commits: u64,
+    /// The events in them.
+    pub events: u64,
 }
 
 /// The daemon process's protections against processes of its own uid.

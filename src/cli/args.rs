@@ -99,6 +99,17 @@ pub enum Command {
             hide_env_values = true
         )]
         join: Option<String>,
+        /// Keep the log in PostgreSQL (postgres://USER@/DB?host=/SOCKET/DIR, or loopback):
+        /// every batch is committed there first, and the state directory's log is its copy.
+        /// Local files are the default
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "SCOPEHOLD_STORE",
+            conflicts_with = "hub",
+            hide_env_values = true
+        )]
+        store: Option<String>,
         /// How long the edge waits for the hub's answer before it answers 503
         /// hub_unreachable (a watch waits for as long as nothing changes) [default: 10s]
         #[arg(long, value_name = "DURATION", requires = "hub", value_parser = humantime::parse_duration)]

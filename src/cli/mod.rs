@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             hub,
             join,
             hub_timeout,
+            store,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
@@ -118,6 +119,10 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                     hub,
                     join: join.map(zeroize::Zeroizing::new),
                     timeout: hub_timeout,
+                    store: store
+                        .as_deref()
+                        .map(crate::daemon::store::StoreUrl::parse)
+                        .transpose()?,
                 },
             )?)
         }

@@ -63,6 +63,10 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
         t.as_deref().map(|s| s.as_str()),
     ) {
         Ok(s) => Ok(s),
+        // Unavailable is not a refusal of who you are: say what the daemon said.
+        Err(CallError::Refused { status: 503, error }) => {
+            Err(format!("{} (503): {}", error.code, error.message))
+        }
         Err(CallError::Refused { status, error }) => Err(format!(
             "{} ({status}): the daemon takes you for nobody; version, uptime, proxy and counts are for callers it knows (see `scopehold whoami`)",
             error.code
@@ -93,6 +97,7 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
                 "head": log.head,
                 "checkpoint_size": log.checkpoint_size,
                 "error": log.error,
+                "store": log.store,
             },
             "keys_sealed": health.custody.keys_sealed,
             "daemon_uid": health.custody.daemon_uid,
@@ -162,6 +167,18 @@ pub fn status(ctx: &Ctx) -> Result<(), Exit> {
             }
         ),
     ));
+    if let Some(st) = &log.store {
+        lines.push((
+            "store",
+            match &st.unreachable {
+                Some(why) => format!("{}, UNREACHABLE: {why}", st.at),
+                None => format!(
+                    "{}, {} commits of {} events since start",
+                    st.at, st.commits, st.events
+                ),
+            },
+        ));
+    }
     lines.push((
         "keys",
         if health.custody.keys_sealed {

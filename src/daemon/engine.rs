@@ -146,6 +146,8 @@ pub struct Engine {
     watching: Arc<std::sync::atomic::AtomicUsize>,
     /// The hub's CA and live host connections (see `hub`).
     pub(crate) hub: super::hub::HubState,
+    /// The log's PostgreSQL store, when the daemon has one (`--store`).
+    store: Option<Arc<super::store::PgStore>>,
 }
 
 /// A secret deleted by [`Engine::delete_secret`].
@@ -177,6 +179,10 @@ impl std::fmt::Debug for Authorized {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a request waits for its record while the log's store is unreachable before it is
+/// answered 503 (see [`Engine::durable`]).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Prefix of a run's placeholder keys.
 pub const PLACEHOLDER_PREFIX: &str = "shr_";
@@ -224,6 +230,28 @@ impl Engine {
         clock: Clock,
         storage: Arc<dyn scopehold_log::Storage>,
     ) -> Result<Self> {
+        Self::open_with(home, clock, storage, None)
+    }
+
+    /// As [`open`](Self::open), with the log kept in a PostgreSQL store (`--store`): the
+    /// local log is brought into agreement with it (see [`PgStore::reconcile`]) before it is
+    /// verified and replayed, and every batch goes to the store first from then on.
+    ///
+    /// [`PgStore::reconcile`]: super::store::PgStore::reconcile
+    pub fn open_with_store(
+        home: &Home,
+        clock: Clock,
+        store: Option<super::store::StoreUrl>,
+    ) -> Result<Self> {
+        Self::open_with(home, clock, Arc::new(scopehold_log::StdStorage), store)
+    }
+
+    fn open_with(
+        home: &Home,
+        clock: Clock,
+        storage: Arc<dyn scopehold_log::Storage>,
+        store: Option<super::store::StoreUrl>,
+    ) -> Result<Self> {
         // Checks the state directory and unseals both keys (asking for the passphrase if
         // they are sealed) before anything else is opened.
         let (key, master) = home.load_keys()?;
@@ -241,6 +269,19 @@ impl Engine {
             e => anyhow::Error::new(e)
                 .context(format!("opening the log in {}", home.log_dir().display())),
         })?;
+        let store = match store {
+            Some(url) => {
+                let store = Arc::new(super::store::PgStore::connect(url, log.log_id(), public)?);
+                let copied = store.reconcile(&log, &home.log_dir())?;
+                if copied > 0 {
+                    tracing::info!(events = copied, store = %store.url(), "copied the events this hub's log lacked from the store");
+                }
+                log.attach_replica(store.clone());
+                tracing::info!(store = %store.url(), "the log is kept in the store; the state directory's log is its copy");
+                Some(store)
+            }
+            None => None,
+        };
         // Nothing is built from the log before it is proven: the chain from genesis, every
         // body's commitment, every checkpoint against the chain, and the last checkpoint's
         // signature, which covers every event before it through the chain. A body edited on
@@ -262,8 +303,24 @@ impl Engine {
                 home.log_dir().display()
             )
         })?;
-        let super::shred::Replayed { state, unerased } =
-            super::shred::replay_log(&home.log_dir(), &public)?;
+        let super::shred::Replayed {
+            state,
+            unerased,
+            erased,
+        } = super::shred::replay_log(&home.log_dir(), &public)?;
+        // Erasures the store may not have had (a stop between the local erasure and the
+        // store's): redone, so the store never keeps a deleted secret's sealed values.
+        if let Some(st) = &store
+            && !erased.is_empty()
+        {
+            let n = st.sync_erasures(&home.log_dir(), &erased)?;
+            if n > 0 {
+                tracing::warn!(
+                    batches = n,
+                    "erased deleted secrets' sealed values in the store, which still held them"
+                );
+            }
+        }
         tracing::debug!(
             events = report.events,
             signatures = report.signatures_checked,
@@ -312,6 +369,7 @@ impl Engine {
             ended_runs: Mutex::new(Vec::new()),
             stopping: tokio::sync::watch::Sender::new(false),
             upstream: None,
+            store,
         }
         .ended_stale_runs()
     }
@@ -481,6 +539,13 @@ impl Engine {
     }
 
     fn check_log(&self) -> Result<(), ApiError> {
+        // The store down: refused before anything is decided, so nothing queues behind the
+        // batch that waits for it and nothing is released (see `store`).
+        if let Some(why) = self.store.as_ref().and_then(|s| s.unavailable()) {
+            return Err(ApiError::LogUnavailable(format!(
+                "the audit log's store is unreachable ({why}); nothing is answered until it is back, and service resumes by itself"
+            )));
+        }
         match self.log.status().poisoned {
             Some(why) => Err(ApiError::LogUnavailable(format!(
                 "the audit log cannot be written ({why}); restart the daemon once the fault is cleared"
@@ -566,12 +631,28 @@ impl Engine {
                         Err(e) => {
                             let _ = etx.send(Err(format!("refused to erase: {e:#}")));
                         }
-                        Ok(()) => self.log.submit_erase(
-                            erased.clone(),
-                            Box::new(move |r| {
-                                let _ = etx.send(r.map(|_| ()).map_err(|e| e.to_string()));
-                            }),
-                        ),
+                        Ok(()) => {
+                            // With a store, the store's copies of those batches are erased
+                            // too (its rows hold the same sealed bodies), once the local
+                            // erasure is durable; what fails here is redone at the next start.
+                            let store = self.store.clone();
+                            let dir = self.log.dir().to_path_buf();
+                            let seqs = erased.clone();
+                            self.log.submit_erase(
+                                erased.clone(),
+                                Box::new(move |r| {
+                                    let r = r.map(|_| ()).map_err(|e| e.to_string()).and_then(|()| {
+                                        match &store {
+                                            Some(st) => st.sync_erasures(&dir, &seqs).map(|_| ()).map_err(|e| {
+                                                format!("erased here, but the store still holds them until the next start: {e:#}")
+                                            }),
+                                            None => Ok(()),
+                                        }
+                                    });
+                                    let _ = etx.send(r);
+                                }),
+                            )
+                        }
                     }
                     self.erasures
                         .lock()
@@ -598,7 +679,27 @@ impl Engine {
         // Blocks this worker for one write and fdatasync when the writer is idle: cheaper,
         // with one request in flight, than two thread hand-offs (see `scopehold_log::Lead`).
         lead.commit();
-        match done.await {
+        let mut done = done;
+        let waited = match &self.store {
+            None => done.await,
+            // A batch held for an unreachable store is committed once it is back; the caller
+            // is told at once that nothing is answered meanwhile, rather than hang (an edge
+            // would give up with its own 503 anyway). Nothing was released: values are opened
+            // only after this returns.
+            Some(store) => loop {
+                match tokio::time::timeout(STORE_WAIT, &mut done).await {
+                    Ok(r) => break r,
+                    Err(_) => {
+                        if let Some(why) = store.unavailable() {
+                            return Err(ApiError::LogUnavailable(format!(
+                                "the audit log's store is unreachable ({why}); this request's record is held until it is back, and nothing was answered"
+                            )));
+                        }
+                    }
+                }
+            },
+        };
+        match waited {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(log_failed(e)),
             Err(_) => Err(ApiError::LogUnavailable(
@@ -1201,7 +1302,21 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "denial counts not written at close"),
             }
         }
-        self.log.close()
+        // A batch waiting for an unreachable store gives up, so the writer can close; the
+        // store's session ends after the writer's last batch, freeing the lock.
+        if let Some(s) = &self.store {
+            s.stop_retrying();
+        }
+        let r = self.log.close();
+        if let Some(s) = &self.store {
+            s.close();
+        }
+        r
+    }
+
+    /// The log's store, if it has one.
+    pub fn store(&self) -> Option<&Arc<super::store::PgStore>> {
+        self.store.as_ref()
     }
 }
 

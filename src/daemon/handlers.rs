@@ -19,25 +19,45 @@ const FRAME: usize = 128;
 /// zeroizing answer buffer is never reallocated.
 const ESCAPE: usize = 6;
 
+/// The log's part of `/v1/health` and `/v1/status`: an unreachable store is an error too.
+fn health_log(engine: &Engine, s: scopehold_log::Status) -> wire::HealthLog {
+    let store = engine.store().map(|st| {
+        let stats = st.stats();
+        wire::HealthStore {
+            at: st.url().to_string(),
+            unreachable: st.unavailable(),
+            commits: stats.commits,
+            events: stats.events,
+        }
+    });
+    wire::HealthLog {
+        events: s.size,
+        head: hex::encode(s.head),
+        checkpoint_size: s.checkpoint.body.size,
+        error: s.poisoned.or_else(|| {
+            store
+                .as_ref()
+                .and_then(|st| st.unreachable.as_ref())
+                .map(|why| format!("the log's store is unreachable: {why}"))
+        }),
+        store,
+    }
+}
+
 /// Routes anyone may call, without a credential.
 pub fn anyone(engine: &Engine, route: Route) -> Result<Reply, ApiError> {
     match route {
         Route::Health => {
-            let s = engine.log().status();
+            let log = health_log(engine, engine.log().status());
             give::<endpoint::Health>(
                 &wire::HealthResponse {
-                    status: if s.poisoned.is_some() {
+                    status: if log.error.is_some() {
                         "log_unavailable"
                     } else {
                         "ok"
                     }
                     .into(),
-                    log: wire::HealthLog {
-                        events: s.size,
-                        head: hex::encode(s.head),
-                        checkpoint_size: s.checkpoint.body.size,
-                        error: s.poisoned,
-                    },
+                    log,
                     process: super::hardening::applied().cloned(),
                     custody: engine.custody(),
                 },
@@ -602,12 +622,7 @@ fn status(engine: &Engine, caller: &Caller) -> Result<Reply, ApiError> {
                     .ok()
                     .map(|d| d.as_millis() as u64)
             }),
-            log: wire::HealthLog {
-                events: s.size,
-                head: hex::encode(s.head),
-                checkpoint_size: s.checkpoint.body.size,
-                error: s.poisoned,
-            },
+            log: health_log(engine, s.clone()),
             keys_sealed: custody.keys_sealed,
             daemon_uid: custody.daemon_uid,
             proxy_listen: engine

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod seal;
 pub mod server;
 pub mod shred;
+pub mod store;
 
 pub use engine::{Engine, Peer, replay};
 pub use home::Home;
@@ -346,6 +347,8 @@ pub struct HubOptions {
     pub join: Option<zeroize::Zeroizing<String>>,
     /// How long an edge waits for the hub's answer.
     pub timeout: Option<Duration>,
+    /// Keep the log in this PostgreSQL store.
+    pub store: Option<store::StoreUrl>,
 }
 
 /// The names a hub's certificate carries: the admin's, the listening address, localhost.
@@ -470,8 +473,10 @@ pub fn run(
         }
         None => None,
     };
-    let engine =
-        Arc::new(Engine::open(&home, scopehold_log::system_clock())?.with_upstream(upstream));
+    let engine = Arc::new(
+        Engine::open_with_store(&home, scopehold_log::system_clock(), hub.store.clone())?
+            .with_upstream(upstream),
+    );
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     // --- the HTTPS_PROXY certificate authority (ca.rs); the proxy takes `ca` from here ---

@@ -31,6 +31,9 @@ pub struct Replayed {
     /// Events listed by a `secret_deleted` whose bodies are still in the log (their erasure
     /// was interrupted): the daemon erases them at start-up.
     pub unerased: Vec<u64>,
+    /// Every erased record's sequence number, in order (a hub's store must hold them erased
+    /// too).
+    pub erased: Vec<u64>,
 }
 
 fn kind_name(rec: &Record) -> &'static str {
@@ -114,7 +117,13 @@ pub fn replay_log(log_dir: &Path, public: &PublicKey) -> Result<Replayed> {
             unerased.extend(erased.iter().filter(|s| !erased_seen.contains(*s)));
         }
     }
-    Ok(Replayed { state, unerased })
+    let mut erased: Vec<u64> = erased_seen.into_iter().collect();
+    erased.sort_unstable();
+    Ok(Replayed {
+        state,
+        unerased,
+        erased,
+    })
 }
 
 /// What `scopehold log verify` adds for a log with erased records: each one must be a

@@ -63,6 +63,10 @@ pub(super) struct Serial {
     /// A batch was written: the next one in order may go.
     synced: Condvar,
     max_batch_events: usize,
+    /// Whether a lone appender may commit on its own thread. Off once a replica is attached:
+    /// a commit to a remote store may wait for it to come back, and must not hold an async
+    /// caller's thread (a runtime worker) meanwhile.
+    inline: std::sync::atomic::AtomicBool,
 }
 
 type Batch = Vec<(Vec<Entry>, Callback)>;
@@ -89,6 +93,7 @@ impl Serial {
             }),
             synced: Condvar::new(),
             max_batch_events,
+            inline: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -136,7 +141,10 @@ impl Serial {
                 return;
             }
             q.busy = true;
-            if q.last_batch > 1 || q.msgs.len() > 1 {
+            if q.last_batch > 1
+                || q.msgs.len() > 1
+                || !self.inline.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 q.thread_turn = true;
                 drop(q);
                 self.wake.notify_one();
@@ -193,6 +201,25 @@ impl Serial {
         Some(seq.prepare(batch))
     }
 
+    /// Checks and places a copied batch (the token's holder only); fails it if the writer has
+    /// stopped or the batch does not continue the log.
+    fn prepare_copied(&self, frames: Vec<u8>, cb: Callback) -> Option<Prepared> {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = poisoned_reason(&seq.shared) {
+            drop(seq);
+            cb(Err(AppendError::Poisoned(why)));
+            return None;
+        }
+        match seq.prepare_copied(frames, cb) {
+            Ok(p) => Some(p),
+            Err((cb, why)) => {
+                drop(seq);
+                cb(Err(AppendError::Refused(why)));
+                None
+            }
+        }
+    }
+
     /// Waits until every batch prepared before `upto` (a first sequence number) is written,
     /// or the writer has stopped; returns the syncer's side, locked.
     fn wait_written(&self, upto: u64) -> MutexGuard<'_, SyncSide> {
@@ -231,6 +258,16 @@ impl Serial {
         if arm {
             self.wake.notify_one();
         }
+    }
+
+    /// Hands every batch from now on to `r` before its local write (see
+    /// [`Log::attach_replica`](super::Log::attach_replica)), once what was queued before is
+    /// written.
+    pub(super) fn attach_replica(&self, r: std::sync::Arc<dyn crate::replica::Replica>) {
+        self.inline
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut s = self.wait_written(self.next_seq());
+        s.syncer.opts.replica = Some(r);
     }
 
     /// The next sequence number the sequencer gives (the token's holder only).
@@ -318,6 +355,16 @@ impl Serial {
                     }
                     q = self.queue();
                 }
+                Some(Msg::Copy(..)) => {
+                    let Some(Msg::Copy(frames, cb)) = q.msgs.pop_front() else {
+                        unreachable!("the front was a copied batch");
+                    };
+                    drop(q);
+                    if let Some(p) = self.prepare_copied(frames, cb) {
+                        self.commit_in_order(p);
+                    }
+                    q = self.queue();
+                }
                 Some(Msg::Erase(..)) => {
                     let Some(Msg::Erase(seqs, done)) = q.msgs.pop_front() else {
                         unreachable!("the front was an erasure");
@@ -357,7 +404,7 @@ impl Serial {
 /// Fails a message that came after the close.
 fn fail(msg: Msg) {
     match msg {
-        Msg::Append(_, cb) => cb(Err(AppendError::Closed)),
+        Msg::Append(_, cb) | Msg::Copy(_, cb) => cb(Err(AppendError::Closed)),
         Msg::Erase(_, done) => done(Err(EraseError::Closed)),
         Msg::Close(ack) => {
             let _ = ack.send(Ok::<(), CloseError>(()));

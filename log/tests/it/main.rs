@@ -16,4 +16,5 @@ mod lead;
 mod log_basic;
 mod powercut;
 mod recovery;
+mod replica;
 mod tamper;

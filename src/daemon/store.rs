@@ -1,0 +1,767 @@
+//! The hub's log on PostgreSQL (`daemon --store postgres://...`).
+//!
+//! The database holds the log's batches exactly as the writer frames them (events, then the
+//! batch's signed checkpoint: the bytes a segment holds), one row per group commit, and one
+//! row per log with its size, head and latest checkpoint. The writer hands every batch to
+//! the store before its local segment ([`scopehold_log::replica`]), so the state directory's
+//! `log/` is a copy of a prefix of the database's log: everything that reads a log (replay,
+//! `log verify`, exports, bundles, the console, backups) reads it unchanged.
+//!
+//! **One writer, no fork.** The hub appends through one session that holds the log's
+//! advisory lock (`pg_try_advisory_lock`, keyed by the log id): a hub that has lost its
+//! session has lost the lock with it and can no longer append. Every append is one
+//! statement, so one transaction: it moves the log's row from (size, head) to the batch's
+//! end only if the row is still at the batch's start (`WHERE size = first AND head = prev`),
+//! and inserts the batch in the same statement. Two writers can never both append at one
+//! sequence number.
+//!
+//! **Down and back.** A commit that cannot reach the database keeps its batch and retries
+//! (reconnecting, re-taking the lock, and reading the row: a batch whose commit was
+//! acknowledged by nobody but made it is not appended twice) until the database answers or
+//! the daemon stops. Meanwhile [`PgStore::unavailable`] says why, and the engine refuses
+//! every request with 503 before deciding anything: nothing is released, nothing queues.
+//! When the database is back, the held batch commits and service resumes, with no restart.
+//!
+//! **Forks.** At start-up the local copy and the database must agree: the database's log
+//! must hold the local copy's head at its size, every batch read from it must continue the
+//! chain and carry a valid signature ([`scopehold_log::replica::BatchVerifier`], inside
+//! `Log::append_copied`), and a database that holds fewer events than the copy has seen
+//! lost a committed tail (an asynchronous failover). Any of these stops the hub, saying so.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use postgres::config::Host;
+use postgres::{Client, Config, NoTls};
+use scopehold_log::replica::{Batch, Replica};
+use scopehold_log::{Log, PublicKey, SignedCheckpoint, hash};
+use zeroize::Zeroizing;
+
+/// The tables, created on first use (under the advisory lock, so two hubs starting at once
+/// do not race).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS scopehold_log (
+    log_id      bytea PRIMARY KEY,
+    public_key  bytea NOT NULL,
+    size        bigint NOT NULL,
+    head        bytea NOT NULL,
+    checkpoint  text NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS scopehold_batch (
+    log_id      bytea NOT NULL REFERENCES scopehold_log (log_id),
+    first_seq   bigint NOT NULL,
+    size        bigint NOT NULL,
+    prev        bytea NOT NULL,
+    head        bytea NOT NULL,
+    frames      bytea NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (log_id, first_seq),
+    UNIQUE (log_id, size)
+);";
+
+/// One append: moves the log's row on only from the batch's start, and inserts the batch in
+/// the same statement (so the same transaction). No row inserted: the log was not there.
+const APPEND: &str = "
+WITH moved AS (
+    UPDATE scopehold_log SET size = $3, head = $4, checkpoint = $5, updated_at = now()
+    WHERE log_id = $1 AND size = $2 AND head = $6
+    RETURNING log_id)
+INSERT INTO scopehold_batch (log_id, first_seq, size, prev, head, frames)
+SELECT log_id, $2, $3, $6, $4, $7 FROM moved";
+
+/// Batches read per query when the local copy catches up.
+const PULL_BATCHES: i64 = 256;
+
+/// The longest wait between two attempts to reach the database again.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A store address, parsed, with what may be printed of it (never a password).
+#[derive(Clone)]
+pub struct StoreUrl {
+    config: Config,
+    shown: String,
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl StoreUrl {
+    /// Parses `postgres://` (or `postgresql://`) URLs. Only a unix socket or loopback is
+    /// accepted: the connection carries the log's sealed bodies and this build has no TLS to
+    /// PostgreSQL, so the database must be on the hub's own machine (or reached through a
+    /// local proxy that adds TLS).
+    pub fn parse(s: &str) -> Result<Self> {
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            bail!("--store: only postgres:// URLs are supported (local files are the default)");
+        }
+        // The parser's message may quote the URL, password and all: not passed on.
+        let config: Config = s
+            .parse()
+            .map_err(|_| anyhow!("--store: not a valid postgres:// URL"))?;
+        let mut hosts = Vec::new();
+        for h in config.get_hosts() {
+            match h {
+                Host::Unix(p) => hosts.push(p.display().to_string()),
+                Host::Tcp(name) => {
+                    let local = name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    if !local {
+                        bail!(
+                            "--store: {name} is not this machine: the store's connection carries the log in the clear (this build has no TLS to PostgreSQL); use a unix socket (?host=/run/postgresql) or loopback"
+                        );
+                    }
+                    hosts.push(name.clone());
+                }
+            }
+        }
+        if hosts.is_empty() {
+            bail!("--store: name the database's host (a unix socket directory or loopback)");
+        }
+        let shown = format!(
+            "postgres on {} (database {}, user {})",
+            hosts.join(","),
+            config.get_dbname().unwrap_or("(default)"),
+            config.get_user().unwrap_or("(default)")
+        );
+        Ok(Self { config, shown })
+    }
+}
+
+/// Why a commit did not go through: worth another attempt, or not.
+enum Failed {
+    Transient(String),
+    Fatal(String),
+}
+
+fn classify(e: &postgres::Error) -> Failed {
+    match e.as_db_error() {
+        // Connection exceptions, an administrator's termination or shutdown, a server that
+        // cannot accept connections now, insufficient resources: the session is gone or
+        // will be; another may work.
+        Some(db) if matches!(&db.code().code()[..2], "08" | "57" | "53") => {
+            Failed::Transient(db.message().to_string())
+        }
+        Some(db) => Failed::Fatal(format!("{} ({})", db.message(), db.code().code())),
+        None => Failed::Transient(e.to_string()),
+    }
+}
+
+/// The log's row: its size, head and checkpoint.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub size: u64,
+    pub head: [u8; 32],
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// A batch as the database holds it (`Debug` leaves the frames out: sealed bodies).
+pub struct StoredBatch {
+    pub first_seq: u64,
+    pub size: u64,
+    pub prev: [u8; 32],
+    pub head: [u8; 32],
+    pub frames: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredBatch")
+            .field("first_seq", &self.first_seq)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to32(v: &[u8], what: &str) -> Result<[u8; 32], String> {
+    v.try_into()
+        .map_err(|_| format!("the store's {what} is not 32 bytes"))
+}
+
+/// The session the hub appends through, on the store's own thread.
+struct Conn {
+    url: StoreUrl,
+    client: Option<Client>,
+    /// [`APPEND`], prepared once per session: a statement sent as text is parsed and
+    /// described on every call, one more round trip per commit.
+    append: Option<postgres::Statement>,
+    log_id: [u8; 32],
+    public: PublicKey,
+}
+
+impl Conn {
+    fn lock_key(&self) -> i64 {
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&self.log_id[..8]);
+        i64::from_be_bytes(k)
+    }
+
+    /// Connects and takes the log's lock (refused if another session holds it).
+    fn connect(&mut self) -> Result<&mut Client, Failed> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(self.client.as_mut().expect("checked above"));
+        }
+        self.client = None;
+        self.append = None;
+        let mut c = self
+            .url
+            .config
+            .clone()
+            .connect_timeout(Duration::from_secs(5))
+            // Names the session in pg_stat_activity, for operators (and the tests that end it).
+            .application_name("scopehold-hub")
+            .connect(NoTls)
+            .map_err(|e| classify(&e))?;
+        let key = self.lock_key();
+        let got: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .map_err(|e| classify(&e))?
+            .get(0);
+        if !got {
+            return Err(Failed::Fatal(
+                "another hub holds this log's lock in the store: it is the active hub, and this one may not append".into(),
+            ));
+        }
+        c.batch_execute(SCHEMA).map_err(|e| classify(&e))?;
+        self.append = Some(c.prepare(APPEND).map_err(|e| classify(&e))?);
+        Ok(self.client.insert(c))
+    }
+
+    fn row(&mut self) -> Result<Option<Row>, Failed> {
+        let id = self.log_id.to_vec();
+        let public = self.public;
+        let c = self.connect()?;
+        let r = c
+            .query_opt(
+                "SELECT size, head, checkpoint, public_key FROM scopehold_log WHERE log_id = $1",
+                &[&id],
+            )
+            .map_err(|e| classify(&e))?;
+        let Some(r) = r else { return Ok(None) };
+        let pk: Vec<u8> = r.get(3);
+        if pk != public.as_bytes() {
+            return Err(Failed::Fatal(
+                "the store's log is signed with another key than this hub's".into(),
+            ));
+        }
+        let size: i64 = r.get(0);
+        let head: Vec<u8> = r.get(1);
+        let cp: String = r.get(2);
+        let checkpoint = SignedCheckpoint::from_text(&cp)
+            .map_err(|e| Failed::Fatal(format!("the store's checkpoint: {e}")))?;
+        Ok(Some(Row {
+            size: size as u64,
+            head: to32(&head, "head").map_err(Failed::Fatal)?,
+            checkpoint,
+        }))
+    }
+
+    fn try_append(&mut self, b: &Owned) -> Result<(), Failed> {
+        let id = self.log_id.to_vec();
+        let (first, size) = (b.first_seq as i64, b.size as i64);
+        let (head, prev) = (b.head.to_vec(), b.prev.to_vec());
+        let cp = b.checkpoint.clone();
+        let frames: &[u8] = &b.frames;
+        self.connect()?;
+        let (Some(c), Some(append)) = (self.client.as_mut(), self.append.as_ref()) else {
+            return Err(Failed::Transient("no session".into()));
+        };
+        let n = c
+            .execute(append, &[&id, &first, &size, &head, &cp, &prev, &frames])
+            .map_err(|e| classify(&e))?;
+        if n == 1 {
+            return Ok(());
+        }
+        Err(Failed::Fatal(self.explain(b)))
+    }
+
+    /// Why the log's row was not where a batch starts.
+    fn explain(&mut self, b: &Owned) -> String {
+        match self.row() {
+            Ok(Some(r)) => format!(
+                "the store's log is at {} events (head {}) but this hub's next batch follows {} events (head {}): another writer appended, or the store lost events; this hub stops appending",
+                r.size,
+                hex::encode(&r.head[..8]),
+                b.first_seq,
+                hex::encode(&b.prev[..8])
+            ),
+            Ok(None) => "the store holds no row for this log any more".into(),
+            Err(Failed::Fatal(e) | Failed::Transient(e)) => e,
+        }
+    }
+
+    /// After a lost connection: whether the batch made it (its commit was cut before its
+    /// answer), is still to be made, or can never be.
+    fn reconcile(&mut self, b: &Owned) -> Result<bool, Failed> {
+        match self.row()? {
+            Some(r) if r.size == b.size && hash::ct_eq(&r.head, &b.head) => Ok(true),
+            Some(r) if r.size == b.first_seq && hash::ct_eq(&r.head, &b.prev) => Ok(false),
+            _ => Err(Failed::Fatal(self.explain(b))),
+        }
+    }
+}
+
+/// A batch owned for the store's thread.
+struct Owned {
+    first_seq: u64,
+    size: u64,
+    prev: [u8; 32],
+    head: [u8; 32],
+    checkpoint: String,
+    frames: Zeroizing<Vec<u8>>,
+}
+
+impl Owned {
+    fn of(b: &Batch<'_>) -> Self {
+        Self {
+            first_seq: b.first_seq,
+            size: b.checkpoint.body.size,
+            prev: b.prev,
+            head: b.checkpoint.body.head,
+            checkpoint: b.checkpoint.to_text(),
+            frames: Zeroizing::new(b.frames.to_vec()),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+/// The hub's store: a thread that owns the session (the `postgres` client blocks, and the
+/// writer may commit on one of the runtime's threads), and what the engine asks of it.
+pub struct PgStore {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    url: StoreUrl,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Why the store cannot be reached now (a commit is holding its batch and retrying).
+    down: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    commits: AtomicU64,
+    events: AtomicU64,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store has done since the daemon started: group commits and the events in them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreStats {
+    pub commits: u64,
+    pub events: u64,
+}
+
+impl PgStore {
+    /// Connects to the store, takes the log's lock and makes the tables if they are missing.
+    pub fn connect(url: StoreUrl, log_id: [u8; 32], public: PublicKey) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let mut conn = Conn {
+            url: url.clone(),
+            client: None,
+            append: None,
+            log_id,
+            public,
+        };
+        if let Err(Failed::Fatal(e) | Failed::Transient(e)) = conn.connect() {
+            bail!("cannot use the log's store, {url}: {e}");
+        }
+        let thread = std::thread::Builder::new()
+            .name("scopehold-store".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .context("starting the store's thread")?;
+        Ok(Self {
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            shared: Arc::default(),
+            url,
+        })
+    }
+
+    /// Runs `f` on the store's thread and waits for it.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|j| j.send(job).is_ok());
+        if sent != Some(true) {
+            return Err("the store is closed".into());
+        }
+        rx.recv().map_err(|_| "the store's thread stopped".into())
+    }
+
+    /// Why the store cannot be reached now, while a commit waits for it.
+    pub fn unavailable(&self) -> Option<String> {
+        self.shared
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Group commits and events since start-up.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            events: self.shared.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What may be printed of the store's address.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// A commit waiting for the database fails from now on rather than retry (the daemon
+    /// is stopping: the writer must be able to close).
+    pub fn stop_retrying(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops retrying and ends the session, which frees the lock.
+    pub fn close(&self) {
+        self.stop_retrying();
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The log's row, if the store holds this log.
+    pub fn row(&self) -> Result<Option<Row>> {
+        match self.call(|c| c.row()) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(Failed::Fatal(e) | Failed::Transient(e))) | Err(e) => {
+                Err(anyhow!("reading the log's row in {}: {e}", self.url))
+            }
+        }
+    }
+
+    /// Batches from `first_seq` on (a batch boundary), at most `limit`.
+    pub fn batches_from(&self, first_seq: u64, limit: i64) -> Result<Vec<StoredBatch>> {
+        let r = self.call(move |c| -> Result<Vec<StoredBatch>, String> {
+            let id = c.log_id.to_vec();
+            let client = c.connect().map_err(|(Failed::Fatal(e) | Failed::Transient(e))| e)?;
+            let rows = client
+                .query(
+                    "SELECT first_seq, size, prev, head, frames FROM scopehold_batch WHERE log_id = $1 AND first_seq >= $2 ORDER BY first_seq LIMIT $3",
+                    &[&id, &(first_seq as i64), &limit],
+                )
+                .map_err(|e| e.to_string())?;
+            rows.iter()
+                .map(|r| {
+                    let first: i64 = r.get(0);
+                    let size: i64 = r.get(1);
+                    let prev: Vec<u8> = r.get(2);
+                    let head: Vec<u8> = r.get(3);
+                    Ok(StoredBatch {
+                        first_seq: first as u64,
+                        size: size as u64,
+                        prev: to32(&prev, "prev")?,
+                        head: to32(&head, "head")?,
+                        frames: Zeroizing::new(r.get(4)),
+                    })
+                })
+                .collect()
+        });
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) | Err(e) => Err(anyhow!("reading the log's batches in {}: {e}", self.url)),
+        }
+    }
+
+    /// The batch that ends at `size` events, if there is one: its head.
+    pub fn head_at(&self, size: u64) -> Result<Option<[u8; 32]>> {
+        let r = self.call(move |c| -> Result<Option<[u8; 32]>, String> {
+            let id = c.log_id.to_vec();
+            let client = c
+                .connect()
+                .map_err(|(Failed::Fatal(e) | Failed::Transient(e))| e)?;
+            let row = client
+                .query_opt(
+                    "SELECT head FROM scopehold_batch WHERE log_id = $1 AND size = $2",
+                    &[&id, &(size as i64)],
+                )
+                .map_err(|e| e.to_string())?;
+            row.map(|r| to32(&r.get::<_, Vec<u8>>(0), "head"))
+                .transpose()
+        });
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) | Err(e) => Err(anyhow!("reading the log in {}: {e}", self.url)),
+        }
+    }
+
+    /// Puts a log that has so far lived in local files into the store, whole, in one
+    /// transaction (so a store holds all of it or none).
+    fn adopt(&self, dir: &std::path::Path) -> Result<u64> {
+        let mut batches = Vec::new();
+        scopehold_log::replica::for_each_batch(dir, 0, |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        let n = batches.len() as u64;
+        let r = self.call(move |c| -> Result<(), String> {
+            let id = c.log_id.to_vec();
+            let pk = c.public.as_bytes().to_vec();
+            let genesis = hash::genesis(&c.log_id).to_vec();
+            let client = c.connect().map_err(|(Failed::Fatal(e) | Failed::Transient(e))| e)?;
+            let mut t = client.transaction().map_err(|e| e.to_string())?;
+            let first_cp = batches
+                .first()
+                .map(|b| b.checkpoint.to_text())
+                .unwrap_or_default();
+            t.execute(
+                "INSERT INTO scopehold_log (log_id, public_key, size, head, checkpoint) VALUES ($1, $2, 0, $3, $4)",
+                &[&id, &pk, &genesis, &first_cp],
+            )
+            .map_err(|e| e.to_string())?;
+            for b in &batches {
+                let frames: &[u8] = &b.frames;
+                let n = t
+                    .execute(
+                        APPEND,
+                        &[
+                            &id,
+                            &(b.first_seq as i64),
+                            &(b.checkpoint.body.size as i64),
+                            &b.checkpoint.body.head.to_vec(),
+                            &b.checkpoint.to_text(),
+                            &b.prev.to_vec(),
+                            &frames,
+                        ],
+                    )
+                    .map_err(|e| e.to_string())?;
+                if n != 1 {
+                    return Err(format!(
+                        "the local log's batch at {} does not follow the one before it",
+                        b.first_seq
+                    ));
+                }
+            }
+            t.commit().map_err(|e| e.to_string())
+        });
+        match r {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(e)) | Err(e) => Err(anyhow!("putting the log into {}: {e}", self.url)),
+        }
+    }
+
+    /// Makes the store's copies of the batches holding `seqs` the same as the local log's,
+    /// whose records at `seqs` were erased (a deleted secret's sealed values: the store's rows
+    /// held them too). Only a row whose size and head match the local batch is rewritten, and
+    /// only if it differs. Returns how many rows were rewritten.
+    pub fn sync_erasures(&self, dir: &std::path::Path, seqs: &[u64]) -> Result<usize> {
+        let Some(&lowest) = seqs.iter().min() else {
+            return Ok(0);
+        };
+        let want: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+        let mut batches = Vec::new();
+        scopehold_log::replica::for_each_batch(dir, 0, |b| {
+            let holds = want
+                .range(b.first_seq..b.checkpoint.body.size)
+                .next()
+                .is_some();
+            if holds && b.checkpoint.body.size > lowest {
+                batches.push(b);
+            }
+            Ok(())
+        })?;
+        let r = self.call(move |c| -> Result<usize, String> {
+            let id = c.log_id.to_vec();
+            let client = c.connect().map_err(|(Failed::Fatal(e) | Failed::Transient(e))| e)?;
+            let mut n = 0;
+            for b in &batches {
+                let frames: &[u8] = &b.frames;
+                n += client
+                    .execute(
+                        "UPDATE scopehold_batch SET frames = $3 WHERE log_id = $1 AND first_seq = $2 AND size = $4 AND head = $5 AND frames <> $3",
+                        &[
+                            &id,
+                            &(b.first_seq as i64),
+                            &frames,
+                            &(b.checkpoint.body.size as i64),
+                            &b.checkpoint.body.head.to_vec(),
+                        ],
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(n as usize)
+        });
+        match r {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) | Err(e) => Err(anyhow!("erasing in {}: {e}", self.url)),
+        }
+    }
+
+    /// Brings the local copy of the log (open in `log`, in `dir`) and the store into
+    /// agreement before anything is served: a store without this log receives it whole; a
+    /// store ahead of the copy is copied from, every batch checked; a store that disagrees
+    /// with the copy, or lost part of what the copy holds, stops the hub. Returns how many
+    /// events were copied in.
+    pub fn reconcile(&self, log: &Log, dir: &std::path::Path) -> Result<u64> {
+        let local = log.status();
+        let Some(row) = self.row()? else {
+            let n = self.adopt(dir)?;
+            tracing::info!(store = %self.url, batches = n, events = local.size, "the store held no log: this hub's log was put into it");
+            return Ok(0);
+        };
+        let fork = |why: String| {
+            anyhow!(
+                "the log in {} and this hub's copy in {} disagree: {why}. Two histories of one log exist (a fork): after a failover of PostgreSQL that lost committed transactions (asynchronous replication), or rows rewritten by hand. The hub will not serve from either until an operator compares them (scopehold log verify on the copy; the store's rows)",
+                self.url,
+                dir.display()
+            )
+        };
+        if row.size < local.size {
+            return Err(fork(format!(
+                "the store holds {} events but this copy holds {} acknowledged by the store; the store lost committed events",
+                row.size, local.size
+            )));
+        }
+        let at = if local.size == 0 {
+            Some(hash::genesis(&log.log_id()))
+        } else {
+            self.head_at(local.size)?
+        };
+        match at {
+            Some(h) if hash::ct_eq(&h, &local.head) => {}
+            Some(_) => {
+                return Err(fork(format!(
+                    "event {} differs (another chain in the store)",
+                    local.size - 1
+                )));
+            }
+            None => {
+                return Err(fork(format!(
+                    "no batch in the store ends at {} events, where this copy ends",
+                    local.size
+                )));
+            }
+        }
+        let mut next = local.size;
+        let mut copied = 0;
+        while next < row.size {
+            let batch = self.batches_from(next, PULL_BATCHES)?;
+            if batch.is_empty() {
+                return Err(fork(format!(
+                    "the store's log says {} events but its batches end at {next}",
+                    row.size
+                )));
+            }
+            for b in batch {
+                if b.first_seq != next {
+                    return Err(fork(format!("no batch in the store starts at {next}")));
+                }
+                let r = log
+                    .append_copied(b.frames.to_vec())
+                    .map_err(|e| fork(format!("the batch at {next}: {e}")))?;
+                if r.seq + 1 != b.size || !hash::ct_eq(&r.hash, &b.head) {
+                    return Err(fork(format!(
+                        "the batch at {next}'s columns do not match its frames"
+                    )));
+                }
+                copied += b.size - next;
+                next = b.size;
+            }
+        }
+        Ok(copied)
+    }
+}
+
+impl Replica for PgStore {
+    fn commit(&self, batch: &Batch<'_>) -> Result<(), String> {
+        let owned = Owned::of(batch);
+        let events = owned.size - owned.first_seq;
+        let shared = self.shared.clone();
+        let r = self.call(move |c| {
+            let mut wait = Duration::from_millis(50);
+            let mut reconnected = false;
+            loop {
+                let attempt = if reconnected {
+                    match c.reconcile(&owned) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => c.try_append(&owned),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    c.try_append(&owned)
+                };
+                match attempt {
+                    Ok(()) => {
+                        let was = shared
+                            .down
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
+                        if was.is_some() {
+                            tracing::info!("the log's store is reachable again; appending resumes");
+                        }
+                        return Ok(());
+                    }
+                    Err(Failed::Fatal(e)) => return Err(e),
+                    Err(Failed::Transient(e)) => {
+                        if shared.stopping.load(Ordering::SeqCst) {
+                            return Err(format!("the store is unreachable ({e}) and the daemon is stopping"));
+                        }
+                        let mut down = shared.down.lock().unwrap_or_else(|p| p.into_inner());
+                        if down.is_none() {
+                            tracing::error!(error = %e, "the log's store is unreachable: nothing is answered until it is back");
+                        }
+                        *down = Some(e);
+                        drop(down);
+                        c.client = None;
+                        reconnected = true;
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        });
+        let r = r.and_then(|r| r);
+        if r.is_ok() {
+            self.shared.commits.fetch_add(1, Ordering::Relaxed);
+            self.shared.events.fetch_add(events, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
