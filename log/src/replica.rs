@@ -98,11 +98,17 @@ pub fn for_each_batch(
         if prev.is_none() {
             prev = Some(hash::genesis(&id));
         }
-        let end = segment::nonzero_len(&bytes);
+        // The data ends where a frame's length would be zero (a pre-zeroed segment's zeros)
+        // or at the end of the file; never at the last nonzero byte, since a frame may end
+        // in zero bytes (a signature, an erased body: see FORMAT.md).
+        let end = bytes.len();
         let mut at = SEGMENT_HEADER_LEN;
         let mut start = at;
         let mut first = next_seq;
         while at < end {
+            if bytes[at..].iter().take(4).all(|b| *b == 0) {
+                break;
+            }
             let d = codec::decode_frame(&bytes[at..end])
                 .map_err(|e| corrupt(&s.path, at, e.to_string()))?;
             match d.frame {

@@ -230,7 +230,7 @@ impl Engine {
         clock: Clock,
         storage: Arc<dyn scopehold_log::Storage>,
     ) -> Result<Self> {
-        Self::open_with(home, clock, storage, None)
+        Ok(Self::open_with(home, clock, storage, None)?.expect("no store: never a standby"))
     }
 
     /// As [`open`](Self::open), with the log kept in a PostgreSQL store (`--store`): the
@@ -238,20 +238,33 @@ impl Engine {
     /// verified and replayed, and every batch goes to the store first from then on.
     ///
     /// [`PgStore::reconcile`]: super::store::PgStore::reconcile
+    ///
+    /// If another hub holds the log's lock, this one is a standby until it is freed: it
+    /// follows the store into its copy (see [`PgStore::follow`]), erasing deleted secrets'
+    /// sealed values as the active hub does, and opens as above once it holds the lock.
+    /// `None`: `stop` was set while it waited.
+    ///
+    /// [`PgStore::follow`]: super::store::PgStore::follow
     pub fn open_with_store(
         home: &Home,
         clock: Clock,
         store: Option<super::store::StoreUrl>,
-    ) -> Result<Self> {
-        Self::open_with(home, clock, Arc::new(scopehold_log::StdStorage), store)
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<Self>> {
+        Self::open_with(
+            home,
+            clock,
+            Arc::new(scopehold_log::StdStorage),
+            store.map(|s| (s, stop)),
+        )
     }
 
     fn open_with(
         home: &Home,
         clock: Clock,
         storage: Arc<dyn scopehold_log::Storage>,
-        store: Option<super::store::StoreUrl>,
-    ) -> Result<Self> {
+        store: Option<(super::store::StoreUrl, &tokio::sync::watch::Receiver<bool>)>,
+    ) -> Result<Option<Self>> {
         // Checks the state directory and unseals both keys (asking for the passphrase if
         // they are sealed) before anything else is opened.
         let (key, master) = home.load_keys()?;
@@ -269,19 +282,7 @@ impl Engine {
             e => anyhow::Error::new(e)
                 .context(format!("opening the log in {}", home.log_dir().display())),
         })?;
-        let store = match store {
-            Some(url) => {
-                let store = Arc::new(super::store::PgStore::connect(url, log.log_id(), public)?);
-                let copied = store.reconcile(&log, &home.log_dir())?;
-                if copied > 0 {
-                    tracing::info!(events = copied, store = %store.url(), "copied the events this hub's log lacked from the store");
-                }
-                log.attach_replica(store.clone());
-                tracing::info!(store = %store.url(), "the log is kept in the store; the state directory's log is its copy");
-                Some(store)
-            }
-            None => None,
-        };
+        let dir = home.log_dir();
         // Nothing is built from the log before it is proven: the chain from genesis, every
         // body's commitment, every checkpoint against the chain, and the last checkpoint's
         // signature, which covers every event before it through the chain. A body edited on
@@ -289,31 +290,84 @@ impl Engine {
         // Every other checkpoint's signature is left to `log verify --all-signatures`: it
         // adds nothing to what the state is built from, and it was three quarters
         // of start-up on a long log (6.4 of 8.5 s at 10^6 events; see `startup_bench`).
-        let report = scopehold_log::verify_log(
-            &home.log_dir(),
-            &public,
-            &scopehold_log::VerifyOptions {
-                all_signatures: false,
-                trusted: None,
-            },
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the log in {} does not verify, so no state is built from it: {e}",
-                home.log_dir().display()
+        let verified = || -> Result<super::shred::Replayed> {
+            let report = scopehold_log::verify_log(
+                &dir,
+                &public,
+                &scopehold_log::VerifyOptions {
+                    all_signatures: false,
+                    trusted: None,
+                },
             )
-        })?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the log in {} does not verify, so no state is built from it: {e}",
+                    dir.display()
+                )
+            })?;
+            tracing::debug!(
+                events = report.events,
+                signatures = report.signatures_checked,
+                erased = report.erased_bodies,
+                "log verified before replay"
+            );
+            super::shred::replay_log(&dir, &public)
+        };
+        let (store, replayed) = match store {
+            Some((url, stop)) => {
+                let store = Arc::new(super::store::PgStore::open(url, log.log_id(), public)?);
+                // A standby's projection, kept current as it follows (so a takeover
+                // replays nothing): the copy it starts from verified and replayed first,
+                // then every batch checked as it is copied and folded in.
+                let mut followed = None;
+                if !store.take_lock()? {
+                    tracing::warn!(store = %store.url(), "another hub is the log's writer: this one is a standby; it follows the log and takes over when that hub's session ends");
+                    let mut r = verified()?;
+                    finish_erasures(&log, &mut r)?;
+                    super::notify(&format!(
+                        "STATUS=standby: following the log in {}\n",
+                        store.url()
+                    ));
+                    let took = store.follow(&log, &dir, stop, |_| {
+                        super::shred::replay_more(&dir, &public, &mut r)?;
+                        // The active hub erased a deleted secret's sealed values: so does
+                        // this copy, at once, not at takeover.
+                        finish_erasures(&log, &mut r)
+                    })?;
+                    if !took {
+                        return Ok(None);
+                    }
+                    tracing::info!(store = %store.url(), events = log.status().size, "took over the log's lock: this hub is now the writer");
+                    followed = Some(r);
+                }
+                let copied = store.reconcile(&log, &dir)?;
+                if copied > 0 {
+                    tracing::info!(events = copied, store = %store.url(), "copied the events this hub's log lacked from the store");
+                }
+                log.attach_replica(store.clone());
+                tracing::info!(store = %store.url(), "the log is kept in the store; the state directory's log is its copy");
+                let replayed = match followed {
+                    Some(mut r) => {
+                        super::shred::replay_more(&dir, &public, &mut r)?;
+                        r
+                    }
+                    None => verified()?,
+                };
+                (Some(store), replayed)
+            }
+            None => (None, verified()?),
+        };
         let super::shred::Replayed {
             state,
             unerased,
             erased,
-        } = super::shred::replay_log(&home.log_dir(), &public)?;
+        } = replayed;
         // Erasures the store may not have had (a stop between the local erasure and the
         // store's): redone, so the store never keeps a deleted secret's sealed values.
         if let Some(st) = &store
             && !erased.is_empty()
         {
-            let n = st.sync_erasures(&home.log_dir(), &erased)?;
+            let n = st.sync_erasures(&dir, &erased)?;
             if n > 0 {
                 tracing::warn!(
                     batches = n,
@@ -321,12 +375,6 @@ impl Engine {
                 );
             }
         }
-        tracing::debug!(
-            events = report.events,
-            signatures = report.signatures_checked,
-            erased = report.erased_bodies,
-            "log verified before replay"
-        );
         if !unerased.is_empty() {
             // A deletion is recorded but its erasure did not complete (a crash, a storage
             // failure): finish it before serving anything.
@@ -372,6 +420,7 @@ impl Engine {
             store,
         }
         .ended_stale_runs()
+        .map(Some)
     }
 
     /// Runs the log shows in progress were cut off by the daemon's stop or crash: their
@@ -541,6 +590,11 @@ impl Engine {
     fn check_log(&self) -> Result<(), ApiError> {
         // The store down: refused before anything is decided, so nothing queues behind the
         // batch that waits for it and nothing is released (see `store`).
+        if let Some(why) = self.store.as_ref().and_then(|s| s.lost()) {
+            return Err(ApiError::LogUnavailable(format!(
+                "this hub is no longer the log's writer ({why}); it is stopping, and another hub answers"
+            )));
+        }
         if let Some(why) = self.store.as_ref().and_then(|s| s.unavailable()) {
             return Err(ApiError::LogUnavailable(format!(
                 "the audit log's store is unreachable ({why}); nothing is answered until it is back, and service resumes by itself"
@@ -1350,4 +1404,19 @@ pub fn new_credential(master: &MasterKey) -> Result<(Zeroizing<String>, Credenti
     let cred = Zeroizing::new(format!("{CREDENTIAL_PREFIX}{}", hex::encode(raw.as_ref())));
     let h = master.credential_hash(&cred);
     Ok((cred, CredentialHash(h)))
+}
+
+/// A standby erases what its copy's deletions list as soon as it has copied them (the active
+/// hub did the same to its own copy and to the store's rows): moved from `unerased` to
+/// `erased` once durable.
+fn finish_erasures(log: &Log, r: &mut super::shred::Replayed) -> Result<()> {
+    if r.unerased.is_empty() {
+        return Ok(());
+    }
+    let seqs = std::mem::take(&mut r.unerased);
+    log.erase(&seqs)
+        .context("erasing deleted secrets' sealed values in the standby's copy")?;
+    r.erased.extend(&seqs);
+    r.erased.sort_unstable();
+    Ok(())
 }

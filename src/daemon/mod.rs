@@ -250,6 +250,11 @@ fn warn_unreachable(dir: &Path, g: u32) {
 
 /// Tells a supervisor (systemd `Type=notify`) that the daemon is ready, if it asked.
 fn notify_ready() {
+    notify("READY=1\n");
+}
+
+/// Sends `state` (`READY=1\n`, `STATUS=...\n`) to the service manager, if one listens.
+pub(crate) fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -261,12 +266,12 @@ fn notify_ready() {
         Some(abs) => {
             use std::os::linux::net::SocketAddrExt;
             std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
-                .and_then(|a| sock.send_to_addr(b"READY=1\n", &a))
+                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
         }
-        None => sock.send_to(b"READY=1\n", &*t),
+        None => sock.send_to(state.as_bytes(), &*t),
     };
     if let Err(e) = res {
-        tracing::warn!(error = %e, "could not notify readiness");
+        tracing::warn!(error = %e, "could not notify the service manager");
     }
 }
 
@@ -473,10 +478,24 @@ pub fn run(
         }
         None => None,
     };
-    let engine = Arc::new(
-        Engine::open_with_store(&home, scopehold_log::system_clock(), hub.store.clone())?
-            .with_upstream(upstream),
-    );
+    // Stopping is a flag from here on, so that a standby waiting to take over (in
+    // `Engine::open_with_store`) sees it too.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        signals.stopped().await;
+        let _ = stop_tx.send(true);
+    });
+    let Some(engine) = Engine::open_with_store(
+        &home,
+        scopehold_log::system_clock(),
+        hub.store.clone(),
+        &stop,
+    )?
+    else {
+        tracing::info!("stopped while a standby");
+        return Ok(());
+    };
+    let engine = Arc::new(engine.with_upstream(upstream));
     let status = engine.log().status();
     tracing::info!(events = status.size, head = %hex::encode(status.head), "log opened and replayed");
     // --- the HTTPS_PROXY certificate authority (ca.rs); the proxy takes `ca` from here ---
@@ -560,24 +579,47 @@ pub fn run(
                 }
             }
         });
+        // A hub that loses the log to another (see `PgStore::lost`) stops serving at once.
+        let mut lost = engine.store().map(|s| s.watch_lost());
+        let mut stop = stop.clone();
+        let stopped = async move {
+            let lost = async {
+                match lost.as_mut() {
+                    Some(l) => {
+                        let _ = l.wait_for(Option::is_some).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = lost => {}
+            }
+        };
         server::run(
             listener,
             tcp,
             hub_tls,
             engine.clone(),
-            signals.stopped(),
+            stopped,
             Duration::from_secs(10),
         )
         .await;
         pruning.abort();
         anyhow::Ok(())
     })?;
+    let lost = engine.store().and_then(|s| s.watch_lost().borrow().clone());
     let _ = std::fs::remove_file(&path);
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.close()?,
         Err(_) => {
             tracing::warn!("requests still held the engine at exit; the log closes as they end")
         }
+    }
+    if let Some(why) = lost {
+        bail!(
+            "this hub stopped: it is no longer the log's writer ({why}). Nothing was answered after that; started again, it follows the log as a standby"
+        );
     }
     tracing::info!("stopped; log flushed");
     Ok(())

@@ -75,17 +75,27 @@ fn unlisted(rec: &Record) -> anyhow::Error {
 /// Folds every event of the log in `log_dir` (whose last checkpoint `public` must verify),
 /// holding erased records to the rule above.
 pub fn replay_log(log_dir: &Path, public: &PublicKey) -> Result<Replayed> {
+    let mut r = Replayed {
+        state: State::default(),
+        unerased: Vec::new(),
+        erased: Vec::new(),
+    };
+    replay_more(log_dir, public, &mut r)?;
+    Ok(r)
+}
+
+/// Folds the events of the log in `log_dir` that `r` has not seen yet (from
+/// `r.state.applied` on) into it, as [`replay_log`] does: a standby keeps its projection
+/// current this way as it copies the active hub's batches.
+pub fn replay_more(log_dir: &Path, public: &PublicKey, r: &mut Replayed) -> Result<()> {
     let reader = LogReader::open(log_dir, Some(public)).context("opening the log to replay it")?;
-    let mut state = State::default();
-    // Read only once an erased record is met, and only from there on: the deletion that lists
-    // a record comes after it.
+    let state = &mut r.state;
     let mut deletions: Option<HashMap<u64, SecretName>> = None;
-    let mut erased_seen = HashSet::new();
-    let mut unerased = Vec::new();
-    for rec in reader.events_from(0)? {
+    let mut erased_seen: HashSet<u64> = r.erased.iter().copied().collect();
+    let unerased = &mut r.unerased;
+    for rec in reader.events_from(state.applied)? {
         let rec = rec?;
         let seq = rec.seq();
-        // The fold counts events, and deletions rely on the count being the sequence number.
         if seq != state.applied {
             bail!("event {seq} read where event {} belongs", state.applied);
         }
@@ -119,11 +129,8 @@ pub fn replay_log(log_dir: &Path, public: &PublicKey) -> Result<Replayed> {
     }
     let mut erased: Vec<u64> = erased_seen.into_iter().collect();
     erased.sort_unstable();
-    Ok(Replayed {
-        state,
-        unerased,
-        erased,
-    })
+    r.erased = erased;
+    Ok(())
 }
 
 /// What `scopehold log verify` adds for a log with erased records: each one must be a

@@ -51,6 +51,8 @@ pub struct Daemon {
     pub home: PathBuf,
     pub socket: PathBuf,
     pub child: Option<std::process::Child>,
+    /// More environment for the daemon and the CLI (`SCOPEHOLD_STORE`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -65,6 +67,7 @@ impl Daemon {
             socket: run.join("scopehold.sock"),
             t,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -89,6 +92,9 @@ impl Daemon {
             .env_remove("SCOPEHOLD_TOKEN")
             .env_remove("SCOPEHOLD_CHECKPOINT_FILE")
             .env("HOME", "/nonexistent-home");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
     }
 
     /// Starts the daemon and waits for its readiness notification.
@@ -104,10 +110,35 @@ impl Daemon {
     /// [`Self::run_with`] under a wrapper command (`ip netns exec NS`), which execs the
     /// binary: the child is the daemon itself.
     pub fn run_in(&mut self, wrapper: &[&str], args: &[&str]) {
+        let notices = self.spawn_in(wrapper, args);
+        assert_eq!(
+            notices.next(Duration::from_secs(30)).as_deref(),
+            Some("READY=1\n"),
+            "the daemon did not become ready: {}",
+            self.stderr()
+        );
+    }
+
+    /// Starts `scopehold daemon ARGS...` without waiting: what it tells the service manager
+    /// (`READY=1`, `STATUS=...`) comes through the returned [`Notices`].
+    pub fn spawn_with(&mut self, args: &[&str]) -> Notices {
+        self.spawn_in(&[], args)
+    }
+
+    /// What the daemons of this directory wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.t.path().join("daemon.err")).unwrap_or_default()
+    }
+
+    fn spawn_in(&mut self, wrapper: &[&str], args: &[&str]) -> Notices {
         let notify = self.t.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify);
         let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.t.path().join("daemon.err"))
+            .unwrap();
         let mut c = match wrapper.split_first() {
             None => self.bin(),
             Some((w, rest)) => {
@@ -122,13 +153,11 @@ impl Daemon {
             .args(args)
             .env("NOTIFY_SOCKET", &notify)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let mut buf = [0u8; 64];
-        let n = rx.recv(&mut buf).expect("the daemon did not become ready");
-        assert_eq!(&buf[..n], b"READY=1\n");
+        Notices(rx)
     }
 
     /// Starts the daemon expecting it to refuse: its exit status and what it said.
@@ -195,6 +224,19 @@ impl Daemon {
         }
         drop(ch.stdin.take());
         ch.wait_with_output().unwrap()
+    }
+}
+
+/// A daemon's messages to its service manager (`NOTIFY_SOCKET`), one datagram each.
+pub struct Notices(std::os::unix::net::UnixDatagram);
+
+impl Notices {
+    /// The next message, if one comes within `limit`.
+    pub fn next(&self, limit: Duration) -> Option<String> {
+        self.0.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 512];
+        let n = self.0.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 }
 

@@ -9,19 +9,19 @@ use serde_json::Value;
 
 use crate::common::Daemon;
 
-const CANARY: &str = "sk-live-CANARY-hub-5e21c9";
+pub(crate) const CANARY: &str = "sk-live-CANARY-hub-5e21c9";
 
 /// A loopback port nobody listens on now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
 
-fn json(s: &str) -> Value {
+pub(crate) fn json(s: &str) -> Value {
     serde_json::from_str(s.lines().last().unwrap()).unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -39,7 +39,7 @@ fn start_hub() -> (Daemon, String) {
 }
 
 /// `host add NAME` on the hub: the join token.
-fn invite(hub: &Daemon, host: &str, ttl: Option<&str>) -> String {
+pub(crate) fn invite(hub: &Daemon, host: &str, ttl: Option<&str>) -> String {
     let mut args = vec!["--json", "host", "add", host];
     if let Some(t) = ttl {
         args.extend(["--ttl", t]);
@@ -66,7 +66,7 @@ fn hosts(hub: &Daemon) -> Vec<Value> {
         .clone()
 }
 
-fn resolve(d: &Daemon, cred: &str) -> std::process::Output {
+pub(crate) fn resolve(d: &Daemon, cred: &str) -> std::process::Output {
     d.cli(
         &["resolve", "openai/prod", "--project", "demo"],
         None,

@@ -26,6 +26,7 @@ mod pg;
 mod proxy;
 mod setup;
 mod shred;
+mod standby;
 mod store;
 mod users;
 mod watch;

@@ -215,7 +215,7 @@ fn with_postgres_stopped_nothing_is_released_and_service_resumes_when_it_is_back
 }
 
 #[test]
-fn a_terminated_session_is_replaced_and_a_second_hub_cannot_append() {
+fn a_terminated_session_is_replaced_and_a_second_hub_waits_as_a_standby() {
     let pg = Pg::start();
     let (mut d, cred) = hub_on(&pg);
     let lock = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted";
@@ -231,16 +231,23 @@ fn a_terminated_session_is_replaced_and_a_second_hub_cannot_append() {
     assert_eq!(pg.sql(lock), "1");
     assert_eq!(row(&pg).0, events(&d));
 
-    // Another hub on the same log (a copy of this state directory) is refused while this
-    // one holds the lock, saying so.
+    // Another hub on the same log (a copy of this state directory) does not append while
+    // this one holds the lock: it is a standby (see `standby`), serving nothing.
     d.stop();
-    let other = Daemon::new();
+    let mut other = Daemon::new();
     copy_dir(&d.home, &other.home);
     d.run_with(&["--store", &pg.url()]);
-    let (code, err) = other.refused_start_with(&["--store", &pg.url()]);
-    assert_ne!(code, Some(0));
-    assert!(err.contains("another hub holds this log's lock"), "{err}");
+    let notices = other.spawn_with(&["--store", &pg.url()]);
+    let said = notices.next(Duration::from_secs(30)).unwrap_or_default();
+    assert!(
+        said.starts_with("STATUS=standby"),
+        "{said}: {}",
+        other.stderr()
+    );
+    assert!(!other.socket.exists());
     assert!(resolve(&d, &cred).status.success());
+    assert_eq!(row(&pg).0, events(&d));
+    assert!(other.stop().success(), "{}", other.stderr());
 }
 
 #[test]
