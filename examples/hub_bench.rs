@@ -11,7 +11,10 @@
 //!
 //! With `--store URL` the hub keeps its log in that PostgreSQL database (`daemon --store`):
 //! every batch is one transaction there before its local copy, and the run also prints the
-//! events per PostgreSQL commit. Without it, the hub's log is on local files.
+//! events per PostgreSQL commit, and the failover time: a standby made from the hub's backup
+//! follows, the same load runs through both edges (which know both addresses), and the
+//! active hub is killed (`kill -9`) in the middle of it. Without it, the hub's log is on local
+//! files.
 //!
 //! `cargo run --release --example hub_bench -- --bin target/release/scopehold [--secs S] [--runs N] [--conc C] [--dir DIR] [--store URL]`
 //! `examples/hub_vs_openbao.sh` runs it beside OpenBao in the same run.
@@ -86,34 +89,60 @@ impl Proc {
             .env("SCOPEHOLD_SOCKET", sock);
     }
 
-    fn start(bin: &Path, base: &Path, name: &str, args: &[&str]) -> Self {
+    /// The state directory and socket of `name`, made empty.
+    fn place(base: &Path, name: &str) -> (PathBuf, PathBuf) {
         let dir = base.join(format!("sh-hub-bench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("s.sock");
+        (dir, sock)
+    }
+
+    /// `scopehold daemon ARGS` in `dir`, not waited for; its notifications (`READY=1`,
+    /// `STATUS=`) to `notify`, if given.
+    fn spawn(
+        bin: &Path,
+        dir: PathBuf,
+        sock: PathBuf,
+        args: &[&str],
+        notify: Option<&Path>,
+    ) -> Self {
         let mut d = Command::new(bin);
         Self::env(&dir, &sock, &mut d);
-        let mut child = d
+        if let Some(n) = notify {
+            d.env("NOTIFY_SOCKET", n);
+        }
+        let child = d
             .arg("daemon")
             .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap())
             .spawn()
             .unwrap();
+        Self { child, dir, sock }
+    }
+
+    fn start(bin: &Path, base: &Path, name: &str, args: &[&str]) -> Self {
+        let (dir, sock) = Self::place(base, name);
+        let mut p = Self::spawn(bin, dir, sock, args, None);
         for _ in 0..300 {
-            if UnixStream::connect(&sock).is_ok() {
-                return Self { child, dir, sock };
+            if UnixStream::connect(&p.sock).is_ok() {
+                return p;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{name} did not answer on {}", sock.display());
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        panic!("{name} did not answer on {}", p.sock.display());
     }
 
     fn cli(&self, bin: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        Self::cli_in(bin, &self.dir, &self.sock, args, stdin)
+    }
+
+    fn cli_in(bin: &Path, dir: &Path, sock: &Path, args: &[&str], stdin: Option<&str>) -> String {
         let mut c = Command::new(bin);
-        Self::env(&self.dir, &self.sock, &mut c);
+        Self::env(dir, sock, &mut c);
         let mut c = c
             .args(args)
             .stdin(Stdio::piped())
@@ -179,6 +208,9 @@ struct Run {
     edges_cpu_us: f64,
     direct_rps: f64,
     direct_p50: f64,
+    /// With a store: after `kill -9` of the active hub under the same load, until the
+    /// standby said it was ready, and until the first resolution answered through an edge.
+    failover: Option<(f64, f64)>,
 }
 
 fn one_run(a: &Args) -> Run {
@@ -193,7 +225,18 @@ fn one_run(a: &Args) -> Run {
     if let Some(url) = &a.store {
         hub_args.extend(["--store", url.as_str()]);
     }
-    let hub = Proc::start(bin, &a.dir, "hub", &hub_args);
+    let mut hub = Proc::start(bin, &a.dir, "hub", &hub_args);
+    // A standby's address, known to the edges from the start (nothing listens there until
+    // it takes over).
+    let addr_b = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let url_b = format!("https://{addr_b}");
     hub.cli(bin, &["project", "create", "bench"], None);
     hub.cli(
         bin,
@@ -224,7 +267,12 @@ fn one_run(a: &Args) -> Run {
                 .as_str()
                 .unwrap()
                 .to_string();
-            Proc::start(bin, &a.dir, h, &["--hub", &url, "--join", &join])
+            Proc::start(
+                bin,
+                &a.dir,
+                h,
+                &["--hub", &url, "--hub", &url_b, "--join", &join],
+            )
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
@@ -260,8 +308,8 @@ fn one_run(a: &Args) -> Run {
             .iter()
             .flat_map(|r| r.latencies_us.clone())
             .collect(),
+        ok_at: Vec::new(),
     };
-    drop(edges);
     // The same hub, its own socket, the same total concurrency.
     let direct = load::run(
         &hub.sock,
@@ -272,6 +320,10 @@ fn one_run(a: &Args) -> Run {
         a.secs,
     );
     assert_eq!(direct.errors, 0);
+    let failover = a
+        .store
+        .as_deref()
+        .map(|url| failover(a, &mut hub, &edges, &token, url, &addr_b));
     Run {
         edges_rps: all.rate(),
         edges_p50: all.pct(0.5),
@@ -282,7 +334,99 @@ fn one_run(a: &Args) -> Run {
         edges_cpu_us: (edges1 - edges0) * 1e6 / ok.max(1) as f64,
         direct_rps: direct.rate(),
         direct_p50: direct.pct(0.5),
+        failover,
     }
+}
+
+/// A standby made from the hub's backup (`backup`, `restore`: keys sealed under a
+/// passphrase), following; the same load through both edges; `kill -9` of the active hub in
+/// the middle of it. Returns the seconds from the kill until the standby was ready, and until
+/// the first resolution was answered through an edge.
+fn failover(
+    a: &Args,
+    hub: &mut Proc,
+    edges: &[Proc],
+    token: &str,
+    url: &str,
+    addr_b: &str,
+) -> (f64, f64) {
+    let bin = a.bin.as_path();
+    let (dir, sock) = Proc::place(&a.dir, "standby");
+    let pass = dir.join("passphrase");
+    std::fs::write(&pass, "bench-standby-passphrase\n").unwrap();
+    // A passphrase file others can read is refused.
+    std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pass = pass.to_str().unwrap();
+    let backup = dir.join("hub.backup");
+    let backup = backup.to_str().unwrap();
+    hub.cli(
+        bin,
+        &["backup", "--out", backup, "--passphrase-file", pass],
+        None,
+    );
+    Proc::cli_in(
+        bin,
+        &dir,
+        &sock,
+        &["restore", "--from", backup, "--passphrase-file", pass],
+        None,
+    );
+    let notify = dir.join("notify.sock");
+    let notices = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    notices
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let _standby = Proc::spawn(
+        bin,
+        dir,
+        sock,
+        &[
+            "--passphrase-file",
+            pass,
+            "--store",
+            url,
+            "--listen",
+            addr_b,
+        ],
+        Some(&notify),
+    );
+    let mut buf = [0u8; 512];
+    let n = notices.recv(&mut buf).expect("the standby said nothing");
+    assert!(
+        buf[..n].starts_with(b"STATUS=standby"),
+        "not a standby: {}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let secs = a.secs.max(4.0);
+    let (killed, ready, results) = std::thread::scope(|s| {
+        let hs: Vec<_> = edges
+            .iter()
+            .map(|e| {
+                let sock = e.sock.clone();
+                let conc = a.conc;
+                s.spawn(move || load::run(&sock, token, "openai/prod", "bench", conc, secs))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs / 3.0));
+        hub.child.kill().unwrap();
+        let killed = std::time::Instant::now();
+        let _ = hub.child.wait();
+        let n = notices
+            .recv(&mut buf)
+            .expect("the standby never became ready");
+        assert_eq!(&buf[..n], b"READY=1\n");
+        let ready = killed.elapsed().as_secs_f64();
+        let r: Vec<load::LoadResult> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        (killed, ready, r)
+    });
+    let first = results
+        .iter()
+        .flat_map(|r| r.ok_at.iter())
+        .filter(|t| **t > killed)
+        .min()
+        .expect("nothing was answered after the failover");
+    (ready, first.duration_since(killed).as_secs_f64())
 }
 
 fn main() {
@@ -305,6 +449,14 @@ fn main() {
             r.direct_rps,
             r.direct_p50
         );
+        if let Some((ready, first)) = r.failover {
+            println!(
+                "run {}: failover after kill -9 of the active hub: standby ready in {:.0}ms, first resolution through an edge after {:.0}ms",
+                i + 1,
+                ready * 1e3,
+                first * 1e3
+            );
+        }
         runs.push(r);
     }
     let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
@@ -320,8 +472,17 @@ fn main() {
     let (hub_cpu, _, _) = m(|r| r.hub_cpu_us);
     let (edge_cpu, _, _) = m(|r| r.edges_cpu_us);
     let (direct, dlo, dhi) = m(|r| r.direct_rps);
+    let failover = if a.store.is_some() {
+        let (ready, rlo, rhi) = m(|r| r.failover.map_or(f64::NAN, |f| f.0) * 1e3);
+        let (first, flo, fhi) = m(|r| r.failover.map_or(f64::NAN, |f| f.1) * 1e3);
+        format!(
+            " | failover (kill -9 of the active hub under load): standby ready {ready:.0}ms ({rlo:.0}..{rhi:.0}), first resolution through an edge {first:.0}ms ({flo:.0}..{fhi:.0})"
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "SUMMARY scopehold hub + 2 edges (real binaries, {log}, median of {} x {}s; min..max): edges c{}x2 rps={rps:.0} ({lo:.0}..{hi:.0}) p50={p50:.0}us ev/fsync={ev:.1} ev/pg-commit={evpg:.1} hub-cpu/res={hub_cpu:.1}us edges-cpu/res={edge_cpu:.1}us | hub-socket c{} rps={direct:.0} ({dlo:.0}..{dhi:.0})",
+        "SUMMARY scopehold hub + 2 edges (real binaries, {log}, median of {} x {}s; min..max): edges c{}x2 rps={rps:.0} ({lo:.0}..{hi:.0}) p50={p50:.0}us ev/fsync={ev:.1} ev/pg-commit={evpg:.1} hub-cpu/res={hub_cpu:.1}us edges-cpu/res={edge_cpu:.1}us | hub-socket c{} rps={direct:.0} ({dlo:.0}..{dhi:.0}){failover}",
         a.runs,
         a.secs,
         a.conc,

@@ -9,6 +9,8 @@ pub struct LoadResult {
     pub errors: u64,
     pub secs: f64,
     pub latencies_us: Vec<f64>,
+    /// When each answered resolution's answer came (a failover's gap shows in them).
+    pub ok_at: Vec<Instant>,
 }
 
 impl LoadResult {
@@ -76,7 +78,7 @@ async fn agent(
     body: String,
     secs: f64,
     ready: std::sync::Arc<tokio::sync::Barrier>,
-) -> (u64, u64, Vec<f64>) {
+) -> (u64, u64, Vec<f64>, Vec<Instant>) {
     let req = format!(
         "POST /v1/resolve HTTP/1.1\r\nHost: scopehold\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -101,7 +103,7 @@ async fn agent(
     };
     ready.wait().await;
     let until = Instant::now() + Duration::from_secs_f64(secs);
-    let (mut ok, mut err, mut lat) = (0, 0, Vec::new());
+    let (mut ok, mut err, mut lat, mut ok_at) = (0, 0, Vec::new(), Vec::new());
     while Instant::now() < until {
         let t0 = Instant::now();
         let status = round_trip(&mut stream, &req, &mut buf)
@@ -110,11 +112,12 @@ async fn agent(
         lat.push(t0.elapsed().as_secs_f64() * 1e6);
         if status == 200 {
             ok += 1;
+            ok_at.push(Instant::now());
         } else {
             err += 1;
         }
     }
-    (ok, err, lat)
+    (ok, err, lat, ok_at)
 }
 
 /// Runs `agents` closed-loop agents for `secs` on a single-threaded runtime (like wrk with
@@ -152,12 +155,14 @@ pub fn run(
             errors: 0,
             secs: 0.0,
             latencies_us: Vec::new(),
+            ok_at: Vec::new(),
         };
         for h in hs {
-            let (ok, err, lat) = h.await.expect("agent task");
+            let (ok, err, lat, at) = h.await.expect("agent task");
             r.ok += ok;
             r.errors += err;
             r.latencies_us.extend(lat);
+            r.ok_at.extend(at);
         }
         r.secs = start.elapsed().as_secs_f64();
         r
