@@ -72,6 +72,7 @@ fn measure(dir: &Path) {
     let t0 = Instant::now();
     let mut c = Console::open(Config {
         log_dir: dir.to_path_buf(),
+        remote: None,
         bundle: None,
         key: LogKey::from_seed(&SEED).public(),
         decoder: scopehold::cli::console::decoder(),

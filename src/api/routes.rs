@@ -77,6 +77,7 @@ pub enum Route {
     HostAdd,
     HostRevoke,
     HostJoin,
+    LogPage,
 }
 
 /// One row of the table.
@@ -143,6 +144,7 @@ routes! {
     HostAdd       Post "/v1/hosts"           Admin    "host.add";
     HostRevoke    Post "/v1/hosts/revoke"    Admin    "host.revoke";
     HostJoin      Post "/v1/hosts/join"      Enrolling "host.join";
+    LogPage       Post "/v1/log/page"        Admin    "log.page";
 }
 
 impl Route {

@@ -986,6 +986,35 @@ pub struct HostNameRequest {
     pub name: Name,
 }
 
+/// `POST /v1/log/page`: the log's events from `from` on, as a bundle the caller verifies with
+/// the log's public key (the console on another host reads the trail this way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPageRequest {
+    /// The first event wanted.
+    pub from: u64,
+    /// Hold the answer until the log holds event `from`, for at most this long (at most
+    /// 25 s): the live tail is pushed as events are committed, not polled for.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// A page of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// Events in the log now.
+    pub size: u64,
+    /// The log's public key, as the daemon holds it (hex); a reader checks it against the
+    /// key it trusts.
+    pub public_key: String,
+    /// Events `from..` (at most [`LOG_PAGE_EVENTS`], extended to the end of their batch, so
+    /// that the checkpoint signing them is in it), as a bundle in base64; none when the log
+    /// holds nothing at `from` yet. Secret-bearing bodies are left out, as in every export.
+    pub bundle: Option<String>,
+}
+
+/// The most events one log page starts (it runs on to the end of the batch it ends in).
+pub const LOG_PAGE_EVENTS: u64 = 2048;
+
 /// A host was revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRevoked {
@@ -1084,6 +1113,7 @@ pub mod endpoint {
         HostAdd: HostAdd, HostAddRequest => HostInvitation;
         HostRevoke: HostRevoke, HostNameRequest => super::HostRevoked;
         HostJoin: HostJoin, HostJoinRequest => HostJoined;
+        LogPage: LogPage, LogPageRequest => super::LogPage;
     }
 }
 

@@ -233,10 +233,16 @@ pub enum Command {
     /// The console: browse, filter and verify the audit trail, rotate and revoke (? for keys)
     Console {
         /// Auditor mode: open an exported bundle, verified and read-only (no daemon, no state)
-        #[arg(long, value_name = "FILE", requires = "key")]
+        #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "remote")]
         bundle: Option<PathBuf>,
-        /// The log's public key for --bundle: 64 hex characters or a .pub file
-        #[arg(long, value_name = "PUBKEY", requires = "bundle")]
+        /// Read the log through the daemon's socket, page by page, each page verified here:
+        /// the console on another host, through its edge (the default where the state
+        /// directory holds no log, as an edge's does)
+        #[arg(long)]
+        remote: bool,
+        /// The log's public key (64 hex characters or a .pub file): for --bundle; with
+        /// --remote, the key the pages must verify with [default: the key the daemon reports]
+        #[arg(long, value_name = "PUBKEY")]
         key: Option<String>,
     },
 }

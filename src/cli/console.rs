@@ -267,6 +267,7 @@ pub fn run(home: &Home, socket: &std::path::Path, daemon_uid: Option<u32>) -> Re
     });
     scopehold_tui::run(scopehold_tui::Config {
         log_dir: home.log_dir(),
+        remote: None,
         key,
         decoder: decoder(),
         bundle: None,
@@ -303,11 +304,119 @@ pub fn bundle_tables(bundle: std::path::PathBuf, key: scopehold_log::PublicKey) 
     })
 }
 
+/// The Secrets, Identities and Grants tables of a remote log's pages, projected from their
+/// events as a bundle's are (secret-bearing bodies are not in pages either).
+fn pages_tables() -> scopehold_tui::PagesTablesFn {
+    Arc::new(|pages| {
+        let mut undecodable = Vec::new();
+        let events: Vec<_> = pages
+            .iter()
+            .flat_map(|p| p.records.iter())
+            .map(|r| {
+                let ev = r.body.as_ref().and_then(|b| {
+                    Event::from_body(r.envelope.kind, &b.bytes)
+                        .map_err(|e| undecodable.push(format!("event {}: {e}", r.seq())))
+                        .ok()
+                });
+                (r.seq(), ev)
+            })
+            .collect();
+        let p = fold_partial(events);
+        if let Some(e) = undecodable.first() {
+            return Err(e.clone());
+        }
+        Ok(tables_of(&p.state))
+    })
+}
+
+/// One page of the daemon's log from `from` on (see `wire::LogPage`), waiting up to `wait`.
+fn log_page(
+    socket: &std::path::Path,
+    expect: Option<u32>,
+    from: u64,
+    wait: std::time::Duration,
+) -> Result<wire::LogPage, String> {
+    client::call_expecting::<endpoint::LogPage>(
+        socket,
+        expect,
+        &wire::LogPageRequest {
+            from,
+            wait_ms: Some(wait.as_millis() as u64),
+        },
+        None,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `console --remote` (and `console` where the state directory holds no log, as on an edge's
+/// host): the log read through the socket page by page, each page verified here with the
+/// log's key (`--key`, else the one the daemon reports, which the title shows), new events
+/// pushed as they are committed, and the actions sent through the same socket.
+pub fn run_remote(
+    socket: &std::path::Path,
+    daemon_uid: Option<u32>,
+    key: Option<&str>,
+) -> Result<()> {
+    scopehold_tui::run(remote_config(socket, daemon_uid, key)?)?;
+    Ok(())
+}
+
+/// [`run_remote`]'s console, before it is run (tests open it without a terminal).
+pub fn remote_config(
+    socket: &std::path::Path,
+    daemon_uid: Option<u32>,
+    key: Option<&str>,
+) -> Result<scopehold_tui::Config> {
+    let first = log_page(socket, daemon_uid, 0, std::time::Duration::ZERO)
+        .map_err(|e| anyhow::anyhow!("reading the log through {}: {e}", socket.display()))?;
+    let reported =
+        scopehold_log::PublicKey::from_arg(&first.public_key).map_err(anyhow::Error::msg)?;
+    let key = match key {
+        Some(k) => {
+            let k = scopehold_log::PublicKey::from_arg(k).map_err(anyhow::Error::msg)?;
+            if k.as_bytes() != reported.as_bytes() {
+                anyhow::bail!(
+                    "the daemon's log is signed with another key ({}) than --key",
+                    first.public_key
+                );
+            }
+            k
+        }
+        None => reported,
+    };
+    let sock = socket.to_path_buf();
+    let page: scopehold_tui::PageFn = Arc::new(move |from, wait| {
+        use base64::Engine as _;
+        let p = log_page(&sock, daemon_uid, from, wait)?;
+        p.bundle
+            .map(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| "a page that is not base64".to_string())
+            })
+            .transpose()
+    });
+    Ok(scopehold_tui::Config {
+        log_dir: std::path::PathBuf::new(),
+        remote: Some(scopehold_tui::Remote {
+            page,
+            tables: pages_tables(),
+        }),
+        key,
+        decoder: decoder(),
+        bundle: None,
+        tables: None,
+        actions: Some(actions_expecting(socket.to_path_buf(), daemon_uid)),
+        color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    })
+}
+
 /// `console --bundle`, auditor mode: the bundle is verified with `key` before anything is shown.
 pub fn run_bundle(bundle: &std::path::Path, key: &str) -> Result<()> {
     let key = scopehold_log::PublicKey::from_arg(key).map_err(anyhow::Error::msg)?;
     scopehold_tui::run(scopehold_tui::Config {
         log_dir: std::path::PathBuf::new(),
+        remote: None,
         bundle: Some(bundle.to_path_buf()),
         key,
         decoder: decoder(),

@@ -201,9 +201,24 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
         Command::Console {
             bundle: Some(b),
             key,
+            ..
         } => Ok(console::run_bundle(&b, key.as_deref().unwrap_or_default())?),
-        Command::Console { bundle: None, .. } => {
-            Ok(console::run(&home, &ctx.socket, ctx.daemon_uid)?)
+        Command::Console {
+            bundle: None,
+            remote,
+            key,
+        } => {
+            if remote || !home.log_dir().exists() {
+                Ok(console::run_remote(
+                    &ctx.socket,
+                    ctx.daemon_uid,
+                    key.as_deref(),
+                )?)
+            } else if key.is_some() {
+                Err(anyhow::anyhow!("--key goes with --bundle or --remote").into())
+            } else {
+                Ok(console::run(&home, &ctx.socket, ctx.daemon_uid)?)
+            }
         }
         Command::Log(LogCommand::Verify(a)) => logcmd::verify(&home, &a, cli.json),
         Command::Log(LogCommand::Export(a)) => logcmd::export(&home, &a, cli.json),

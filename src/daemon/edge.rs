@@ -492,7 +492,10 @@ impl Edge {
             return r;
         }
         let (parts, body) = req.into_parts();
-        let bounded = parts.uri.path() != Route::Watch.spec().path;
+        // A watch, and a log page that waits for new events, are held open by the hub on
+        // purpose (each bounds its own wait).
+        let bounded = parts.uri.path() != Route::Watch.spec().path
+            && parts.uri.path() != Route::LogPage.spec().path;
         // Small bodies (every API request) are kept, so that a hub that cannot be reached
         // does not cost the caller its request; larger ones (proxied uploads) stream once.
         let small = parts

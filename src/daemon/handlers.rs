@@ -2,6 +2,7 @@
 //! itself (a sealed value, a fresh credential), execute the command, answer with the typed
 //! response. Who may call was settled by the route table before any of this runs.
 
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::engine::{Engine, new_credential};
@@ -497,6 +498,7 @@ pub async fn call(
         Route::RunStart => Err(ApiError::Internal("run start reached the handlers".into())),
         Route::Health => anyone(engine, route),
         Route::Watch => watch(engine, caller, body).await,
+        Route::LogPage => log_page(engine, body).await,
         Route::HostList => {
             let now = engine.now();
             let connected = engine.hub.connected();
@@ -674,6 +676,59 @@ async fn watch(engine: &Engine, caller: &Caller, body: RequestBody) -> Result<Re
             version,
         },
         FRAME * 2,
+    )
+}
+
+/// `POST /v1/log/page`: events `from..` of the log as a bundle (see [`wire::LogPage`]), held
+/// until the log holds event `from` if asked to wait. The log grows only by group commits,
+/// so the wait looks at its size every 50 ms: a page is pushed within that of its commit.
+async fn log_page(engine: &Engine, body: RequestBody) -> Result<Reply, ApiError> {
+    const MAX_WAIT: Duration = Duration::from_secs(25);
+    let r = take::<endpoint::LogPage>(body).await?;
+    let until =
+        tokio::time::Instant::now() + Duration::from_millis(r.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let mut stopping = engine.stopping();
+    while engine.log().status().size <= r.from && tokio::time::Instant::now() < until {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stopping.wait_for(|s| *s) => return Err(ApiError::Stopping),
+        }
+    }
+    let size = engine.log().status().size;
+    if r.from > size {
+        return Err(ApiError::BadRequest(format!(
+            "the log holds {size} events: a page from {} is past its end",
+            r.from
+        )));
+    }
+    let public = engine.log().public_key();
+    let bundle = if r.from < size {
+        let dir = engine.log().dir().to_path_buf();
+        let (from, to) = (r.from, (r.from + wire::LOG_PAGE_EVENTS).min(size) - 1);
+        let bytes = tokio::task::spawn_blocking(move || {
+            let reader = scopehold_log::LogReader::open(&dir, None)?;
+            let mut out = Vec::new();
+            scopehold_log::export(&reader, &public, from, Some(to), &mut out)?;
+            Ok::<_, scopehold_log::LogError>(out)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the log: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("reading the log: {e}")))?;
+        Some(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            bytes,
+        ))
+    } else {
+        None
+    };
+    let hint = bundle.as_ref().map_or(0, String::len) + FRAME * 2;
+    give::<endpoint::LogPage>(
+        &wire::LogPage {
+            size,
+            public_key: hex::encode(public.as_bytes()),
+            bundle,
+        },
+        hint,
     )
 }
 

@@ -76,6 +76,24 @@ pub fn fold_partial(events: impl IntoIterator<Item = (u64, Option<Event>)>) -> P
                 *at = seq;
             }
         }
+        // A host's invitation carries its token's hash, so a bundle leaves it out: its
+        // enrolment, which names the host, stands in for it (agents and members bound to the
+        // host need it to exist).
+        if let Event::HostEnrolled { host, .. } = &ev
+            && !st.hosts.contains_key(host)
+        {
+            st.hosts.insert(
+                host.clone(),
+                super::state::Host {
+                    token_hash: None,
+                    token_expires_ms: 0,
+                    cert_sha256: None,
+                    not_after_ms: 0,
+                    enrolled_ms: None,
+                    revoked: false,
+                },
+            );
+        }
         if let Err(e) = st.apply(&ev) {
             out.skipped.push(format!("event {seq}: {e}"));
             continue;

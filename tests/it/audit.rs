@@ -133,6 +133,7 @@ fn open(dir: &Path, bundle: Option<&Path>) -> Console {
     };
     let mut c = Console::open(Config {
         log_dir: dir.to_path_buf(),
+        remote: None,
         bundle: bundle.map(Path::to_path_buf),
         key,
         decoder: scopehold::cli::console::decoder(),

@@ -140,6 +140,7 @@ fn console(dir: &Path) -> Console {
     });
     let mut c = Console::open(Config {
         log_dir: dir.to_path_buf(),
+        remote: None,
         bundle: None,
         key,
         decoder: scopehold::cli::console::decoder(),
@@ -264,7 +265,7 @@ fn a_jump_and_new_events_keep_the_selection() {
 
 /// tmux on a server of the session's own (`-L`, named after it), killed at the end, so no
 /// server outlives a test and tests running in parallel never share one.
-fn tmux(server: &str, args: &[&str]) -> String {
+pub(crate) fn tmux(server: &str, args: &[&str]) -> String {
     let o = Command::new("tmux")
         .args(["-L", server])
         .args(args)
@@ -275,7 +276,7 @@ fn tmux(server: &str, args: &[&str]) -> String {
 
 /// Polls the screen until it shows `want`: bounded by time, not by a count of polls, with a
 /// budget generous enough for a loaded machine (a slow first frame once failed this test).
-fn wait_screen(session: &str, want: &str) -> String {
+pub(crate) fn wait_screen(session: &str, want: &str) -> String {
     let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
@@ -288,7 +289,7 @@ fn wait_screen(session: &str, want: &str) -> String {
     panic!("screen never showed {want:?}; last screen:\n{last}");
 }
 
-struct Session(String);
+pub(crate) struct Session(pub String);
 impl Drop for Session {
     fn drop(&mut self) {
         tmux(&self.0, &["kill-server"]);
@@ -462,6 +463,7 @@ fn auditor_mode_opens_a_verified_bundle_read_only_and_refuses_a_tampered_one() {
     let open = |p: &Path| {
         Console::open(Config {
             log_dir: std::path::PathBuf::new(),
+            remote: None,
             bundle: Some(p.to_path_buf()),
             key,
             decoder: scopehold::cli::console::decoder(),

@@ -548,3 +548,101 @@ fn a_caller_cannot_claim_another_uid_by_the_edges_headers() {
         text(&o.stderr)
     );
 }
+
+/// The console on a host that holds no log: `scopehold console` on an edge reads the hub's
+/// trail through the edge page by page (each page verified here with the log's key), sees
+/// new events pushed as they are committed, and sends its actions through the same socket.
+#[test]
+fn the_console_on_an_edges_host_reads_verifies_and_acts_through_the_edge() {
+    use crate::console::{Session, tmux, wait_screen};
+    let (hub, url) = start_hub();
+    let e = edge(&url, &invite(&hub, "laptop", None));
+    let me = nix::unistd::geteuid().as_raw().to_string();
+    hub.ok(
+        &[
+            "member", "add", "lee", "--host", "laptop", "--uid", &me, "--admin",
+        ],
+        None,
+    );
+    let cred = agent_on(&hub, "bot", "laptop");
+    assert!(resolve(&e, &cred).status.success());
+    assert!(!e.home.join("log").exists(), "an edge keeps no log");
+    // The console itself, without a terminal: its projection, folded from the pages,
+    // knows the host-bound agent and its grant (the invitation's body is left out of pages).
+    let cfg = scopehold::cli::console::remote_config(&e.socket, None, None).unwrap();
+    let mut c = scopehold_tui::Console::open(cfg).unwrap();
+    c.wait_idle(Duration::from_secs(20));
+    let grants = &c.tables.as_ref().expect("the projection")[2];
+    assert!(
+        grants.iter().any(|r| r.iter().any(|x| x == "agent:bot")),
+        "{grants:?}"
+    );
+    drop(c);
+
+    let session = Session(format!("sh-edge-{}", std::process::id()));
+    let cmd = format!(
+        "SCOPEHOLD_HOME={} SCOPEHOLD_SOCKET={} NO_COLOR=1 {} console",
+        e.home.display(),
+        e.socket.display(),
+        env!("CARGO_BIN_EXE_scopehold")
+    );
+    tmux(
+        &session.0,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            &session.0,
+            "-x",
+            "160",
+            "-y",
+            "32",
+            &cmd,
+        ],
+    );
+    let s = wait_screen(&session.0, "secret_resolved");
+    assert!(s.contains("host_enrolled"), "{s}");
+    assert!(
+        !s.contains(CANARY),
+        "the console shows a secret value:\n{s}"
+    );
+    // Verified here: every page again, and the chain across them.
+    tmux(&session.0, &["send-keys", "-t", &session.0, "v"]);
+    wait_screen(&session.0, "verified up to");
+    // Pushed: an event committed on the hub appears without a key pressed.
+    hub.ok(&["project", "create", "pushed-live"], None);
+    wait_screen(&session.0, "pushed-live");
+    // An action through the edge: revoke the agent's grant.
+    tmux(&session.0, &["send-keys", "-t", &session.0, "4"]);
+    wait_screen(&session.0, "agent:bot");
+    tmux(&session.0, &["send-keys", "-t", &session.0, "r"]);
+    wait_screen(&session.0, "? [y/N]");
+    tmux(&session.0, &["send-keys", "-t", &session.0, "y"]);
+    wait_screen(&session.0, "done: revoke grant");
+    assert_eq!(
+        resolve(&e, &cred).status.code(),
+        Some(3),
+        "the grant still resolves"
+    );
+    // Its event, recorded on the hub, comes back through the edge.
+    tmux(&session.0, &["send-keys", "-t", &session.0, "1", "G"]);
+    wait_screen(&session.0, "grant_revoked");
+    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
+    for _ in 0..50 {
+        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!tmux(&session.0, &["list-sessions"]).contains(&session.0));
+    // A key other than the log's is refused before anything is shown.
+    // (ed25519's base point: a valid key, and not this log's.)
+    let other = format!("58{}", "66".repeat(31));
+    let o = e.cli(&["console", "--remote", "--key", &other], None, None);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("another key"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -13,5 +13,5 @@ pub mod source;
 pub mod ui;
 
 pub use app::Request;
-pub use run::{ActionsFn, Config, Console, TablesFn, run};
+pub use run::{ActionsFn, Config, Console, PageFn, PagesTablesFn, Remote, TablesFn, run};
 pub use source::{Decoder, Summary};

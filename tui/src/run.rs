@@ -12,7 +12,7 @@ use notify::Watcher;
 use scopehold_log::{PublicKey, VerifyOptions};
 
 use crate::app::{Action, App, Effect, Filter, Mode, Request, VerifyState, View, map_key};
-use crate::source::{Decoder, LogSource, decode};
+use crate::source::{Decoder, LogSource, ScanTarget, decode};
 use crate::ui::{self, Geometry, Tables, Theme};
 
 /// Computes the Secrets, Identities and Grants tables (the caller knows the domain).
@@ -21,8 +21,36 @@ pub type TablesFn = Arc<dyn Fn() -> Result<Tables, String> + Send + Sync>;
 /// Sends a confirmed request to the daemon; returns what to tell the user.
 pub type ActionsFn = Arc<dyn Fn(Request) -> Result<String, String> + Send + Sync>;
 
+/// Fetches the page of the log's events from `from` on (a bundle's bytes), holding the call
+/// up to the given wait for events to come; `None`: nothing there yet.
+pub type PageFn = Arc<dyn Fn(u64, Duration) -> Result<Option<Vec<u8>>, String> + Send + Sync>;
+
+/// The Secrets, Identities and Grants tables of the pages fetched so far.
+pub type PagesTablesFn =
+    Arc<dyn Fn(&[Arc<scopehold_log::BundleContents>]) -> Result<Tables, String> + Send + Sync>;
+
+/// A daemon's log read through its socket, page by page (the console on another host, or
+/// through an edge): every page verified with `key` as it arrives and continuing the chain
+/// of the one before it; new events pushed to the console as they are committed.
+#[derive(Clone)]
+pub struct Remote {
+    pub page: PageFn,
+    pub tables: PagesTablesFn,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remote")
+    }
+}
+
+/// How long one request for new events waits on the daemon before it is made again.
+const TAIL_WAIT: Duration = Duration::from_secs(20);
+
 pub struct Config {
     pub log_dir: PathBuf,
+    /// The log read through the daemon rather than from `log_dir` (see [`Remote`]).
+    pub remote: Option<Remote>,
     /// Auditor mode: an exported bundle, verified with `key` before anything is shown, read
     /// only, with no daemon and no state directory (`log_dir` is then unused).
     pub bundle: Option<PathBuf>,
@@ -52,6 +80,44 @@ enum Msg {
     Tables(Result<Tables, String>),
     ActionDone(Result<String, String>),
     LogChanged,
+    /// A page of a remote log, verified, with its bytes (kept to verify again).
+    Page(Arc<scopehold_log::BundleContents>, Arc<Vec<u8>>),
+    PageFailed(String),
+}
+
+/// Reads and verifies one page of a remote log.
+fn read_page(
+    bytes: Vec<u8>,
+    key: &PublicKey,
+) -> Result<(Arc<scopehold_log::BundleContents>, Arc<Vec<u8>>), String> {
+    let contents = scopehold_log::read_bundle(&bytes, key, &VerifyOptions::default())
+        .map_err(|e| format!("a page of the log does not verify: {e}"))?;
+    Ok((Arc::new(contents), Arc::new(bytes)))
+}
+
+/// Verifies the pages of a remote log again, each and their chain across pages: the events
+/// and head they establish.
+fn verify_pages(pages: &[Arc<Vec<u8>>], key: &PublicKey) -> Result<(u64, String), String> {
+    let mut end = 0u64;
+    let mut head: Option<[u8; 32]> = None;
+    for bytes in pages {
+        let c = scopehold_log::read_bundle(bytes, key, &VerifyOptions::default())
+            .map_err(|e| format!("a page does not verify: {e}"))?;
+        if c.header.from != end {
+            return Err(format!(
+                "a page starts at {} where {end} was next",
+                c.header.from
+            ));
+        }
+        if let (Some(h), Some(first)) = (head, c.records.first())
+            && first.envelope.prev != h
+        {
+            return Err(format!("event {end} does not continue the chain"));
+        }
+        end = c.header.from + c.records.len() as u64;
+        head = c.records.last().map(|r| r.hash).or(head);
+    }
+    Ok((end, hex::encode(&head.unwrap_or_default()[..8])))
 }
 
 fn now_str() -> String {
@@ -74,6 +140,8 @@ pub struct Console {
     tables_due: Option<Instant>,
     pub geometry: Geometry,
     bundle_bytes: Option<Arc<Vec<u8>>>,
+    /// A remote log's pages as they came (see [`Remote`]).
+    page_bytes: Vec<Arc<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -86,8 +154,16 @@ impl std::fmt::Debug for Console {
 
 impl Console {
     pub fn open(cfg: Config) -> Result<Self, String> {
-        let (source, bundle_bytes) = match &cfg.bundle {
-            Some(path) => {
+        let mut page_bytes = Vec::new();
+        let (source, bundle_bytes) = match (&cfg.bundle, &cfg.remote) {
+            (None, Some(remote)) => {
+                let first =
+                    (remote.page)(0, Duration::ZERO)?.ok_or("the daemon's log holds no events")?;
+                let (contents, bytes) = read_page(first, &cfg.key)?;
+                page_bytes.push(bytes);
+                (LogSource::pages(contents, cfg.decoder.clone())?, None)
+            }
+            (Some(path), _) => {
                 let bytes =
                     std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
                 let contents =
@@ -98,11 +174,11 @@ impl Console {
                     Some(Arc::new(bytes)),
                 )
             }
-            None => (LogSource::open(&cfg.log_dir, cfg.decoder.clone())?, None),
+            (None, None) => (LogSource::open(&cfg.log_dir, cfg.decoder.clone())?, None),
         };
         let mut app = App::new(source.first(), source.len());
-        if bundle_bytes.is_some() {
-            app.read_only = true;
+        if bundle_bytes.is_some() || cfg.remote.is_some() {
+            app.read_only = cfg.actions.is_none();
             // It had to verify to open at all: say so from the first frame.
             app.verify = VerifyState::Verified {
                 events: source.end(),
@@ -111,7 +187,7 @@ impl Console {
             };
         }
         let (tx, rx) = mpsc::channel();
-        let tables_due = cfg.tables.is_some().then(Instant::now);
+        let tables_due = (cfg.tables.is_some() || cfg.remote.is_some()).then(Instant::now);
         let mut c = Console {
             app,
             source,
@@ -123,9 +199,47 @@ impl Console {
             tables_due,
             geometry: Geometry::default(),
             bundle_bytes,
+            page_bytes,
         };
+        if let Some(remote) = c.cfg.remote.clone() {
+            c.tail(remote);
+        }
         c.maybe_tables();
         Ok(c)
+    }
+
+    /// Fetches the remote log's pages from where the first ended, then waits on the daemon
+    /// for each next one: pages are pushed here as their events are committed. Ends when the
+    /// console does.
+    fn tail(&self, remote: Remote) {
+        let (tx, key) = (self.tx.clone(), self.cfg.key);
+        let mut at = self.source.end();
+        std::thread::spawn(move || {
+            loop {
+                let sent = match (remote.page)(at, TAIL_WAIT) {
+                    Ok(None) => continue,
+                    Ok(Some(bytes)) => match read_page(bytes, &key) {
+                        Ok((c, b)) => {
+                            at = c.header.from + c.records.len() as u64;
+                            tx.send(Msg::Page(c, b))
+                        }
+                        Err(e) => {
+                            // A page that does not verify is not shown, and nothing after it.
+                            let _ = tx.send(Msg::PageFailed(e));
+                            return;
+                        }
+                    },
+                    Err(e) => {
+                        let r = tx.send(Msg::PageFailed(e));
+                        std::thread::sleep(Duration::from_secs(1));
+                        r
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     pub fn theme(&self) -> Theme {
@@ -214,6 +328,13 @@ impl Console {
 
     fn start_verify(&self) {
         let (dir, key, tx) = (self.cfg.log_dir.clone(), self.cfg.key, self.tx.clone());
+        if self.cfg.remote.is_some() {
+            let pages = self.page_bytes.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(Msg::VerifyDone(verify_pages(&pages, &key)));
+            });
+            return;
+        }
         if let Some(bytes) = self.bundle_bytes.clone() {
             std::thread::spawn(move || {
                 let r = scopehold_log::verify_bundle(&bytes, &key, &VerifyOptions::default());
@@ -269,14 +390,24 @@ impl Console {
     }
 
     fn maybe_tables(&mut self) {
-        let (Some(due), Some(f)) = (self.tables_due, self.cfg.tables.clone()) else {
-            return;
-        };
+        let Some(due) = self.tables_due else { return };
         if Instant::now() < due {
             return;
         }
-        self.tables_due = None;
         let tx = self.tx.clone();
+        if let (Some(r), ScanTarget::Pages(pages)) =
+            (self.cfg.remote.clone(), self.source.scan_target())
+        {
+            self.tables_due = None;
+            std::thread::spawn(move || {
+                let _ = tx.send(Msg::Tables((r.tables)(&pages)));
+            });
+            return;
+        }
+        let Some(f) = self.cfg.tables.clone() else {
+            return;
+        };
+        self.tables_due = None;
         std::thread::spawn(move || {
             let _ = tx.send(Msg::Tables(f()));
         });
@@ -320,6 +451,30 @@ impl Console {
                 }
                 Msg::ActionDone(Ok(m)) => self.app.message = Some(m),
                 Msg::ActionDone(Err(e)) => self.app.message = Some(format!("refused: {e}")),
+                Msg::Page(c, bytes) => {
+                    let before = self.source.len();
+                    match self.source.extend(c) {
+                        Ok(()) => {
+                            self.page_bytes.push(bytes);
+                            self.grew(before);
+                        }
+                        Err(e) => {
+                            self.app.verify = VerifyState::Failed {
+                                message: e,
+                                at: now_str(),
+                            }
+                        }
+                    }
+                }
+                Msg::PageFailed(e) => {
+                    self.app.message = Some(format!("the daemon's log: {e}"));
+                    if e.contains("does not verify") {
+                        self.app.verify = VerifyState::Failed {
+                            message: e,
+                            at: now_str(),
+                        }
+                    }
+                }
             }
         }
         if log_changed {
@@ -333,15 +488,20 @@ impl Console {
     pub fn refresh(&mut self) {
         let before = self.source.len();
         if self.source.refresh() {
-            self.app.grew(self.source.len());
-            // Extend an active filter over the new events only.
-            if let (Some(f), Some(done)) = (self.app.filter.clone(), self.app.filtered.clone()) {
-                self.start_filter(f, before, done);
-            }
-            if self.cfg.tables.is_some() {
-                self.tables_due
-                    .get_or_insert(Instant::now() + Duration::from_millis(500));
-            }
+            self.grew(before);
+        }
+    }
+
+    /// The source grew from `before` events.
+    fn grew(&mut self, before: u64) {
+        self.app.grew(self.source.len());
+        // Extend an active filter over the new events only.
+        if let (Some(f), Some(done)) = (self.app.filter.clone(), self.app.filtered.clone()) {
+            self.start_filter(f, before, done);
+        }
+        if self.cfg.tables.is_some() || self.cfg.remote.is_some() {
+            self.tables_due
+                .get_or_insert(Instant::now() + Duration::from_millis(500));
         }
     }
 
@@ -354,7 +514,8 @@ impl Console {
                 || self.app.filtering.is_some();
             if !busy
                 && self.tables_due.is_none()
-                && (self.tables.is_some() || self.cfg.tables.is_none())
+                && (self.tables.is_some()
+                    || (self.cfg.tables.is_none() && self.cfg.remote.is_none()))
             {
                 return;
             }
@@ -378,7 +539,8 @@ impl Console {
 /// and on panic (ratatui's `init` installs the hook).
 pub fn run(cfg: Config) -> std::io::Result<()> {
     let dir = cfg.log_dir.clone();
-    let live = cfg.bundle.is_none();
+    // A remote log's new events come by its pages (see `Console::tail`).
+    let live = cfg.bundle.is_none() && cfg.remote.is_none();
     let mut console = Console::open(cfg).map_err(std::io::Error::other)?;
     let tx = console.tx.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

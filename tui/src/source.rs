@@ -66,6 +66,9 @@ enum Inner {
     Log(PathBuf, Box<LogReader>),
     /// An exported bundle, verified when opened, held in memory (read-only auditor mode).
     Bundle(Arc<BundleContents>),
+    /// Pages of a daemon's log fetched through its socket (the console on another host),
+    /// each verified as it arrived and continuing the one before it.
+    Pages(Vec<Arc<BundleContents>>),
 }
 
 /// What a background scan reads: the log directory again, or the bundle in memory.
@@ -73,6 +76,7 @@ enum Inner {
 pub enum ScanTarget {
     Dir(PathBuf),
     Bundle(Arc<BundleContents>),
+    Pages(Vec<Arc<BundleContents>>),
 }
 
 impl ScanTarget {
@@ -95,6 +99,17 @@ impl ScanTarget {
                 for rec in b
                     .records
                     .iter()
+                    .filter(|r| r.seq() >= from && r.seq() < size)
+                {
+                    if !f(rec) {
+                        return;
+                    }
+                }
+            }
+            ScanTarget::Pages(pages) => {
+                for rec in pages
+                    .iter()
+                    .flat_map(|p| p.records.iter())
                     .filter(|r| r.seq() >= from && r.seq() < size)
                 {
                     if !f(rec) {
@@ -148,10 +163,56 @@ impl LogSource {
         }
     }
 
+    /// Pages of a log, the first from event 0 (see [`Self::extend`]).
+    pub fn pages(first: Arc<BundleContents>, decoder: Decoder) -> Result<Self, String> {
+        if first.header.from != 0 {
+            return Err(format!(
+                "the log's first page starts at event {}",
+                first.header.from
+            ));
+        }
+        Ok(Self {
+            inner: Inner::Pages(vec![first]),
+            decoder,
+            cache: HashMap::new(),
+        })
+    }
+
+    /// Adds the next page of a log fetched by pages: it must start where the last one ended,
+    /// with an event whose previous hash is the last one's (the chain goes on across pages;
+    /// each page's own chain and checkpoints were verified when it was read).
+    pub fn extend(&mut self, page: Arc<BundleContents>) -> Result<(), String> {
+        let Inner::Pages(pages) = &mut self.inner else {
+            return Err("not a log read by pages".into());
+        };
+        let last = pages.last().expect("a first page");
+        let end = last.header.from + last.records.len() as u64;
+        if page.header.log_id != last.header.log_id {
+            return Err("a page of another log".into());
+        }
+        if page.header.from != end {
+            return Err(format!(
+                "a page from event {} where event {end} was next",
+                page.header.from
+            ));
+        }
+        let (Some(before), Some(next)) = (last.records.last(), page.records.first()) else {
+            return Err("an empty page".into());
+        };
+        if next.envelope.prev != before.hash {
+            return Err(format!(
+                "event {end} does not continue the chain of the events before it (another history)"
+            ));
+        }
+        pages.push(page);
+        Ok(())
+    }
+
     pub fn scan_target(&self) -> ScanTarget {
         match &self.inner {
             Inner::Log(dir, _) => ScanTarget::Dir(dir.clone()),
             Inner::Bundle(b) => ScanTarget::Bundle(b.clone()),
+            Inner::Pages(p) => ScanTarget::Pages(p.clone()),
         }
     }
     pub fn decoder(&self) -> Decoder {
@@ -160,7 +221,7 @@ impl LogSource {
     /// First event shown (bundles may start after 0).
     pub fn first(&self) -> u64 {
         match &self.inner {
-            Inner::Log(..) => 0,
+            Inner::Log(..) | Inner::Pages(_) => 0,
             Inner::Bundle(b) => b.header.from,
         }
     }
@@ -169,6 +230,7 @@ impl LogSource {
         match &self.inner {
             Inner::Log(_, r) => r.size(),
             Inner::Bundle(b) => b.records.len() as u64,
+            Inner::Pages(p) => p.iter().map(|b| b.records.len() as u64).sum(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -182,6 +244,12 @@ impl LogSource {
         match &self.inner {
             Inner::Log(_, r) => *r.checkpoint(),
             Inner::Bundle(b) => *b.report.checkpoint.checkpoint(),
+            Inner::Pages(p) => *p
+                .last()
+                .expect("a first page")
+                .report
+                .checkpoint
+                .checkpoint(),
         }
     }
 
@@ -189,7 +257,8 @@ impl LogSource {
     pub fn refresh(&mut self) -> bool {
         match &mut self.inner {
             Inner::Log(_, r) => r.refresh().unwrap_or(false),
-            Inner::Bundle(_) => false,
+            // Pages come by `extend`.
+            Inner::Bundle(_) | Inner::Pages(_) => false,
         }
     }
 
@@ -207,6 +276,12 @@ impl LogSource {
                 .checked_sub(b.header.from)
                 .and_then(|i| b.records.get(i as usize))
                 .ok_or_else(|| format!("event {seq} is not in the bundle"))?,
+            Inner::Pages(p) => {
+                let i = p.partition_point(|b| b.header.from <= seq);
+                i.checked_sub(1)
+                    .and_then(|i| p[i].records.get((seq - p[i].header.from) as usize))
+                    .ok_or_else(|| format!("event {seq} has not been fetched"))?
+            }
         };
         let row = Row {
             seq,
@@ -229,6 +304,11 @@ impl LogSource {
         match &self.inner {
             Inner::Log(_, r) => r.checkpoint_covering(seq).ok(),
             Inner::Bundle(b) => b.checkpoints.iter().find(|c| c.body.size > seq).copied(),
+            Inner::Pages(p) => p
+                .iter()
+                .flat_map(|b| b.checkpoints.iter())
+                .find(|c| c.body.size > seq)
+                .copied(),
         }
     }
 }
