@@ -84,6 +84,14 @@ pub enum Command {
         /// address, localhost and 127.0.0.1 are always in it)
         #[arg(long, value_name = "NAME", requires = "listen")]
         hub_name: Vec<String>,
+        /// The hub listener's certificate, from your own CA instead of the hub CA: a PEM file
+        /// with the hub's certificate first and the CA that issued it last (join tokens then
+        /// pin that CA). Checked at start against every --hub-name
+        #[arg(long, value_name = "FILE", requires_all = ["listen", "tls_key"])]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM, mode 0600)
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Be this host's edge: serve local agents through the hub at https://HUB:PORT (the
         /// hub holds every key and decides everything). Repeatable: every address of the hub
         /// (a hub and its standbys); the edge moves to one it can reach

@@ -92,6 +92,8 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             tunnel_other_connect,
             listen,
             hub_name,
+            tls_cert,
+            tls_key,
             hub,
             join,
             hub_timeout,
@@ -123,6 +125,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                         .as_deref()
                         .map(crate::daemon::store::StoreUrl::parse)
                         .transpose()?,
+                    tls: tls_cert.zip(tls_key),
                 },
             )?)
         }

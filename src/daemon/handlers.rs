@@ -534,7 +534,7 @@ pub async fn call(
                 .unwrap_or(super::hub::TOKEN_TTL_SECS)
                 .clamp(1, super::hub::TOKEN_TTL_MAX_SECS)
                 .saturating_mul(1000);
-            let pin = engine.hub.ca(engine.master())?.pin.clone();
+            let pin = engine.hub.token_pin(engine.master())?;
             let (token, token_hash) = super::hub::new_join_token(engine.master(), &pin)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             let expires_ms = engine.now().saturating_add(ttl_ms);

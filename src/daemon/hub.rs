@@ -145,7 +145,6 @@ impl HubCa {
     /// client certificates of this CA verified when offered (a host enrolling has none yet;
     /// such a connection may only enrol).
     pub fn server_config(&self, names: &[String]) -> Result<Arc<rustls::ServerConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let leaf_key = ZKeyPair::generate()?;
         let mut p = CertificateParams::new(names.to_vec())
             .map_err(|e| anyhow!("the hub's names ({}): {e}", names.join(", ")))?;
@@ -169,6 +168,84 @@ impl HubCa {
         let der = Zeroizing::new(leaf_key.serialize_der());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec()));
         let chain = vec![leaf.der().clone(), self.cert.clone()];
+        self.config_with(chain, key)
+    }
+
+    /// The listener's TLS configuration with the certificate the admin gives (`--tls-cert`,
+    /// `--tls-key`) instead of a leaf of this CA: `cert` holds the hub's certificate first
+    /// and the CA that issued it last, which join tokens then pin (the edge finds it in the
+    /// chain the hub sends). Hosts' certificates stay this CA's (enrolment issues them). The
+    /// key file must be private (no access for group or others), and the certificate must
+    /// verify against that CA for every name in `names`, checked now rather than at each
+    /// host's enrolment. Returns the configuration and the pin.
+    pub fn server_config_from_files(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        names: &[String],
+    ) -> Result<(Arc<rustls::ServerConfig>, String)> {
+        use rustls_pki_types::pem::PemObject;
+        use std::os::unix::fs::MetadataExt;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| anyhow!("--tls-cert {}: {e}", cert.display()))?;
+        if chain.len() < 2 {
+            return Err(anyhow!(
+                "--tls-cert {}: the file holds the hub's certificate and then the CA that issued it, last (join tokens pin that CA); it holds {} certificate(s)",
+                cert.display(),
+                chain.len()
+            ));
+        }
+        let meta =
+            std::fs::metadata(key).map_err(|e| anyhow!("--tls-key {}: {e}", key.display()))?;
+        if meta.mode() & 0o077 != 0 {
+            return Err(anyhow!(
+                "--tls-key {}: the hub's private key is readable by others (mode {:o}); chmod 600 it",
+                key.display(),
+                meta.mode() & 0o777
+            ));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| anyhow!("--tls-key {}: {e}", key.display()))?;
+        let ca = chain.last().expect("two or more").clone();
+        let pin = spki_pin(&ca)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone())
+            .map_err(|e| anyhow!("--tls-cert: the CA at the end of the chain: {e}"))?;
+        let v = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .map_err(|e| anyhow!("--tls-cert: {e}"))?;
+        for n in names {
+            let name = rustls_pki_types::ServerName::try_from(n.clone())
+                .map_err(|e| anyhow!("--hub-name {n}: {e}"))?;
+            rustls::client::danger::ServerCertVerifier::verify_server_cert(
+                v.as_ref(),
+                &chain[0],
+                &chain[1..chain.len() - 1],
+                &name,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "--tls-cert {}: edges reaching the hub as {n} would refuse it: {e}",
+                    cert.display()
+                )
+            })?;
+        }
+        Ok((self.config_with(chain, key_der)?, pin))
+    }
+
+    /// TLS 1.3, `chain` and `key` presented, hosts' certificates of this CA verified when
+    /// offered.
+    fn config_with(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<rustls::ServerConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(self.cert.clone())
@@ -267,6 +344,9 @@ pub fn split_token(token: &str) -> Option<(&str, &str)> {
 #[derive(Debug)]
 pub struct HubState {
     ca: OnceLock<Result<Arc<HubCa>, String>>,
+    /// The CA join tokens pin when the listener presents the admin's certificate
+    /// (`--tls-cert`) rather than one of `ca`'s.
+    server_pin: OnceLock<String>,
     links: Mutex<HashMap<Name, usize>>,
     changed: tokio::sync::watch::Sender<u64>,
 }
@@ -275,6 +355,7 @@ impl Default for HubState {
     fn default() -> Self {
         Self {
             ca: OnceLock::new(),
+            server_pin: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
             changed: tokio::sync::watch::Sender::new(0),
         }
@@ -311,6 +392,20 @@ impl HubState {
             })
             .clone()
             .map_err(ApiError::Internal)
+    }
+
+    /// Join tokens pin `pin` from now on: the listener presents a chain that ends with that
+    /// CA (see [`HubCa::server_config_from_files`]).
+    pub fn set_server_pin(&self, pin: String) {
+        let _ = self.server_pin.set(pin);
+    }
+
+    /// What join tokens pin: the CA of the listener's certificate.
+    pub fn token_pin(&self, master: &MasterKey) -> Result<String, ApiError> {
+        match self.server_pin.get() {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.ca(master)?.pin.clone()),
+        }
     }
 
     /// The hosts with a live connection now.

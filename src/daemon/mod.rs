@@ -354,6 +354,8 @@ pub struct HubOptions {
     pub timeout: Option<Duration>,
     /// Keep the log in this PostgreSQL store.
     pub store: Option<store::StoreUrl>,
+    /// The listener's certificate chain and key, from the admin (else a leaf of the hub CA).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The names a hub's certificate carries: the admin's, the listening address, localhost.
@@ -531,11 +533,19 @@ pub fn run(
         Some(a) => {
             let ca = engine.hub.ca(engine.master())?;
             let names = hub_names(a, &hub.names);
-            let config = ca.server_config(&names)?;
+            let config = match &hub.tls {
+                Some((cert, key)) => {
+                    let (config, pin) = ca.server_config_from_files(cert, key, &hub.names)?;
+                    tracing::info!(cert = %cert.display(), ca_pin = %pin, "hub listener: the admin's certificate; join tokens pin its CA");
+                    engine.hub.set_server_pin(pin);
+                    config
+                }
+                None => ca.server_config(&names)?,
+            };
             let l = std::net::TcpListener::bind(a)
                 .with_context(|| format!("binding the hub listener on {a}"))?;
             l.set_nonblocking(true)?;
-            tracing::info!(address = %l.local_addr()?, names = %names.join(","), ca_pin = %ca.pin, "hub listening for hosts (mutual TLS 1.3)");
+            tracing::info!(address = %l.local_addr()?, names = %names.join(","), ca_pin = %engine.hub.token_pin(engine.master())?, "hub listening for hosts (mutual TLS 1.3)");
             Some((l, tokio_rustls::TlsAcceptor::from(config)))
         }
         None => None,

@@ -646,3 +646,75 @@ fn the_console_on_an_edges_host_reads_verifies_and_acts_through_the_edge() {
         text(&o.stderr)
     );
 }
+
+/// The hub's listener with the admin's own certificate (`--tls-cert`, `--tls-key`) rather than
+/// a leaf of the hub CA: join tokens pin the admin's CA, an edge enrols against it and is
+/// served; a key others can read, or a chain without its CA, stops the hub at start.
+#[test]
+fn a_hub_with_the_admins_certificate_has_hosts_pin_the_admins_ca() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let t = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, "Example Corp internal CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(p, ca_key);
+    let mut lp = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    lp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
+    let chain = t.path().join("hub-chain.pem");
+    std::fs::write(&chain, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    let key = t.path().join("hub.key");
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let leaf_only = t.path().join("leaf.pem");
+    std::fs::write(&leaf_only, leaf.pem()).unwrap();
+    let (chain_s, key_s) = (chain.to_str().unwrap(), key.to_str().unwrap());
+
+    let mut hub = Daemon::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let tls = [
+        "--tls-cert",
+        chain_s,
+        "--tls-key",
+        key_s,
+        "--hub-name",
+        "127.0.0.1",
+    ];
+    let mut args = vec!["--listen", addr.as_str()];
+    args.extend(tls);
+    // A chain without the CA that issued it: tokens could pin nothing.
+    let mut bad = args.clone();
+    bad[2 + 1] = leaf_only.to_str().unwrap();
+    let (code, err) = hub.refused_start_with(&bad);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("the CA that issued it"), "{err}");
+    // A private key that others can read.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = hub.refused_start_with(&args);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("readable by others"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    hub.run_with(&args);
+    hub.ok(&["project", "create", "demo"], None);
+    hub.ok(
+        &["secret", "put", "openai/prod", "--project", "demo"],
+        Some(&format!("{CANARY}\n")),
+    );
+    let v = json(&hub.ok(&["--json", "host", "add", "corp-1"], None));
+    let admin_pin = scopehold::daemon::hub::spki_pin(ca.der()).unwrap();
+    assert_eq!(v["ca_pin"], admin_pin.as_str(), "{v}");
+    let e = edge(&format!("https://{addr}"), v["token"].as_str().unwrap());
+    let cred = agent_on(&hub, "bot", "corp-1");
+    let o = resolve(&e, &cred);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), CANARY);
+}
