@@ -118,6 +118,15 @@ pub enum Command {
             hide_env_values = true
         )]
         store: Option<String>,
+        /// CA certificates (PEM) that the store's server certificate must chain to, for a
+        /// --store URL with sslmode=require [default: the system's roots]
+        #[arg(
+            long,
+            value_name = "FILE",
+            env = "SCOPEHOLD_STORE_CA",
+            requires = "store"
+        )]
+        store_ca: Option<PathBuf>,
         /// How long the edge waits for the hub's answer before it answers 503
         /// hub_unreachable (a watch waits for as long as nothing changes) [default: 10s]
         #[arg(long, value_name = "DURATION", requires = "hub", value_parser = humantime::parse_duration)]

@@ -98,6 +98,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             join,
             hub_timeout,
             store,
+            store_ca,
         } => {
             let home = crate::daemon::Home {
                 accept_missing_checkpoint,
@@ -123,7 +124,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                     timeout: hub_timeout,
                     store: store
                         .as_deref()
-                        .map(crate::daemon::store::StoreUrl::parse)
+                        .map(|s| crate::daemon::store::StoreUrl::parse(s, store_ca.as_deref()))
                         .transpose()?,
                     tls: tls_cert.zip(tls_key),
                 },

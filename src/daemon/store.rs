@@ -93,6 +93,9 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 pub struct StoreUrl {
     config: Config,
     shown: String,
+    /// TLS to the database (`sslmode=require` on a TCP host): the server's certificate is
+    /// verified for the host name against these roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for StoreUrl {
@@ -108,11 +111,12 @@ impl std::fmt::Display for StoreUrl {
 }
 
 impl StoreUrl {
-    /// Parses `postgres://` (or `postgresql://`) URLs. Only a unix socket or loopback is
-    /// accepted: the connection carries the log's sealed bodies and this build has no TLS to
-    /// PostgreSQL, so the database must be on the hub's own machine (or reached through a
-    /// local proxy that adds TLS).
-    pub fn parse(s: &str) -> Result<Self> {
+    /// Parses `postgres://` (or `postgresql://`) URLs. A unix socket or loopback may go
+    /// without TLS; any other host must be reached over TLS (`sslmode=require`): the
+    /// connection carries the log, and the hub must know it talks to its database. With TLS
+    /// the server's certificate is verified for its host name against `ca` (a PEM file of CA
+    /// certificates, `--store-ca`), else against the system's roots.
+    pub fn parse(s: &str, ca: Option<&std::path::Path>) -> Result<Self> {
         if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
             bail!("--store: only postgres:// URLs are supported (local files are the default)");
         }
@@ -129,18 +133,27 @@ impl StoreUrl {
                 "--store: this URL holds a password, and a command line is readable by every user of this machine; give it in SCOPEHOLD_STORE instead (or use peer authentication over the unix socket, with no password at all)"
             );
         }
+        let require = config.get_ssl_mode() == postgres::config::SslMode::Require;
         let mut hosts = Vec::new();
         for h in config.get_hosts() {
             match h {
-                Host::Unix(p) => hosts.push(p.display().to_string()),
+                Host::Unix(p) => {
+                    if require {
+                        bail!(
+                            "--store: sslmode=require with a unix socket ({}): PostgreSQL has no TLS on its sockets; drop it, or name a TCP host",
+                            p.display()
+                        );
+                    }
+                    hosts.push(p.display().to_string())
+                }
                 Host::Tcp(name) => {
                     let local = name == "localhost"
                         || name
                             .parse::<std::net::IpAddr>()
                             .is_ok_and(|ip| ip.is_loopback());
-                    if !local {
+                    if !local && !require {
                         bail!(
-                            "--store: {name} is not this machine: the store's connection carries the log in the clear (this build has no TLS to PostgreSQL); use a unix socket (?host=/run/postgresql) or loopback"
+                            "--store: {name} is not this machine: the connection carries the log, so it must be TLS with the server verified; add sslmode=require to the URL (and --store-ca FILE for your PostgreSQL's CA)"
                         );
                     }
                     hosts.push(name.clone());
@@ -148,16 +161,57 @@ impl StoreUrl {
             }
         }
         if hosts.is_empty() {
-            bail!("--store: name the database's host (a unix socket directory or loopback)");
+            bail!("--store: name the database's host (a unix socket directory, or a TCP host)");
         }
+        let tls = if require {
+            Some(Arc::new(client_tls(ca)?))
+        } else {
+            if let Some(ca) = ca {
+                bail!(
+                    "--store-ca {}: the store's URL asks for no TLS (add sslmode=require)",
+                    ca.display()
+                );
+            }
+            None
+        };
         let shown = format!(
-            "postgres on {} (database {}, user {})",
+            "postgres on {} (database {}, user {}{})",
             hosts.join(","),
             config.get_dbname().unwrap_or("(default)"),
-            config.get_user().unwrap_or("(default)")
+            config.get_user().unwrap_or("(default)"),
+            if tls.is_some() { ", TLS" } else { "" }
         );
-        Ok(Self { config, shown })
+        Ok(Self { config, shown, tls })
     }
+}
+
+/// The TLS client for the store: TLS 1.2 or 1.3, the server verified for its host name
+/// against `ca`'s certificates, or the system's roots without it.
+fn client_tls(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+                rustls_pki_types::CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<_, _>>())
+                    .map_err(|e| anyhow!("--store-ca {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                bail!("--store-ca {}: no CA certificate in it", path.display());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Why a commit did not go through: worth another attempt, or not.
@@ -177,7 +231,17 @@ fn classify(e: &postgres::Error) -> Failed {
             Failed::Transient(db.message().to_string())
         }
         Some(db) => Failed::Fatal(format!("{} ({})", db.message(), db.code().code())),
-        None => Failed::Transient(e.to_string()),
+        None => {
+            // The causes too: "error performing TLS handshake" alone does not say that the
+            // server's certificate was refused, or why.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            Failed::Transient(why)
+        }
     }
 }
 
@@ -221,12 +285,17 @@ fn lock_key(log_id: &[u8; 32]) -> i64 {
 
 /// A new session, named in `pg_stat_activity` for operators (and the tests that end it).
 fn open_session(url: &StoreUrl, name: &str) -> Result<Client, Failed> {
-    url.config
-        .clone()
+    let mut config = url.config.clone();
+    config
         .connect_timeout(Duration::from_secs(5))
-        .application_name(name)
-        .connect(NoTls)
-        .map_err(|e| classify(&e))
+        .application_name(name);
+    match &url.tls {
+        Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+            tls.as_ref().clone(),
+        )),
+        None => config.connect(NoTls),
+    }
+    .map_err(|e| classify(&e))
 }
 
 /// What another hub holding the lock means for this one.

@@ -15,6 +15,8 @@ pub struct Pg {
     pub sock: PathBuf,
     bin: PathBuf,
     user: Option<TestUser>,
+    /// With TLS: the loopback TCP port it also listens on (its socket is named after it).
+    pub port: Option<u16>,
 }
 
 /// The server's programs: `pg_config --bindir` when it is on PATH, else the newest of
@@ -48,6 +50,16 @@ impl Pg {
     /// A new cluster, running; `None` (saying so) only where a needed unix user cannot be
     /// made (not root: then the cluster is the caller's own and it always runs).
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A cluster that also listens on a loopback TCP port with TLS only there
+    /// (`hostssl`), presenting `cert` and `key` (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> Self {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Self {
         let t = tempfile::tempdir().unwrap();
         // The cluster's user must reach its directory.
         std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -74,12 +86,17 @@ impl Pg {
             )
             .unwrap();
         }
+        let port = tls.map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        });
         let pg = Pg {
             data,
             sock,
             bin: bindir(),
             user,
             _t: t,
+            port,
         };
         let o = pg
             .tool("initdb")
@@ -96,6 +113,27 @@ impl Pg {
             .output()
             .unwrap();
         assert!(o.status.success(), "initdb: {}", text(&o));
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+                let p = pg.data.join(name);
+                std::fs::write(&p, pem).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if let Some(u) = &pg.user {
+                    nix::unistd::chown(
+                        &p,
+                        Some(nix::unistd::Uid::from_raw(u.uid)),
+                        Some(nix::unistd::Gid::from_raw(u.gid)),
+                    )
+                    .unwrap();
+                }
+            }
+            // TCP connections must be TLS: a plain one is refused by the server itself.
+            std::fs::write(
+                pg.data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .unwrap();
+        }
         pg.start_again();
         pg
     }
@@ -121,10 +159,16 @@ impl Pg {
             .arg("-l")
             .arg(self.data.join("server.log"))
             .arg("-o")
-            .arg(format!(
-                "-k {} -c listen_addresses='' -c max_connections=50",
-                self.sock.display()
-            ))
+            .arg(match self.port {
+                None => format!(
+                    "-k {} -c listen_addresses='' -c max_connections=50",
+                    self.sock.display()
+                ),
+                Some(port) => format!(
+                    "-k {} -p {port} -c listen_addresses=127.0.0.1 -c max_connections=50 -c ssl=on",
+                    self.sock.display()
+                ),
+            })
             .args(["-w", "-t", "60", "start"])
             .output()
             .unwrap();
@@ -146,8 +190,17 @@ impl Pg {
     /// `postgres://` URL of the cluster's `postgres` database as the `scopehold` role.
     pub fn url(&self) -> String {
         format!(
-            "postgres://scopehold@/postgres?host={}",
-            self.sock.display()
+            "postgres://scopehold@/postgres?host={}&port={}",
+            self.sock.display(),
+            self.port.unwrap_or(5432)
+        )
+    }
+
+    /// The TLS listener's URL (a cluster made by [`Pg::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "postgres://scopehold@127.0.0.1:{}/postgres?sslmode=require",
+            self.port.expect("a TLS cluster")
         )
     }
 
@@ -158,6 +211,7 @@ impl Pg {
             .env("PATH", "/usr/bin:/bin")
             .arg("-h")
             .arg(&self.sock)
+            .args(["-p", &self.port.unwrap_or(5432).to_string()])
             .args([
                 "-U",
                 "scopehold",

@@ -358,3 +358,72 @@ fn deleting_a_secret_erases_its_sealed_values_in_the_store_too() {
     assert_eq!(after, local(&d), "the store's batch is the erased one");
     verify(&d);
 }
+
+/// A database on another machine is reached over TLS only, with the server verified: here a
+/// cluster on a loopback TCP port that refuses plain connections, its certificate from a CA
+/// the test makes. Without that CA (the system's roots) the hub refuses to start; with it
+/// (`--store-ca`) the hub's session is TLS. A remote host without `sslmode=require` is
+/// refused before anything is sent.
+#[test]
+fn the_store_over_tls_verifies_the_server_and_a_plain_remote_host_is_refused() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, "database CA of the test");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(p, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let pg = Pg::start_tls(&cert.pem(), &key.serialize_pem());
+    let mut d = Daemon::new();
+    let ca_file = d.t.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let (code, err) = d.refused_start_with(&["--store", "postgres://scopehold@db.example.com/x"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("sslmode=require"), "{err}");
+    let (code, err) = d.refused_start_with(&["--store", &pg.tls_url()]);
+    assert_ne!(code, Some(0));
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    d.run_with(&[
+        "--store",
+        &pg.tls_url(),
+        "--store-ca",
+        ca_file.to_str().unwrap(),
+    ]);
+    d.ok(&["project", "create", "demo"], None);
+    d.ok(
+        &["secret", "put", "openai/prod", "--project", "demo"],
+        Some(&format!("{CANARY}\n")),
+    );
+    let v = json(&d.ok(&["--json", "agent", "create", "bot"], None));
+    d.ok(
+        &[
+            "grant",
+            "create",
+            "agent:bot",
+            "openai/prod",
+            "--project",
+            "demo",
+        ],
+        None,
+    );
+    let o = resolve(&d, v["credential"].as_str().unwrap());
+    assert_eq!(text(&o.stdout).trim(), CANARY, "{}", text(&o.stderr));
+    assert_eq!(
+        pg.sql("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'scopehold-hub'"),
+        "t"
+    );
+    let st = health(&d);
+    assert!(
+        st["log"]["store"]["at"].as_str().unwrap().contains("TLS"),
+        "{st}"
+    );
+    assert_eq!(row(&pg).0, events(&d));
+}
