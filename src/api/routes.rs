@@ -78,6 +78,7 @@ pub enum Route {
     HostRevoke,
     HostJoin,
     LogPage,
+    HostRenew,
 }
 
 /// One row of the table.
@@ -145,6 +146,7 @@ routes! {
     HostRevoke    Post "/v1/hosts/revoke"    Admin    "host.revoke";
     HostJoin      Post "/v1/hosts/join"      Enrolling "host.join";
     LogPage       Post "/v1/log/page"        Admin    "log.page";
+    HostRenew     Post "/v1/hosts/renew"     Enrolling "host.renew";
 }
 
 impl Route {

@@ -978,6 +978,29 @@ pub struct HostJoined {
     pub event: u64,
 }
 
+/// `POST /v1/hosts/renew`: an enrolled host's edge, on its own connection to the hub (never
+/// a caller's request it forwards), asks for a certificate for a new key before its own
+/// expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostRenewRequest {
+    /// A PKCS#10 request (PEM) for the new key the host made for itself.
+    pub csr_pem: String,
+}
+
+/// The renewed certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRenewed {
+    /// The host's name.
+    pub host: Name,
+    /// Its new client certificate (PEM); the old one opens nothing from now on.
+    pub cert_pem: String,
+    /// When it expires (ms since the epoch).
+    pub not_after_ms: u64,
+    /// The `host_renewed` event.
+    pub event: u64,
+}
+
 /// `POST /v1/hosts/revoke`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1114,6 +1137,7 @@ pub mod endpoint {
         HostRevoke: HostRevoke, HostNameRequest => super::HostRevoked;
         HostJoin: HostJoin, HostJoinRequest => HostJoined;
         LogPage: LogPage, LogPageRequest => super::LogPage;
+        HostRenew: HostRenew, HostRenewRequest => super::HostRenewed;
     }
 }
 

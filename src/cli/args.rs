@@ -131,6 +131,10 @@ pub enum Command {
         /// hub_unreachable (a watch waits for as long as nothing changes) [default: 10s]
         #[arg(long, value_name = "DURATION", requires = "hub", value_parser = humantime::parse_duration)]
         hub_timeout: Option<std::time::Duration>,
+        /// Renew this host's certificate (a new key, certified by the hub) once it expires
+        /// within DURATION; checked at start and twice a day [default: 30days]
+        #[arg(long, value_name = "DURATION", requires = "hub", value_parser = humantime::parse_duration)]
+        renew_within: Option<std::time::Duration>,
     },
     /// Hosts: other machines whose edge daemons serve their agents through this hub
     #[command(subcommand)]

@@ -97,6 +97,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
             hub,
             join,
             hub_timeout,
+            renew_within,
             store,
             store_ca,
         } => {
@@ -122,6 +123,7 @@ pub fn run(cli: Cli) -> Result<(), Exit> {
                     hub,
                     join: join.map(zeroize::Zeroizing::new),
                     timeout: hub_timeout,
+                    renew_within,
                     store: store
                         .as_deref()
                         .map(|s| crate::daemon::store::StoreUrl::parse(s, store_ca.as_deref()))

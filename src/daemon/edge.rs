@@ -246,15 +246,7 @@ pub async fn enrol(home: &Home, url: &HubUrl, token: &str) -> Result<String> {
         .with_custom_certificate_verifier(pinned.clone())
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let key = ZKeyPair::generate()?;
-    let mut p = rcgen::CertificateParams::default();
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, "scopehold host");
-    p.distinguished_name = dn;
-    let csr = p
-        .serialize_request(&key)
-        .and_then(|c| c.pem())
-        .map_err(|e| anyhow!("making the certificate request: {e}"))?;
+    let (key, csr) = new_host_key()?;
     let body = serde_json::to_vec(&wire::HostJoinRequest {
         token: wire::SecretString::new(Zeroizing::new(token.trim().to_string())),
         csr_pem: csr,
@@ -391,13 +383,18 @@ fn client_config(home: &Home) -> Result<(rustls::ClientConfig, String)> {
     Ok((cfg, name))
 }
 
+/// How long before its certificate expires an edge renews it (certificates last a year).
+pub const RENEW_WITHIN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A pool of mutual-TLS connections to the hub, with this host's certificate.
+type HubClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Body>;
+
 /// The edge's link to its hub: a pool of mutual-TLS connections.
 #[derive(Debug)]
 pub struct Edge {
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Body,
-    >,
+    /// Replaced whole when the host's certificate is renewed.
+    client: std::sync::RwLock<HubClient>,
     /// Every hub address, in the order given; `current` is the one that answered last.
     hubs: Vec<HubUrl>,
     current: std::sync::atomic::AtomicUsize,
@@ -414,28 +411,9 @@ impl Edge {
         if hubs.is_empty() {
             bail!("an edge needs a hub address (--hub https://HUB:PORT)");
         }
-        let (cfg, host) = client_config(home)?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        // A watch waits on an idle connection for as long as nothing changes: keepalive
-        // probes find a hub that went away meanwhile (in about 16 s).
-        http.set_keepalive(Some(Duration::from_secs(10)));
-        http.set_keepalive_interval(Some(Duration::from_secs(2)));
-        http.set_keepalive_retries(Some(3));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(cfg)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(https);
+        let (client, host) = hub_client(home)?;
         Ok(Edge {
-            client,
+            client: std::sync::RwLock::new(client),
             hubs,
             current: std::sync::atomic::AtomicUsize::new(0),
             host,
@@ -444,6 +422,115 @@ impl Edge {
         })
     }
 
+    fn client(&self) -> HubClient {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Renews this host's certificate if it expires within `within`: a new key made here,
+    /// certified by the hub (`POST /v1/hosts/renew` on this edge's own connection), kept
+    /// in place of the old key and certificate, and used for every connection from now on.
+    /// Returns whether it renewed.
+    pub async fn renew_if_due(&self, home: &Home, within: Duration) -> Result<bool> {
+        let e = enrolment(home)?;
+        if e.not_after > std::time::SystemTime::now() + within {
+            return Ok(false);
+        }
+        let (key, csr) = new_host_key()?;
+        let body = serde_json::to_vec(&wire::HostRenewRequest { csr_pem: csr })?;
+        let client = self.client();
+        let mut why = String::new();
+        for hub in &self.hubs {
+            let req = Request::post(format!("{}{}", hub.url, Route::HostRenew.spec().path))
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(full(body.clone()))?;
+            let resp = match tokio::time::timeout(self.timeout, client.request(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    why = format!("{}: {}", hub.url, error_chain(&e));
+                    continue;
+                }
+                Err(_) => {
+                    why = format!("{}: no answer in time", hub.url);
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                let msg = serde_json::from_slice::<wire::ErrorBody>(&bytes)
+                    .map(|e| format!("{} ({})", e.error.message, e.error.code))
+                    .unwrap_or_else(|_| format!("HTTP {status}"));
+                bail!("the hub refused to renew this host's certificate: {msg}");
+            }
+            let renewed: wire::HostRenewed = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow!("the hub's answer to the renewal: {e}"))?;
+            let cert = CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())
+                .map_err(|e| anyhow!("the certificate the hub issued: {e}"))?;
+            let dir = edge_dir(home)?;
+            let key_pem = Zeroizing::new(key.serialize_pem());
+            // The hub already holds only the new certificate for this host: both files are
+            // replaced at once, each atomically (a stop between the two leaves a key and a
+            // certificate that do not match, which the next start reports).
+            super::ca::replace_at(
+                &dir,
+                &home.root,
+                HOST_CERT,
+                pem_cert(&cert).as_bytes(),
+                0o644,
+            )?;
+            super::ca::replace_at(&dir, &home.root, HOST_KEY, key_pem.as_bytes(), 0o600)?;
+            let (client, _) = hub_client(home)?;
+            *self.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+            tracing::info!(host = %self.host, not_after_ms = renewed.not_after_ms, event = renewed.event, "renewed this host's certificate");
+            return Ok(true);
+        }
+        bail!("no hub could be reached to renew this host's certificate: {why}")
+    }
+}
+
+/// A new host key and a certificate request for it (the hub chooses every field).
+fn new_host_key() -> Result<(ZKeyPair, String)> {
+    let key = ZKeyPair::generate()?;
+    let mut p = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "scopehold host");
+    p.distinguished_name = dn;
+    let csr = p
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| anyhow!("making the certificate request: {e}"))?;
+    Ok((key, csr))
+}
+
+/// The pooled client of an enrolled edge, and the host's name.
+fn hub_client(home: &Home) -> Result<(HubClient, String)> {
+    let (cfg, host) = client_config(home)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    // A watch waits on an idle connection for as long as nothing changes: keepalive
+    // probes find a hub that went away meanwhile (in about 16 s).
+    http.set_keepalive(Some(Duration::from_secs(10)));
+    http.set_keepalive_interval(Some(Duration::from_secs(2)));
+    http.set_keepalive_retries(Some(3));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(cfg)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build(https);
+    Ok((client, host))
+}
+
+impl Edge {
     /// This host's name, as its certificate says.
     pub fn host(&self) -> &str {
         &self.host
@@ -525,7 +612,7 @@ impl Edge {
                 return self.unreachable("the request could not be forwarded".into());
             };
             let answer = if bounded {
-                match tokio::time::timeout(self.timeout, self.client.request(out)).await {
+                match tokio::time::timeout(self.timeout, self.client().request(out)).await {
                     Ok(r) => r,
                     Err(_) => {
                         tracing::warn!(hub = %self.hubs[at].url, "no answer from the hub in time");
@@ -533,7 +620,7 @@ impl Edge {
                     }
                 }
             } else {
-                self.client.request(out).await
+                self.client().request(out).await
             };
             match answer {
                 Ok(resp) => {

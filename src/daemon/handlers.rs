@@ -584,6 +584,9 @@ pub async fn call(
         Route::HostJoin => Err(ApiError::BadRequest(
             "enrolment is served on the hub's TLS listener (scopehold daemon --listen HOST:PORT), not here".into(),
         )),
+        Route::HostRenew => Err(ApiError::BadRequest(
+            "a host's certificate is renewed by its edge on its own connection to the hub, not by a caller".into(),
+        )),
     }
 }
 
@@ -676,6 +679,46 @@ async fn watch(engine: &Engine, caller: &Caller, body: RequestBody) -> Result<Re
             version,
         },
         FRAME * 2,
+    )
+}
+
+/// `POST /v1/hosts/renew` from `host`'s edge itself (see `server::handle_host`): a
+/// certificate for the key in the request, recorded (`host_renewed`, durable) before it is
+/// answered. From then on only it identifies the host.
+pub async fn host_renew(
+    engine: &Engine,
+    host: &domain::Name,
+    body: RequestBody,
+) -> Result<Reply, ApiError> {
+    let r = take::<endpoint::HostRenew>(body).await?;
+    let ca = engine.hub.ca(engine.master())?;
+    let (cert, not_after_ms) = ca.certify_host(host, &r.csr_pem, engine.now())?;
+    let caller = Caller {
+        identity: Identity::Host(host.clone()),
+        uid: 0,
+        pid: None,
+        host: Some(host.clone()),
+    };
+    let done = engine
+        .execute(
+            &caller,
+            &Command::RenewHost {
+                host: host.clone(),
+                cert_sha256: super::hub::cert_sha256(&cert),
+                not_after_ms,
+            },
+        )
+        .await?;
+    // Connections made with the old certificate are cut (the edge opens new ones).
+    engine.hub.notify();
+    give::<endpoint::HostRenew>(
+        &wire::HostRenewed {
+            host: host.clone(),
+            cert_pem: super::ca::pem_cert(&cert),
+            not_after_ms,
+            event: done.seq,
+        },
+        FRAME * 16,
     )
 }
 

@@ -352,6 +352,8 @@ pub struct HubOptions {
     pub join: Option<zeroize::Zeroizing<String>>,
     /// How long an edge waits for the hub's answer.
     pub timeout: Option<Duration>,
+    /// An edge renews its host's certificate once it expires within this.
+    pub renew_within: Option<Duration>,
     /// Keep the log in this PostgreSQL store.
     pub store: Option<store::StoreUrl>,
     /// The listener's certificate chain and key, from the admin (else a leaf of the hub CA).
@@ -432,10 +434,30 @@ fn run_edge(
             urls.clone(),
             hub.timeout.unwrap_or(edge::HUB_TIMEOUT),
         )?);
+        // The host's certificate is renewed before it expires: checked now (a failure is
+        // said and the edge serves with the certificate it has) and twice a day.
+        let within = hub.renew_within.unwrap_or(edge::RENEW_WITHIN);
+        if let Err(e) = edge.renew_if_due(&home, within).await {
+            tracing::warn!(error = %format!("{e:#}"), "this host's certificate is due for renewal and was not renewed; retrying later");
+        }
+        let renewer = {
+            let (edge, home) = (edge.clone(), home.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(12 * 3600));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    if let Err(e) = edge.renew_if_due(&home, within).await {
+                        tracing::warn!(error = %format!("{e:#}"), "this host's certificate was not renewed; retrying later");
+                    }
+                }
+            })
+        };
         let listener = bind(&path, group, managed)?;
         tracing::info!(socket = %path.display(), host = %edge.host(), hubs = %hub.hub.join(","), "edge listening");
         notify_ready();
         edge::serve(listener, edge, signals.stopped()).await;
+        renewer.abort();
         anyhow::Ok(())
     })?;
     let _ = std::fs::remove_file(&path);

@@ -436,6 +436,20 @@ async fn handle_host(
             "host {h} is enrolled already"
         )));
     }
+    // The edge's own renewal carries no caller (every request it forwards carries the
+    // caller's uid, which it sets itself); a forwarded one goes on and is refused as a
+    // caller's.
+    if route.is_some_and(|r| r.route == api::Route::HostRenew)
+        && !req.headers().contains_key(super::hub::PEER_UID)
+    {
+        return match handlers::host_renew(engine, h, RequestBody::new(req)).await {
+            Ok(r) => {
+                tracing::info!(host = %h, "host certificate renewed");
+                ok(r)
+            }
+            Err(e) => error_response(&e),
+        };
+    }
     // Base-URL proxy requests (`/v1/proxy/...`) and runs come through; the forms that need
     // a proxy on the agent's own host (`HTTP_PROXY`'s absolute form, `CONNECT`) do not yet.
     if req.method() == hyper::Method::CONNECT || req.uri().authority().is_some() {

@@ -243,6 +243,16 @@ pub enum Command {
         /// When that certificate expires.
         not_after_ms: u64,
     },
+    /// Replace an enrolled host's certificate (the host asked, on its own connection, with a
+    /// new key): once decided, the new one is handed out and the old one opens nothing.
+    RenewHost {
+        /// The host's name.
+        host: Name,
+        /// The SHA-256 (hex) of the certificate issued.
+        cert_sha256: String,
+        /// When that certificate expires.
+        not_after_ms: u64,
+    },
     /// Revoke a host: its certificate opens no connection from now on.
     RevokeHost {
         /// The host's name.
@@ -1175,6 +1185,19 @@ pub fn decide(
                 }]),
             }
         }
+        Command::RenewHost {
+            host,
+            cert_sha256,
+            not_after_ms,
+        } => match state.hosts.get(host) {
+            Some(h) if h.cert_sha256.is_some() && !h.revoked => Ok(vec![Event::HostRenewed {
+                host: host.clone(),
+                cert_sha256: cert_sha256.clone(),
+                not_after_ms: *not_after_ms,
+                at_ms: now_ms,
+            }]),
+            _ => Err(Refusal::Invalid(format!("host {host} is not enrolled"))),
+        },
         Command::RevokeHost { host } => match state.hosts.get(host) {
             None => Err(Refusal::Unknown(Thing::Host, host.to_string())),
             Some(h) if h.revoked => Err(Refusal::AlreadyRevoked(Thing::Host, host.to_string())),

@@ -667,6 +667,23 @@ impl Event {
                 ],
                 &["host", "reason"],
             ),
+            Event::HostRenewed {
+                host,
+                cert_sha256,
+                not_after_ms,
+                at_ms,
+            } => d(
+                Some(Who::Actor(Actor::Identity(Identity::Host(host.clone())))),
+                format!("host:{host}"),
+                "renewed its certificate".into(),
+                vec![
+                    ("host", host.to_string()),
+                    ("cert_sha256", cert_sha256.clone()),
+                    ("not_after", time(*not_after_ms)),
+                    ("at", time(*at_ms)),
+                ],
+                &["host"],
+            ),
             Event::HostRevoked { host, by } => d(
                 by_(by),
                 format!("host:{host}"),
@@ -814,6 +831,8 @@ mod tests {
             EventKind::HostEnrolled => j(json!({"type": k.name(), "host": "ci-1",
                 "cert_sha256": "ab".repeat(32), "not_after_ms": 9000, "at_ms": 1})),
             EventKind::HostRevoked => j(json!({"type": k.name(), "host": "ci-1", "by": by})),
+            EventKind::HostRenewed => j(json!({"type": k.name(), "host": "ci-1",
+                "cert_sha256": "cd".repeat(32), "not_after_ms": 9000, "at_ms": 2})),
             EventKind::HostJoinDenied => j(json!({"type": k.name(), "host": "ci-1",
                 "reason": "join token expired", "peer": "10.0.0.2:40000", "at_ms": 1})),
             EventKind::SecretAssigned | EventKind::SecretUnassigned => {

@@ -86,6 +86,7 @@ event_kinds! {
     HostEnrolled = 28, "host_enrolled", Public;
     HostRevoked = 29, "host_revoked", Public;
     HostJoinDenied = 30, "host_join_denied", Public;
+    HostRenewed = 31, "host_renewed", Public;
 }
 
 impl EventKind {
@@ -415,6 +416,15 @@ pub enum Event {
         not_after_ms: u64,
         at_ms: u64,
     },
+    /// An enrolled host replaced its certificate before it expired: it made a new key, the hub
+    /// certified it, and only the certificate with this SHA-256 identifies the host from now on
+    /// (the old one's connections are cut).
+    HostRenewed {
+        host: Name,
+        cert_sha256: String,
+        not_after_ms: u64,
+        at_ms: u64,
+    },
     /// A host was revoked: its certificate opens no connection, its live connections were cut.
     HostRevoked { host: Name, by: Actor },
     /// An enrolment was refused at the hub's listener: `host` is the invited host whose
@@ -478,6 +488,7 @@ impl Event {
             Event::SecretDeleted { .. } => EventKind::SecretDeleted,
             Event::HostInvited { .. } => EventKind::HostInvited,
             Event::HostEnrolled { .. } => EventKind::HostEnrolled,
+            Event::HostRenewed { .. } => EventKind::HostRenewed,
             Event::HostRevoked { .. } => EventKind::HostRevoked,
             Event::HostJoinDenied { .. } => EventKind::HostJoinDenied,
         }
@@ -540,7 +551,9 @@ impl Event {
             | Event::SecretDeleted { by, .. }
             | Event::HostInvited { by, .. }
             | Event::HostRevoked { by, .. } => Some(by.to_string()),
-            Event::HostEnrolled { host, .. } => Some(Identity::Host(host.clone()).to_string()),
+            Event::HostEnrolled { host, .. } | Event::HostRenewed { host, .. } => {
+                Some(Identity::Host(host.clone()).to_string())
+            }
             Event::HostJoinDenied { host, .. } => {
                 host.as_ref().map(|h| Identity::Host(h.clone()).to_string())
             }

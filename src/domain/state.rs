@@ -612,6 +612,21 @@ impl State {
                 h.enrolled_ms = Some(*at_ms);
                 h.revoked = false;
             }
+            Event::HostRenewed {
+                host,
+                cert_sha256,
+                not_after_ms,
+                ..
+            } => {
+                let Some(h) = self.hosts.get_mut(host) else {
+                    return bad(format!("renewal of unknown host {host}"));
+                };
+                if h.cert_sha256.is_none() || h.revoked {
+                    return bad(format!("renewal of host {host}, which is not enrolled"));
+                }
+                h.cert_sha256 = Some(cert_sha256.clone());
+                h.not_after_ms = *not_after_ms;
+            }
             Event::HostRevoked { host, .. } => {
                 let Some(h) = self.hosts.get_mut(host) else {
                     return bad(format!("revocation of unknown host {host}"));

@@ -569,7 +569,7 @@ fn an_impossible_history_is_refused() {
 fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
     let mut numbers: Vec<u16> = EventKind::ALL.iter().map(|k| k.number()).collect();
     numbers.dedup();
-    assert_eq!(numbers, (1..=30).collect::<Vec<_>>(), "numbers are stable");
+    assert_eq!(numbers, (1..=31).collect::<Vec<_>>(), "numbers are stable");
     for k in EventKind::ALL {
         assert_eq!(EventKind::from_number(k.number()), Some(*k));
         assert_eq!(EventKind::from_name(k.name()), Some(*k));
@@ -654,6 +654,11 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
             cert_sha256: "ab".repeat(32),
             not_after_ms: 1000,
         },
+        Command::RenewHost {
+            host: n("ci-1"),
+            cert_sha256: "ef".repeat(32),
+            not_after_ms: 2000,
+        },
         Command::RevokeHost { host: n("ci-1") },
     ] {
         samples.extend(when(&mut s2, &root(), &c, 9));
@@ -689,6 +694,7 @@ fn every_kind_has_one_number_name_and_class_and_bodies_carry_the_name() {
         EventKind::HostEnrolled,
         EventKind::HostRevoked,
         EventKind::HostJoinDenied,
+        EventKind::HostRenewed,
     ] {
         assert!(kinds.contains(&k), "no sample of {k}");
     }

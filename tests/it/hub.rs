@@ -718,3 +718,98 @@ fn a_hub_with_the_admins_certificate_has_hosts_pin_the_admins_ca() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), CANARY);
 }
+
+/// A host's certificate is renewed by its edge before it expires (here: started with a
+/// notice longer than the certificate's life, so it is due at once): a new key made on the
+/// host, certified by the hub and recorded (`host_renewed`); the edge serves with it, and
+/// the old certificate opens nothing. A caller on the host cannot renew it through the edge.
+#[test]
+fn an_edge_renews_its_hosts_certificate_and_the_old_one_opens_nothing() {
+    let (hub, url) = start_hub();
+    let mut e = edge(&url, &invite(&hub, "renew-1", None));
+    let cred = agent_on(&hub, "bot", "renew-1");
+    assert!(resolve(&e, &cred).status.success());
+    // A caller's request for a renewal, forwarded by the edge, is refused as a caller's.
+    let before = hub.ok(&["--json", "log", "show", "--kind", "host_renewed"], None);
+    // (As the host's agent, authenticated: the request reaches the hub as the agent's.)
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "-X", "POST", "--unix-socket"])
+        .arg(&e.socket)
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", &format!("authorization: Bearer {cred}")])
+        .args(["-d", r#"{"csr_pem":"x"}"#])
+        .arg("http://scopehold/v1/hosts/renew")
+        .output()
+        .unwrap();
+    assert!(
+        text(&o.stdout).contains("not by a caller"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(
+        hub.ok(&["--json", "log", "show", "--kind", "host_renewed"], None),
+        before
+    );
+    let old_cert = std::fs::read(e.home.join("host.pem")).unwrap();
+    let old_key = std::fs::read(e.home.join("host.key")).unwrap();
+    let kept = tempfile::tempdir().unwrap();
+    let old_home = kept.path().join("state");
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&e.home)
+        .arg(&old_home)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    e.stop();
+
+    e.run_with(&["--hub", &url, "--renew-within", "400days"]);
+    let new_cert = std::fs::read(e.home.join("host.pem")).unwrap();
+    assert_ne!(new_cert, old_cert, "the certificate was not renewed");
+    assert_ne!(
+        std::fs::read(e.home.join("host.key")).unwrap(),
+        old_key,
+        "a new key"
+    );
+    let mode = std::fs::metadata(e.home.join("host.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let o = resolve(&e, &cred);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), CANARY);
+    let renewed = json(&hub.ok(&["--json", "log", "show", "--kind", "host_renewed"], None));
+    assert_eq!(renewed["event"]["host"], "renew-1", "{renewed}");
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(&new_cert).unwrap();
+    let sha = scopehold::daemon::hub::cert_sha256(&der);
+    assert_eq!(renewed["event"]["cert_sha256"], sha.as_str());
+    let h = hosts(&hub);
+    assert_eq!(h[0]["cert_sha256"], sha.as_str(), "{h:?}");
+    // Not due: started again with the default notice, it keeps the certificate it has.
+    e.stop();
+    e.run_with(&["--hub", &url]);
+    assert_eq!(std::fs::read(e.home.join("host.pem")).unwrap(), new_cert);
+
+    // The old certificate and key, kept aside, open nothing now.
+    let mut old = Daemon::new();
+    std::fs::remove_dir_all(&old.home).ok();
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&old_home)
+        .arg(&old.home)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    old.run_with(&["--hub", &url]);
+    let o = resolve(&old, &cred);
+    assert!(!o.status.success());
+    assert!(!text(&o.stdout).contains(CANARY));
+    assert!(
+        text(&o.stderr).contains("belongs to no enrolled host"),
+        "{}",
+        text(&o.stderr)
+    );
+}
