@@ -275,10 +275,7 @@ pub async fn enrol(home: &Home, url: &HubUrl, token: &str) -> Result<String> {
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if !status.is_success() {
-        let msg = serde_json::from_slice::<wire::ErrorBody>(&bytes)
-            .map(|e| format!("{} ({})", e.error.message, e.error.code))
-            .unwrap_or_else(|_| format!("HTTP {status}"));
-        bail!("the hub refused the enrolment: {msg}");
+        bail!("the hub refused the enrolment: {}", refusal(status, &bytes));
     }
     let joined: wire::HostJoined = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow!("the hub's answer to the enrolment: {e}"))?;
@@ -460,10 +457,10 @@ impl Edge {
             let status = resp.status();
             let bytes = resp.into_body().collect().await?.to_bytes();
             if !status.is_success() {
-                let msg = serde_json::from_slice::<wire::ErrorBody>(&bytes)
-                    .map(|e| format!("{} ({})", e.error.message, e.error.code))
-                    .unwrap_or_else(|_| format!("HTTP {status}"));
-                bail!("the hub refused to renew this host's certificate: {msg}");
+                bail!(
+                    "the hub refused to renew this host's certificate: {}",
+                    refusal(status, &bytes)
+                );
             }
             let renewed: wire::HostRenewed = serde_json::from_slice(&bytes)
                 .map_err(|e| anyhow!("the hub's answer to the renewal: {e}"))?;
@@ -489,6 +486,13 @@ impl Edge {
         }
         bail!("no hub could be reached to renew this host's certificate: {why}")
     }
+}
+
+/// What a hub's error answer says (its message and code), or its status.
+fn refusal(status: hyper::StatusCode, body: &[u8]) -> String {
+    serde_json::from_slice::<wire::ErrorBody>(body)
+        .map(|e| format!("{} ({})", e.error.message, e.error.code))
+        .unwrap_or_else(|_| format!("HTTP {status}"))
 }
 
 /// A new host key and a certificate request for it (the hub chooses every field).

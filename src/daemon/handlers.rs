@@ -682,6 +682,16 @@ async fn watch(engine: &Engine, caller: &Caller, body: RequestBody) -> Result<Re
     )
 }
 
+/// A host acting for itself (enrolling, renewing its certificate): no uid of it counts.
+fn host_itself(host: &domain::Name) -> Caller {
+    Caller {
+        identity: Identity::Host(host.clone()),
+        uid: 0,
+        pid: None,
+        host: Some(host.clone()),
+    }
+}
+
 /// `POST /v1/hosts/renew` from `host`'s edge itself (see `server::handle_host`): a
 /// certificate for the key in the request, recorded (`host_renewed`, durable) before it is
 /// answered. From then on only it identifies the host.
@@ -693,12 +703,7 @@ pub async fn host_renew(
     let r = take::<endpoint::HostRenew>(body).await?;
     let ca = engine.hub.ca(engine.master())?;
     let (cert, not_after_ms) = ca.certify_host(host, &r.csr_pem, engine.now())?;
-    let caller = Caller {
-        identity: Identity::Host(host.clone()),
-        uid: 0,
-        pid: None,
-        host: Some(host.clone()),
-    };
+    let caller = host_itself(host);
     let done = engine
         .execute(
             &caller,
@@ -1017,12 +1022,7 @@ async fn enrol(
     let (cert, not_after_ms) = ca
         .certify_host(&host, &r.csr_pem, engine.now())
         .map_err(named)?;
-    let caller = Caller {
-        identity: Identity::Host(host.clone()),
-        uid: 0,
-        pid: None,
-        host: Some(host.clone()),
-    };
+    let caller = host_itself(&host);
     let done = engine
         .execute(
             &caller,

@@ -290,6 +290,22 @@ pub(crate) fn wait_screen(session: &str, want: &str) -> String {
 }
 
 pub(crate) struct Session(pub String);
+
+/// `q`, and the program must end (the session ends with it) within 5 s: the terminal was
+/// restored and nothing held it open.
+pub(crate) fn quit(session: &Session) {
+    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
+    for _ in 0..50 {
+        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !tmux(&session.0, &["list-sessions"]).contains(&session.0),
+        "the console did not quit"
+    );
+}
 impl Drop for Session {
     fn drop(&mut self) {
         tmux(&self.0, &["kill-server"]);
@@ -432,17 +448,7 @@ fn the_console_in_tmux_against_the_real_daemon() {
     tmux(&session.0, &["send-keys", "-t", &session.0, "1", "G"]);
     wait_screen(&session.0, "grant_revoked");
     // q quits and the terminal is restored (the session ends with the program).
-    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
-    for _ in 0..50 {
-        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        !tmux(&session.0, &["list-sessions"]).contains(&session.0),
-        "the console did not quit"
-    );
+    quit(&session);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -537,16 +543,6 @@ fn auditor_mode_in_tmux_needs_only_the_bundle_and_the_key() {
     // Verification runs on its own thread: its verdict comes after the first frame.
     let s = wait_screen(&session.0, "verified up to 13 events");
     assert!(s.contains("[read-only bundle]"), "{s}");
-    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
-    for _ in 0..50 {
-        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        !tmux(&session.0, &["list-sessions"]).contains(&session.0),
-        "the console did not quit"
-    );
+    quit(&session);
     assert!(!Path::new("/nonexistent/state").exists());
 }

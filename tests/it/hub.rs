@@ -554,7 +554,7 @@ fn a_caller_cannot_claim_another_uid_by_the_edges_headers() {
 /// new events pushed as they are committed, and sends its actions through the same socket.
 #[test]
 fn the_console_on_an_edges_host_reads_verifies_and_acts_through_the_edge() {
-    use crate::console::{Session, tmux, wait_screen};
+    use crate::console::{Session, quit, tmux, wait_screen};
     let (hub, url) = start_hub();
     let e = edge(&url, &invite(&hub, "laptop", None));
     let me = nix::unistd::geteuid().as_raw().to_string();
@@ -627,14 +627,7 @@ fn the_console_on_an_edges_host_reads_verifies_and_acts_through_the_edge() {
     // Its event, recorded on the hub, comes back through the edge.
     tmux(&session.0, &["send-keys", "-t", &session.0, "1", "G"]);
     wait_screen(&session.0, "grant_revoked");
-    tmux(&session.0, &["send-keys", "-t", &session.0, "q"]);
-    for _ in 0..50 {
-        if !tmux(&session.0, &["list-sessions"]).contains(&session.0) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(!tmux(&session.0, &["list-sessions"]).contains(&session.0));
+    quit(&session);
     // A key other than the log's is refused before anything is shown.
     // (ed25519's base point: a valid key, and not this log's.)
     let other = format!("58{}", "66".repeat(31));
